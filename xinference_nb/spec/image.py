@@ -1,0 +1,58 @@
+"""Image documents (Xinference version 2)."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from ..errors import FieldIssue
+from .common import VirtualEnvSettings, _NameMixin, check_model_name
+
+IMAGE_ABILITIES = ("text2image", "image2image", "inpainting", "ocr", "image_edit", "docanalyze")
+
+
+class ImageSpec(_NameMixin):
+    model_name: str
+    model_id: Optional[str] = None
+    model_revision: Optional[str] = None
+    model_hub: str = "huggingface"
+    cache_config: Optional[dict[str, Any]] = None
+    version: Literal[2] = 2
+    model_family: str
+    model_ability: Optional[list[str]] = None
+    controlnet: Optional[list[dict[str, Any]]] = Field(default_factory=list)
+    default_model_config: Optional[dict[str, Any]] = Field(default_factory=dict)
+    default_generate_config: Optional[dict[str, Any]] = Field(default_factory=dict)
+    gguf_model_id: Optional[str] = None
+    gguf_quantizations: Optional[list[str]] = None
+    gguf_model_file_name_template: Optional[str] = None
+    lightning_model_id: Optional[str] = None
+    lightning_versions: Optional[list[str]] = None
+    lightning_model_file_name_template: Optional[str] = None
+    virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
+    model_uri: Optional[str] = None
+    is_builtin: bool = False
+    model_description: Optional[str] = None
+    featured: Optional[bool] = None
+    updated_at: Optional[int] = None
+
+    _omit_when_unset = frozenset({"model_description", "featured", "updated_at"})
+
+    @field_validator("model_family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        return check_model_name(value)
+
+    @field_validator("model_ability")
+    @classmethod
+    def _abilities(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        unknown = [a for a in value or [] if a not in IMAGE_ABILITIES]
+        if unknown:
+            raise ValueError(f"unknown abilities {unknown}; use some of {list(IMAGE_ABILITIES)}")
+        return value
+
+    def rules(self) -> list[FieldIssue]:
+        if self.is_builtin or self.model_uri or self.model_id:
+            return []
+        return [FieldIssue("model_uri", "is missing and so is model_id: give model_uri (the pipeline's folder) or "
+                           "model_id (a hub repository)")]

@@ -1,0 +1,143 @@
+"""LLM documents (Xinference version 2)."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator
+
+from ..errors import FieldIssue
+from .common import SpecModel, VirtualEnvSettings, _NameMixin, check_model_name, check_size
+
+LLM_FORMATS = ("pytorch", "ggufv2", "gptq", "awq", "fp8", "bnb", "mlx")
+LLM_ABILITIES = ("generate", "chat", "vision", "tools", "reasoning", "hybrid", "audio", "omni", "embed")
+
+
+class LLMModelSpec(SpecModel):
+    """One way to get the weights: format, size, quantization and where the files are."""
+
+    model_format: Literal["pytorch", "ggufv2", "gptq", "awq", "fp8", "bnb", "mlx"]
+    model_size_in_billions: Union[int, float, str]
+    quantization: str = "none"
+    model_id: Optional[str] = None
+    model_hub: str = "huggingface"
+    model_uri: Optional[str] = None
+    model_revision: Optional[str] = None
+    activated_size_in_billions: Optional[Union[int, float, str]] = None
+    # ggufv2 in a folder or on a hub: the file name, "{quantization}" is replaced.
+    model_file_name_template: Optional[str] = None
+    model_file_name_split_template: Optional[str] = None
+    quantization_parts: Optional[dict[str, list[str]]] = None
+
+    _omit_when_unset = frozenset(
+        {"model_file_name_template", "model_file_name_split_template", "quantization_parts"}
+    )
+
+    @field_validator("model_size_in_billions", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return check_size(value)
+
+    @field_validator("activated_size_in_billions", mode="before")
+    @classmethod
+    def _activated(cls, value: Any) -> Any:
+        return None if value is None else check_size(value)
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('must not be empty; use "none" for unquantized weights, or "4-bit" / "8-bit" / "Q4_K_M" …')
+        return value
+
+    @field_validator("model_file_name_template")
+    @classmethod
+    def _template(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and ("/" in value or "\\" in value or ".." in value):
+            raise ValueError(f"{value!r} must be a plain file name such as 'model-{{quantization}}.gguf'")
+        return value
+
+
+class LLMSpec(_NameMixin):
+    version: Literal[2] = 2
+    context_length: Optional[int] = 2048
+    model_name: str
+    model_lang: list[str] = []
+    model_ability: list[str] = []
+    model_description: Optional[str] = None
+    model_family: Optional[str] = None
+    model_specs: list[LLMModelSpec]
+    chat_template: Optional[str] = None
+    stop_token_ids: Optional[list[int]] = None
+    stop: Optional[list[str]] = None
+    reasoning_start_tag: Optional[str] = None
+    reasoning_end_tag: Optional[str] = None
+    cache_config: Optional[dict[str, Any]] = None
+    virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
+    is_builtin: bool = False
+    # seen in Xinference's catalogs
+    tool_parser: Optional[str] = None
+    architectures: Optional[list[str]] = None
+    featured: Optional[bool] = None
+    updated_at: Optional[int] = None
+
+    _omit_when_unset = frozenset({"tool_parser", "architectures", "featured", "updated_at"})
+
+    @field_validator("context_length")
+    @classmethod
+    def _context(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and value <= 0:
+            raise ValueError(f"must be a positive number of tokens, got {value}")
+        return value
+
+    @field_validator("model_ability")
+    @classmethod
+    def _abilities(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in LLM_ABILITIES]
+        if unknown:
+            raise ValueError(f"unknown abilit{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                             f"use some of {list(LLM_ABILITIES)}")
+        return value
+
+    @field_validator("model_specs")
+    @classmethod
+    def _specs(cls, value: list[LLMModelSpec]) -> list[LLMModelSpec]:
+        if not value:
+            raise ValueError("needs at least one entry (model_format, model_size_in_billions, quantization, "
+                             "and model_uri or model_id)")
+        return value
+
+    @field_validator("model_family")
+    @classmethod
+    def _family(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            check_model_name(value)
+        return value
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_ids(cls, value: Optional[list[int]]) -> Optional[list[int]]:
+        if value and any(v < 0 for v in value):
+            raise ValueError(f"token ids are non-negative integers, got {value}")
+        return value
+
+    def rules(self) -> list[FieldIssue]:
+        """Rules that span fields; builtin documents are trusted."""
+        if self.is_builtin:
+            return []
+        issues = []
+        if not self.model_family:
+            issues.append(FieldIssue("model_family", "is required for a custom LLM: name your model's family, "
+                                     "e.g. \"my-qwen\" (it may not be a built-in model's name)"))
+        if "chat" in self.model_ability and not (self.chat_template and self.chat_template.strip()):
+            issues.append(FieldIssue("chat_template", "is required when model_ability has \"chat\": copy the Jinja "
+                                     "template from the model's chat_template.jinja or the \"chat_template\" key "
+                                     "of its tokenizer_config.json (xinference_nb.parse_model fills it for you)"))
+        if bool(self.reasoning_start_tag) != bool(self.reasoning_end_tag):
+            missing = "reasoning_end_tag" if self.reasoning_start_tag else "reasoning_start_tag"
+            issues.append(FieldIssue(missing, "the reasoning tags go together: set both, e.g. \"<think>\" and "
+                                     "\"</think>\", or neither"))
+        for i, spec in enumerate(self.model_specs):
+            if not spec.model_uri and not spec.model_id:
+                issues.append(FieldIssue(f"model_specs[{i}].model_uri", "is missing and so is model_id: give "
+                                         "model_uri (a local path or file:// URI) or model_id (a hub repository)"))
+        return issues
