@@ -52,8 +52,9 @@ class LLMModelSpec(SpecModel):
     @field_validator("model_file_name_template")
     @classmethod
     def _template(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and ("/" in value or "\\" in value or ".." in value):
-            raise ValueError(f"{value!r} must be a plain file name such as 'model-{{quantization}}.gguf'")
+        if value is not None and (value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/")):
+            raise ValueError(f"{value!r} must be a file name inside the model folder, such as "
+                             "'model-{quantization}.gguf' (no absolute path, no '..')")
         return value
 
 
