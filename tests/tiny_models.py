@@ -602,7 +602,7 @@ def build_tiny_vits(path: Path) -> Path:
     from transformers import VitsConfig, VitsModel, VitsTokenizer
 
     path = _fresh_dir(path)
-    chars = ["<pad>", " ", "'", "-", ",", ".", "?", "!"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    chars = ["<pad>", "<unk>", " ", "'", "-", ",", ".", "?", "!"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
     chars += [str(d) for d in range(10)]
     vocab = {c: i for i, c in enumerate(chars)}
     vocab_file = path / "vocab.json"
@@ -726,8 +726,9 @@ def build_tiny_whisper(path: Path) -> Path:
         pad_token_id=tid["<|endoftext|>"],
         bos_token_id=tid["<|endoftext|>"],
         eos_token_id=tid["<|endoftext|>"],
-        suppress_tokens=[],
-        begin_suppress_tokens=[vocab.get("Ġ", 0), tid["<|endoftext|>"]],
+        # generation-only settings live in generation_config.json (transformers 5 warns otherwise)
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
         tie_word_embeddings=True,
     )
     _seed()
@@ -737,7 +738,6 @@ def build_tiny_whisper(path: Path) -> Path:
         bos_token_id=tid["<|endoftext|>"],
         eos_token_id=tid["<|endoftext|>"],
         pad_token_id=tid["<|endoftext|>"],
-        max_length=config.max_target_positions,
         max_new_tokens=8,
         is_multilingual=True,
         lang_to_id={f"<|{lang}|>": tid[f"<|{lang}|>"] for lang in WHISPER_LANGUAGES},

@@ -1,0 +1,143 @@
+"""The engine table: which backend loads which model type and format.
+
+Each engine is a loader function in one module of this package, imported only when a model
+launches. A loader takes a ``LoadRequest`` and returns an ``EngineModel``; the manager does
+everything around it (choosing the spec and engine, memory checks, progress, uids, cleanup).
+
+Engine names follow Xinference's spelling ("transformers", "llama.cpp", "sentence_transformers");
+lookups ignore case.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import EngineUnavailable, LaunchError
+
+
+@dataclass
+class DevicePlan:
+    """Where to put the weights, from launch_model's n_gpu / gpu_idx.
+
+    ``device_map`` is what accelerate understands ("auto", "cpu", or {"": "cuda:1"}); ``device``
+    is one torch device string for pipelines that take a single device; ``n_gpu_layers`` is for
+    llama.cpp (-1: all layers on the GPU, 0: CPU only)."""
+
+    device_map: Any = "cpu"
+    device: str = "cpu"
+    gpu_ids: list[int] = field(default_factory=list)
+    n_gpu_layers: int = 0
+
+    @property
+    def uses_cuda(self) -> bool:
+        return bool(self.gpu_ids)
+
+
+@dataclass
+class LoadRequest:
+    model_uid: str
+    model_type: str
+    model_name: str
+    spec: Any                          # the whole document (LLMSpec, EmbeddingSpec, …)
+    model_spec: Any = None             # the chosen model_specs entry (LLM, embedding, rerank), else None
+    model_path: Optional[Path] = None  # local file/folder to load; None means load model_id from the hub cache
+    model_format: Optional[str] = None
+    quantization: Optional[str] = None
+    device: DevicePlan = field(default_factory=DevicePlan)
+    options: dict[str, Any] = field(default_factory=dict)  # the rest of launch_model's kwargs
+    progress: Callable[[str, float], None] = lambda step, fraction: None
+
+    @property
+    def source(self) -> str:
+        """What to pass to from_pretrained: the local path, else the hub id."""
+        if self.model_path is not None:
+            return str(self.model_path)
+        model_id = getattr(self.model_spec, "model_id", None) or getattr(self.spec, "model_id", None)
+        if not model_id:
+            raise LaunchError(f"{self.model_name}: no local files and no model_id; pass model_path=... or set "
+                              "model_uri in the registration")
+        return model_id
+
+
+class EngineModel:
+    """Base of what loaders return. Subclasses add the methods of their abilities."""
+
+    model_type: str = ""
+    abilities: tuple[str, ...] = ()
+
+    def memory_bytes(self) -> Optional[int]:
+        """Bytes this model holds (weights + caches), measured after loading; None if unknown."""
+        return None
+
+    def close(self) -> None:
+        """Free everything the model holds. Called once by terminate_model and failed launches."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    model_type: str
+    formats: tuple[str, ...]        # model_format values it serves ("*" for types without formats)
+    loader: str                     # "module:function" inside xinference_nb.engines
+    requires: tuple[str, ...]       # importable module names it needs
+    package: str                    # pip package to name in errors
+    extra: str                      # our pip extra that installs it
+    families: tuple[str, ...] = ()  # for audio/image: model_family values it serves ("*" = any)
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
+
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def serves(self, model_format: Optional[str], family: Optional[str] = None) -> bool:
+        format_ok = "*" in self.formats or model_format is None or model_format in self.formats
+        family_ok = not self.families or "*" in self.families or (family or "").lower() in {
+            f.lower() for f in self.families}
+        return format_ok and family_ok
+
+    def load(self, request: LoadRequest) -> EngineModel:
+        if not self.available():
+            raise EngineUnavailable(f"The {self.name} engine needs {', '.join(self.missing())}, which is not "
+                                    "installed.", package=self.package, extra=self.extra)
+        module_name, func = self.loader.split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        return getattr(module, func)(request)
+
+
+ENGINES: list[Engine] = [
+    Engine("transformers", "LLM", ("pytorch", "gptq", "awq", "fp8", "bnb"), "transformers_llm:load",
+           ("torch", "transformers", "accelerate"), "transformers", "transformers"),
+    Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp"),
+    Engine("sentence_transformers", "embedding", ("pytorch",), "sentence_transformers:load_embedding",
+           ("torch", "sentence_transformers"), "sentence-transformers", "embedding"),
+    Engine("sentence_transformers", "rerank", ("pytorch",), "sentence_transformers:load_rerank",
+           ("torch", "sentence_transformers"), "sentence-transformers", "embedding"),
+    Engine("diffusers", "image", ("*",), "diffusers_image:load", ("torch", "diffusers"), "diffusers", "image",
+           families=("stable_diffusion", "*")),
+    Engine("transformers", "audio", ("*",), "audio:load", ("torch", "transformers"), "transformers", "audio",
+           families=("*",)),
+    Engine("flexible", "flexible", ("*",), "flexible:load", (), "xinference-nb", "all"),
+]
+
+
+def engines_for(model_type: str, model_format: Optional[str] = None, family: Optional[str] = None) -> list[Engine]:
+    """Engines that can serve this type (and format/family), installed or not, in preference order."""
+    return [e for e in ENGINES if e.model_type == model_type and e.serves(model_format, family)]
+
+
+def find_engine(model_type: str, name: str) -> Optional[Engine]:
+    wanted = name.strip().lower().replace("-", "_")
+    for e in ENGINES:
+        if e.model_type == model_type and e.name.lower().replace("-", "_") == wanted:
+            return e
+    # Xinference spells some engines differently ("Transformers", "llama_cpp", "SentenceTransformers")
+    aliases = {"llama_cpp": "llama.cpp", "llamacpp": "llama.cpp", "sentencetransformers": "sentence_transformers",
+               "hf": "transformers", "huggingface": "transformers"}
+    alias = aliases.get(wanted)
+    if alias:
+        return find_engine(model_type, alias)
+    return None
