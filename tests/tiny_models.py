@@ -23,6 +23,8 @@ Summary (see each builder's docstring):
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -202,6 +204,34 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet(*libraries: str):
+    """Silence load reports, warnings and progress bars of transformers (+ ``libraries``) meanwhile.
+
+    Builders are noisy (e.g. "classifier.weight MISSING" when building the cross-encoder); fixtures
+    wrap them in ``quiet()`` / ``quiet("diffusers")``. Missing libraries are ignored.
+    """
+    restore = []
+    for name in ("transformers", *libraries):
+        try:
+            lib = importlib.import_module(name)
+        except ImportError:
+            continue
+        log = lib.utils.logging
+        verbosity = log.get_verbosity()
+        log.set_verbosity_error()
+        progress = log.is_progress_bar_enabled()
+        log.disable_progress_bar()
+        restore.append((log, verbosity, progress))
+    try:
+        yield
+    finally:
+        for log, verbosity, progress in restore:
+            log.set_verbosity(verbosity)
+            if progress:
+                log.enable_progress_bar()
+
+
 def _seed(seed: int = SEED) -> None:
     import random
 
@@ -271,10 +301,25 @@ def build_tiny_llama_tokenizer(reasoning: bool = False):
     )
 
 
+def _portable_tokenizer_config(path: Path) -> dict[str, Any]:
+    """Rewrite transformers-5 only keys of ``tokenizer_config.json`` so transformers 4.x reads it too.
+
+    v5 writes ``extra_special_tokens`` as a list; v4 expects a dict there and calls the list
+    ``additional_special_tokens`` (which v5 still accepts and converts on load).
+    """
+    cfg_file = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    extra = cfg.get("extra_special_tokens")
+    if isinstance(extra, list):
+        cfg["additional_special_tokens"] = cfg.pop("extra_special_tokens")
+    cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    return cfg
+
+
 def _save_chat_tokenizer(tokenizer, path: Path, template: str) -> None:
     tokenizer.save_pretrained(path)
     cfg_file = path / "tokenizer_config.json"
-    cfg = json.loads(cfg_file.read_text())
+    cfg = _portable_tokenizer_config(path)
     # transformers 5 writes the template to chat_template.jinja; older versions put it into
     # tokenizer_config.json. Normalise to the v5 layout (both versions read chat_template.jinja).
     cfg.pop("chat_template", None)
@@ -754,6 +799,8 @@ def build_tiny_whisper(path: Path) -> Path:
     processor = WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
+    feature_extractor.save_pretrained(path)  # preprocessor_config.json, the classic layout
+    _portable_tokenizer_config(path)
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return path

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command (README and .ci/run): installs what it needs, then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/python -m pytest "$@"
