@@ -219,6 +219,26 @@ def test_tiny_gguf_runs_in_llama_cpp(tiny_gguf_file, tiny_llama_dir):
     assert cpp_logits.shape == hf_logits.shape == (len(hf_ids), 772)
     np.testing.assert_allclose(cpp_logits, hf_logits, atol=0.05)
 
+    # llama-cpp-python renders the embedded template exactly like transformers does
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|endoftext|>"
+    )
+    history = MESSAGES + [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    assert formatter(messages=history, tools=TOOLS).prompt == tok.apply_chat_template(
+        history, tools=TOOLS, add_generation_prompt=True, tokenize=False
+    )
+
     out = llm.create_completion("hello", max_tokens=8, temperature=0.0)
     assert isinstance(out["choices"][0]["text"], str) and out["usage"]["completion_tokens"] <= 8
     chat = llm.create_chat_completion(
@@ -226,9 +246,20 @@ def test_tiny_gguf_runs_in_llama_cpp(tiny_gguf_file, tiny_llama_dir):
     )
     msg = chat["choices"][0]["message"]
     assert msg["role"] == "assistant" and isinstance(msg["content"], str)
-    assert chat["usage"]["prompt_tokens"] == len(
-        tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True)
-    )
+    prompt_ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    assert chat["usage"]["prompt_tokens"] == len(prompt_ids)
+
+
+def test_tiny_reasoning_gguf(tiny_reasoning_gguf_file):
+    llama_cpp = pytest.importorskip("llama_cpp")
+
+    llm = llama_cpp.Llama(model_path=str(tiny_reasoning_gguf_file), n_ctx=256, verbose=False)
+    assert llm.metadata["tokenizer.chat_template"] == tiny_models.chatml_template(reasoning=True)
+    assert llm.metadata["general.name"] == "tiny-reasoning-llama"
+    chat = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0.0)
+    assert isinstance(chat["choices"][0]["message"]["content"], str)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -123,13 +123,16 @@ def chatml_template(reasoning: bool = False) -> str:
     drops the ``...</think>`` part of earlier assistant turns, like Qwen3 / DeepSeek-R1 templates).
     """
     content_expr = "(message.content or '')"
-    strip_reasoning = ""
-    if reasoning:
-        strip_reasoning = (
-            "        {%- if '</think>' in content %}\n"
-            "            {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n"
-            "        {%- endif %}\n"
+
+    def strip_reasoning(indent: str) -> str:
+        if not reasoning:
+            return ""
+        return (
+            f"{indent}{{%- if '</think>' in content %}}\n"
+            f"{indent}    {{%- set content = content.split('</think>')[-1].lstrip('\\n') %}}\n"
+            f"{indent}{{%- endif %}}\n"
         )
+
     generation_prompt = "<|im_start|>assistant\\n" + ("<think>\\n" if reasoning else "")
     return (
         "{%- if tools %}\n"
@@ -152,14 +155,14 @@ def chatml_template(reasoning: bool = False) -> str:
         " or (message.role == 'assistant' and not message.tool_calls) %}\n"
         f"        {{%- set content = {content_expr} %}}\n"
         + (
-            "        {%- if message.role == 'assistant' %}\n" + strip_reasoning + "        {%- endif %}\n"
+            "        {%- if message.role == 'assistant' %}\n" + strip_reasoning("            ") + "        {%- endif %}\n"
             if reasoning
             else ""
         )
         + "        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}\n"
         "    {%- elif message.role == 'assistant' %}\n"
         f"        {{%- set content = {content_expr} %}}\n"
-        + strip_reasoning
+        + strip_reasoning("        ")
         + "        {{- '<|im_start|>assistant' }}\n"
         "        {%- if content %}\n"
         "            {{- '\\n' + content }}\n"
