@@ -24,6 +24,12 @@ _LAZY = {
     "load_spec": "spec",
     "MODEL_TYPES": "spec",
     "get_registry": "registry",
+    "ModelManager": "manager",
+    "get_manager": "manager",
+    "parse_model": "parse",
+    "ParsedModel": "parse",
+    "serve": "server.runner",
+    "stop_server": "server.runner",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -32,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
     from .errors import (EngineUnavailable, InferenceError, LaunchError, ModelNotFound, ParseError, RegistryError,
                          SpecError, XinfError)
+    from .parse import ParsedModel, parse_model
     from .registry import get_registry
+    from .server.runner import serve, stop_server
     from .spec import MODEL_TYPES, load_spec
 
 

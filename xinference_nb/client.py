@@ -35,3 +35,59 @@ class Client:
     def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
         model_type = normalize_model_type(model_type)
         return to_document(get_registry().get(model_type, model_name))
+
+    # ------------------------------------------------------------------ running models (in-kernel manager)
+    def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
+                     model_uid: Optional[str] = None, model_size_in_billions: Any = None,
+                     model_format: Optional[str] = None, quantization: Optional[str] = None, replica: int = 1,
+                     n_worker: int = 1, n_gpu: Any = "auto", peft_model_config: Optional[dict] = None,
+                     request_limits: Optional[int] = None, worker_ip: Optional[str] = None, gpu_idx: Any = None,
+                     replica_config: Any = None, model_path: Optional[str] = None,
+                     enable_thinking: Optional[bool] = None, enable_virtual_env: Optional[bool] = None,
+                     virtual_env_packages: Optional[list[str]] = None, envs: Optional[dict[str, str]] = None,
+                     virtual_env_find_links: Optional[list[str]] = None, **kwargs: Any) -> str:
+        """Launch a model in this kernel and return its uid (Xinference's signature; n_gpu=None: CPU)."""
+        from .errors import LaunchError
+
+        if n_worker not in (1, None):
+            raise LaunchError(f"n_worker={n_worker}: the in-kernel manager is one worker; use n_worker=1 "
+                              "(or Client('http://...') to drive a Xinference cluster)")
+        extras = {"peft_model_config": peft_model_config, "request_limits": request_limits, "worker_ip": worker_ip,
+                  "replica_config": replica_config, "enable_thinking": enable_thinking,
+                  "enable_virtual_env": enable_virtual_env, "virtual_env_packages": virtual_env_packages,
+                  "envs": envs, "virtual_env_find_links": virtual_env_find_links}
+        for key, value in extras.items():
+            if value is not None:
+                kwargs.setdefault(key, value)
+        return _manager().launch_model(model_name, model_type=model_type, model_engine=model_engine,
+                                       model_format=model_format, model_size_in_billions=model_size_in_billions,
+                                       quantization=quantization, model_uid=model_uid, model_path=model_path,
+                                       n_gpu=n_gpu, gpu_idx=gpu_idx, replica=replica, **kwargs)
+
+    def terminate_model(self, model_uid: str) -> None:
+        _manager().terminate_model(model_uid)
+
+    def list_models(self) -> dict[str, dict[str, Any]]:
+        return _manager().list_models()
+
+    def describe_model(self, model_uid: str) -> dict[str, Any]:
+        return _manager().describe_model(model_uid)
+
+    def get_model(self, model_uid: str) -> Any:
+        """The handle of a running model (LLMHandle, EmbeddingHandle, …: by model type)."""
+        return _manager().get_model(model_uid)
+
+    def get_launch_model_progress(self, model_uid: str) -> dict[str, Any]:
+        return _manager().get_launch_model_progress(model_uid)
+
+    def cancel_launch_model(self, model_uid: str) -> None:
+        _manager().cancel_launch_model(model_uid)
+
+    def query_engine_by_model_name(self, model_name: str, model_type: str = "LLM") -> dict[str, list[dict[str, Any]]]:
+        return _manager().query_engine_by_model_name(model_name, model_type=model_type)
+
+
+def _manager():
+    from .manager import get_manager
+
+    return get_manager()

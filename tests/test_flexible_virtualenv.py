@@ -1,0 +1,180 @@
+"""Flexible models (a launcher defined here, the shipped transformers-pipeline and python-callable
+launchers) and a model in its own virtualenv whose package only that venv has."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from xinference_nb.errors import InferenceError, LaunchError
+
+# ------------------------------------------------------------------------------------------------
+# Launch through the public Client when the manager is there, else through the engine loader.
+# ------------------------------------------------------------------------------------------------
+def launch(model_type, doc, **kwargs):
+    from xinference_nb.client import Client
+
+    client = Client()
+    if hasattr(client, "launch_model"):
+        client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
+        uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, **kwargs)
+        return uid, client.get_model(uid)
+    from xinference_nb.engines import LoadRequest, engines_for
+    from xinference_nb.spec import load_spec, local_path_of
+
+    spec = load_spec(model_type, doc)
+    model_spec = spec.model_specs[0] if getattr(spec, "model_specs", None) else None
+    uri = model_spec.model_uri if model_spec is not None else spec.model_uri
+    request = LoadRequest(model_uid=f"{spec.model_name}-0", model_type=model_type, model_name=spec.model_name,
+                          spec=spec, model_spec=model_spec, model_path=local_path_of(uri) if uri else None,
+                          options=dict(kwargs))
+    engine = engines_for(model_type, getattr(model_spec, "model_format", None), getattr(spec, "model_family", None))[0]
+    if spec.virtualenv is not None and spec.virtualenv.packages:
+        from xinference_nb.engines.virtualenv import load_in_virtualenv
+
+        return request.model_uid, load_in_virtualenv(engine, request)
+    return request.model_uid, engine.load(request)
+
+
+def terminate(uid, handle):
+    from xinference_nb.client import Client
+
+    client = Client()
+    if hasattr(client, "terminate_model"):
+        client.terminate_model(uid)
+    else:
+        handle.close()
+
+
+def flexible_doc(name, launcher, launcher_args=None, model_uri=None, virtualenv=None):
+    doc = {"version": 2, "model_name": name, "model_description": "test model", "model_uri": model_uri,
+           "launcher": launcher, "launcher_args": json.dumps(launcher_args or {}), "is_builtin": False}
+    if virtualenv is not None:
+        doc["virtualenv"] = virtualenv
+    return doc
+
+
+# a launcher defined in this test module ---------------------------------------------------------
+class EchoModel:
+    def __init__(self, model_uid, model_path, greeting="hello"):
+        self.model_uid, self.model_path, self.greeting = model_uid, model_path, greeting
+        self.loaded = False
+
+    def load(self):
+        self.loaded = True
+
+    def infer(self, name, shout=False):
+        text = f"{self.greeting}, {name} from {self.model_uid}"
+        return {"text": text.upper() if shout else text, "loaded": self.loaded, "path": self.model_path}
+
+
+def echo_launcher(model_uid, model_path, **launcher_args):
+    return EchoModel(model_uid, model_path, **launcher_args)
+
+
+def test_flexible_launcher_from_test_module(tmp_path):
+    uid, h = launch("flexible", flexible_doc("echo", f"{__name__}.echo_launcher", {"greeting": "hi"},
+                                             model_uri=str(tmp_path)))
+    try:
+        out = h.infer(name="Ada")
+        assert out == {"text": f"hi, Ada from {uid}", "loaded": True, "path": str(tmp_path)}
+        assert h.infer(name="Ada", shout=True)["text"] == f"HI, ADA FROM {uid.upper()}"
+        with pytest.raises(InferenceError, match="nope"):
+            h.infer(name="Ada", nope=1)
+    finally:
+        terminate(uid, h)
+
+
+def test_python_callable_launcher():
+    uid, h = launch("flexible", flexible_doc("dumper", "xinference_nb.engines.flexible.python_callable",
+                                             {"callable": "json:dumps"}))
+    try:
+        assert h.infer(obj={"a": [1, 2]}, sort_keys=True) == '{"a": [1, 2]}'
+    finally:
+        terminate(uid, h)
+
+
+@pytest.mark.parametrize("launcher", ["xinference_nb.engines.flexible.transformers_pipeline",
+                                      "xinference.model.flexible.launchers.transformers"])
+def test_transformers_pipeline_launcher(cross_encoder_dir, launcher):
+    from transformers import pipeline
+
+    name = "clf-" + launcher.split(".")[0]
+    uid, h = launch("flexible", flexible_doc(name, launcher, {"task": "text-classification"},
+                                             model_uri=f"file://{cross_encoder_dir}"))
+    try:
+        out = h.infer(inputs="Where is the station?")
+        expected = pipeline("text-classification", model=str(cross_encoder_dir))("Where is the station?")
+        assert out[0]["label"] == expected[0]["label"]
+        assert out[0]["score"] == pytest.approx(expected[0]["score"], abs=1e-5)
+    finally:
+        terminate(uid, h)
+
+
+def test_flexible_launch_errors(tmp_path):
+    with pytest.raises(LaunchError, match="no_such_module"):
+        launch("flexible", flexible_doc("bad1", "no_such_module.launcher"))
+    with pytest.raises(LaunchError, match="task"):
+        launch("flexible", flexible_doc("bad2", "xinference_nb.engines.flexible.transformers_pipeline", {},
+                                        model_uri=str(tmp_path)))
+    with pytest.raises(LaunchError, match="callable"):
+        launch("flexible", flexible_doc("bad3", "xinference_nb.engines.flexible.python_callable", {}))
+
+
+# virtualenv ------------------------------------------------------------------------------------
+def _worker_pids():
+    import psutil
+
+    me = psutil.Process()
+    pids = set()
+    for child in me.children(recursive=True):
+        try:
+            if "xinference_nb.engines.venv_worker" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:
+            pass
+    return pids
+
+
+def test_model_in_its_own_virtualenv(local_package_dir, nb_home):
+    assert importlib.util.find_spec("xnb_tiny_pkg") is None, "the kernel must not have the venv-only package"
+    venv_settings = {"packages": [str(local_package_dir)], "inherit_pip_config": False, "no_build_isolation": True}
+    doc = flexible_doc("tiny-pkg-model", "xinference_nb.engines.flexible.python_callable",
+                       {"callable": "xnb_tiny_pkg:shout"}, virtualenv=venv_settings)
+    before = _worker_pids()
+    uid, h = launch("flexible", doc)
+    try:
+        assert h.infer(text="hello") == "HELLO!"
+        with pytest.raises(InferenceError):
+            h.infer(text="hello", volume=11)  # shout() takes no such argument: our error, across the pipe
+        venv = nb_home / "virtualenv" / "tiny-pkg-model"
+        assert (venv / "install.log").is_file() and "xnb" in (venv / "install.log").read_text().lower()
+        assert list(venv.glob("lib/python*/site-packages/xnb_tiny_pkg/__init__.py"))
+        assert len(_worker_pids() - before) == 1
+    finally:
+        terminate(uid, h)
+    assert _worker_pids() == before, "terminate must stop the virtualenv process"
+    assert "xnb_tiny_pkg" not in sys.modules
+    assert importlib.util.find_spec("xnb_tiny_pkg") is None
+
+    # a second launch reuses the venv (no reinstall) and works the same
+    log_size = (nb_home / "virtualenv" / "tiny-pkg-model" / "install.log").stat().st_size
+    uid, h = launch("flexible", doc)
+    try:
+        assert h.infer(text="again") == "AGAIN!"
+    finally:
+        terminate(uid, h)
+    assert (nb_home / "virtualenv" / "tiny-pkg-model" / "install.log").stat().st_size == log_size
+
+
+def test_virtualenv_install_failure_keeps_log(tmp_path, nb_home):
+    missing = tmp_path / "no-such-package-folder"
+    doc = flexible_doc("broken-venv", "xinference_nb.engines.flexible.python_callable", {"callable": "json:dumps"},
+                       virtualenv={"packages": [str(missing)], "inherit_pip_config": False})
+    with pytest.raises(LaunchError, match="install.log") as info:
+        launch("flexible", doc)
+    assert str(missing) in str(info.value)
+    log = nb_home / "virtualenv" / "broken-venv" / "install.log"
+    assert log.is_file() and str(missing) in log.read_text()

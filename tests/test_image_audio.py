@@ -1,0 +1,174 @@
+"""Image (tiny diffusers pipeline) and audio (tiny VITS text-to-speech, tiny Whisper recognition)
+models launched from custom documents, with results decoded and checked."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import wave
+
+import numpy as np
+import pytest
+
+from xinference_nb.errors import EngineUnavailable, InferenceError
+
+# ------------------------------------------------------------------------------------------------
+# Launch through the public Client when the manager is there, else through the engine loader.
+# ------------------------------------------------------------------------------------------------
+def launch(model_type, doc, **kwargs):
+    from xinference_nb.client import Client
+
+    client = Client()
+    if hasattr(client, "launch_model"):
+        client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
+        uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, **kwargs)
+        return uid, client.get_model(uid)
+    from xinference_nb.engines import LoadRequest, engines_for
+    from xinference_nb.spec import load_spec, local_path_of
+
+    spec = load_spec(model_type, doc)
+    model_spec = spec.model_specs[0] if getattr(spec, "model_specs", None) else None
+    uri = model_spec.model_uri if model_spec is not None else spec.model_uri
+    request = LoadRequest(model_uid=f"{spec.model_name}-0", model_type=model_type, model_name=spec.model_name,
+                          spec=spec, model_spec=model_spec, model_path=local_path_of(uri) if uri else None,
+                          options=dict(kwargs))
+    engine = engines_for(model_type, getattr(model_spec, "model_format", None), getattr(spec, "model_family", None))[0]
+    if spec.virtualenv is not None and spec.virtualenv.packages:
+        from xinference_nb.engines.virtualenv import load_in_virtualenv
+
+        return request.model_uid, load_in_virtualenv(engine, request)
+    return request.model_uid, engine.load(request)
+
+
+def terminate(uid, handle):
+    from xinference_nb.client import Client
+
+    client = Client()
+    if hasattr(client, "terminate_model"):
+        client.terminate_model(uid)
+    else:
+        handle.close()
+
+
+def image_doc(path, name="tiny-sd", **extra):
+    doc = {"version": 2, "model_name": name, "model_family": "stable_diffusion", "model_uri": str(path),
+           "model_ability": ["text2image", "image2image"],
+           "default_generate_config": {"num_inference_steps": 2}}
+    doc.update(extra)
+    return doc
+
+
+def audio_doc(path, name, family, abilities):
+    return {"version": 2, "model_name": name, "model_family": family, "model_uri": f"file://{path}",
+            "model_ability": abilities, "multilingual": False}
+
+
+def _png_size(data: bytes):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG"
+    return img.size
+
+
+def test_text_to_image_url_and_b64(tiny_sd_dir, nb_home):
+    pytest.importorskip("diffusers")
+    uid, h = launch("image", image_doc(tiny_sd_dir))
+    try:
+        out = h.text_to_image("a red apple on a table", n=2, size="64*64", seed=0)
+        assert set(out) == {"created", "data"} and isinstance(out["created"], int)
+        assert len(out["data"]) == 2
+        for item in out["data"]:
+            assert item["b64_json"] is None
+            path = item["url"]
+            assert path.startswith(str(nb_home / "image")) and path.endswith(".png")
+            with open(path, "rb") as f:
+                assert _png_size(f.read()) == (64, 64)
+
+        out = h.text_to_image("a cat", size="64*32", response_format="b64_json", seed=0)
+        assert out["data"][0]["url"] is None
+        assert _png_size(base64.b64decode(out["data"][0]["b64_json"])) == (64, 32)
+        json.dumps(out)
+        # same seed, same image
+        again = h.text_to_image("a cat", size="64*32", response_format="b64_json", seed=0)
+        assert again["data"][0]["b64_json"] == out["data"][0]["b64_json"]
+
+        img2 = h.image_to_image(base64.b64decode(out["data"][0]["b64_json"]), prompt="a dog", size="64*64",
+                                response_format="b64_json", strength=1.0)
+        assert _png_size(base64.b64decode(img2["data"][0]["b64_json"])) == (64, 64)
+
+        with pytest.raises(InferenceError, match="size"):
+            h.text_to_image("x", size="60*60")
+        with pytest.raises(InferenceError, match="response_format"):
+            h.text_to_image("x", size="64*64", response_format="jpeg")
+        with pytest.raises(InferenceError, match="bogus_arg"):
+            h.text_to_image("x", size="64*64", bogus_arg=1)
+    finally:
+        terminate(uid, h)
+
+
+def test_speech_vits_wav_flac(tiny_vits_dir):
+    uid, h = launch("audio", audio_doc(tiny_vits_dir, "tiny-vits", "MMS", ["text2audio"]))
+    try:
+        data = h.speech("hello world", response_format="wav")
+        assert isinstance(data, bytes)
+        with wave.open(io.BytesIO(data), "rb") as w:
+            assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+            assert w.getnframes() > 0
+        sf = pytest.importorskip("soundfile")
+        flac, rate = sf.read(io.BytesIO(h.speech("hello world", response_format="flac")))
+        assert rate == 16000 and len(flac) > 0
+        if "MP3" in sf.available_formats():
+            assert len(h.speech("hello", response_format="mp3")) > 0
+        slow = h.speech("hello world", response_format="pcm", speed=0.5)
+        assert len(slow) > 0
+        chunks = list(h.speech("hello world", response_format="wav", stream=True))
+        assert b"".join(chunks)[:4] == b"RIFF"
+        with pytest.raises(InferenceError, match="response_format"):
+            h.speech("hello", response_format="aiff")
+        with pytest.raises(InferenceError, match="input"):
+            h.speech("")
+    finally:
+        terminate(uid, h)
+
+
+def _tone_wav(seconds=1.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def test_transcriptions_whisper(tiny_whisper_dir, tmp_path):
+    uid, h = launch("audio", audio_doc(tiny_whisper_dir, "tiny-whisper", "whisper", ["audio2text"]))
+    try:
+        audio = _tone_wav()
+        out = h.transcriptions(audio)
+        assert set(out) == {"text"} and isinstance(out["text"], str)
+        text = h.transcriptions(audio, language="en", response_format="text")
+        assert isinstance(text, str)
+        # a 8 kHz file path is resampled to the model's 16 kHz
+        path = tmp_path / "tone.wav"
+        path.write_bytes(_tone_wav(rate=8000))
+        verbose = h.transcriptions(str(path), response_format="verbose_json")
+        assert verbose["task"] == "transcribe" and verbose["duration"] == pytest.approx(1.0, abs=1e-3)
+        assert isinstance(verbose["text"], str) and verbose["segments"]
+        trans = h.translations(audio)
+        assert isinstance(trans["text"], str)
+        with pytest.raises(InferenceError, match="response_format"):
+            h.transcriptions(audio, response_format="xml")
+        with pytest.raises(InferenceError, match="audio"):
+            h.transcriptions(b"not audio at all")
+    finally:
+        terminate(uid, h)
+
+
+def test_family_without_package_is_engine_unavailable(tiny_vits_dir):
+    with pytest.raises(EngineUnavailable, match="ChatTTS") as info:
+        launch("audio", audio_doc(tiny_vits_dir, "my-chattts", "ChatTTS", ["text2audio"]))
+    assert "pip install" in str(info.value)

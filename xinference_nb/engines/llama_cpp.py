@@ -1,0 +1,262 @@
+"""GGUF LLMs through llama-cpp-python.
+
+``n_ctx`` comes from the launch option ``n_ctx`` / ``context_length``, else the spec's context length
+capped by the file's; ``n_gpu_layers`` from the device plan (n_gpu). Other launch options that are
+``llama_cpp.Llama`` parameters (n_threads, n_batch, flash_attn, …) are passed to it. When the model
+path is a folder, the file is picked with the spec's ``model_file_name_template``.
+"""
+from __future__ import annotations
+
+import codecs
+import inspect
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..chat import ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits
+from ..errors import InferenceError, LaunchError
+from . import LoadRequest
+
+
+def _format_name(template: str, quantization: str) -> str:
+    return template.replace("{quantization}", quantization)
+
+
+def resolve_gguf_file(path: Path, model_spec: Any = None, quantization: Optional[str] = None) -> Path:
+    """The .gguf file to load: ``path`` itself, or the file the spec's model_file_name_template names
+    inside the folder ``path``. Errors say which files the folder holds."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            try:
+                with open(path, "rb") as fh:
+                    magic = fh.read(4)
+            except OSError:
+                magic = b""
+            if magic != b"GGUF":
+                raise LaunchError(f"{path} is not a GGUF file (it does not start with the GGUF magic); the "
+                                  "llama.cpp engine needs a .gguf file: convert the model or use "
+                                  "model_engine='transformers' for a Hugging Face folder")
+        return path
+    if not path.exists():
+        raise LaunchError(f"{path} does not exist; pass model_path= the .gguf file (or its folder with "
+                          "model_file_name_template in the registration)")
+    found = sorted(p.name for p in path.glob("*.gguf"))
+    listing = f" The folder holds: {', '.join(found)}." if found else " The folder holds no .gguf file."
+    template = getattr(model_spec, "model_file_name_template", None)
+    q = quantization or getattr(model_spec, "quantization", None) or ""
+    if template:
+        name = _format_name(template, q)
+        candidate = path / name
+        if candidate.is_file():
+            return candidate
+        for other in path.glob("*.gguf"):
+            if other.name.lower() == name.lower():
+                return other
+        split = getattr(model_spec, "model_file_name_split_template", None)
+        parts = (getattr(model_spec, "quantization_parts", None) or {}).get(q)
+        if split and parts:
+            first = path / split.replace("{quantization}", q).replace("{part}", parts[0])
+            if first.is_file():
+                return first
+        raise LaunchError(f"{candidate} not found: model_file_name_template {template!r} with quantization "
+                          f"{q!r} names {name!r}.{listing} Pick the quantization that matches a file.")
+    raise LaunchError(f"{path} is a directory, but a ggufv2 model is one .gguf file: pass "
+                      f"model_path='{path}/<name>.gguf', or register model_uri as the folder with "
+                      f"model_file_name_template (e.g. 'model-{{quantization}}.gguf').{listing}")
+
+
+def _llama_params() -> set[str]:
+    from llama_cpp import Llama
+
+    return set(inspect.signature(Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+
+
+def load(request: LoadRequest) -> "LlamaCppLLM":
+    from llama_cpp import Llama
+
+    from ..memory import estimate_gguf, gguf_metadata
+
+    if request.model_path is None:
+        raise LaunchError(f"{request.model_name}: the llama.cpp engine needs a local .gguf file; pass "
+                          "model_path=... or set model_uri in the registration")
+    file = resolve_gguf_file(request.model_path, request.model_spec, request.quantization)
+    opts = request.options
+    request.progress("reading GGUF metadata", 0.05)
+    try:
+        meta = gguf_metadata(file, {"general.architecture", ".context_length"})
+    except Exception as exc:
+        raise LaunchError(f"{file} could not be read as GGUF ({type(exc).__name__}: {exc}); is it a complete "
+                          ".gguf file?") from None
+    arch = meta.get("general.architecture", "llama")
+    file_ctx = meta.get(f"{arch}.context_length")
+    n_ctx = opts.get("n_ctx") or opts.get("context_length")
+    if not n_ctx:
+        known = [c for c in (getattr(request.spec, "context_length", None), file_ctx) if c]
+        n_ctx = int(min(known)) if known else 0
+    kwargs: dict[str, Any] = {"n_ctx": int(n_ctx), "n_gpu_layers": request.device.n_gpu_layers, "verbose": False}
+    if request.device.gpu_ids:
+        kwargs["main_gpu"] = request.device.gpu_ids[0]
+    accepted = _llama_params()
+    for key, value in opts.items():
+        if key in accepted and key not in ("n_ctx",):
+            kwargs[key] = value
+    request.progress("loading weights", 0.2)
+    try:
+        llm = Llama(model_path=str(file), **kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise LaunchError(f"llama.cpp could not load {file}: {exc}. Check that the file is a complete GGUF "
+                          "of an architecture this llama-cpp-python supports (pip install -U llama-cpp-python)"
+                          ) from None
+    try:
+        request.progress("preparing chat", 0.95)
+        model = LlamaCppLLM(llm, request, file)
+        model._estimate = estimate_gguf(file, llm.n_ctx()).total_bytes
+    except BaseException:
+        llm.close()
+        raise
+    request.progress("ready", 1.0)
+    return model
+
+
+class LlamaCppLLM(ChatLLM):
+    def __init__(self, llm: Any, request: LoadRequest, file: Path):
+        self.llm = llm
+        self.file = file
+        self.model_uid = request.model_uid
+        self.context_length = int(llm.n_ctx())
+        meta = dict(getattr(llm, "metadata", {}) or {})
+        own = meta.get("tokenizer.chat_template")
+        eos = llm.token_eos()
+        eos_ids = [eos] if eos is not None and eos >= 0 else []
+        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+            if key in meta:
+                try:
+                    eos_ids.append(int(meta[key]))
+                except ValueError:
+                    pass
+        variables: dict[str, Any] = {}
+        for name, tid in (("bos_token", llm.token_bos()), ("eos_token", eos)):
+            if tid is not None and tid >= 0:
+                variables[name] = self._piece(tid, special=True)
+        if request.options.get("enable_thinking") is not None:
+            variables["enable_thinking"] = request.options["enable_thinking"]
+        self._eog_ids = set(eos_ids)
+        self._add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "true")).lower() == "true"
+        self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
+                                             token_of=self._token_of)
+        self._estimate = None
+
+    def _piece(self, tid: int, special: bool = False) -> str:
+        return self.llm.detokenize([tid], special=special).decode("utf-8", errors="replace")
+
+    def _token_of(self, text: str) -> Optional[int]:
+        try:
+            ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        except Exception:
+            return None
+        if len(ids) == 1 and self._piece(ids[0], special=False) == "":
+            return ids[0]   # a control token: it never shows in the decoded text, so stop on its id
+        return None
+
+    def _prompt_ids(self, prompt: str, chat: bool) -> list[int]:
+        ids = self.llm.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
+        bos = self.llm.token_bos()
+        if len(ids) >= 2 and ids[0] == ids[1] == bos:
+            ids = ids[1:]   # the template already wrote the BOS token
+        return ids
+
+    def _run(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
+             check_stops: bool) -> Iterator[str]:
+        ids = self._prompt_ids(prompt, chat)
+        state.prompt_tokens = len(ids)
+        max_new = check_prompt_fits(len(ids), params, self.context_length)
+        stop_ids = set(params.stop_token_ids)
+        stop_strings = []
+        for s in params.stop:
+            tid = self._token_of(s)
+            if tid is not None:
+                stop_ids.add(tid)
+            else:
+                stop_strings.append(s)
+        longest = max((len(s) for s in stop_strings), default=0)
+        if params.seed is not None:
+            self.llm.set_seed(params.seed)
+        if params.temperature is None:
+            temp, top_p, top_k = 0.8, 0.95, 40     # llama-cpp-python's defaults
+        else:
+            temp, top_p, top_k = params.temperature, 1.0, 0
+        if params.top_p is not None:
+            top_p = params.top_p
+        if params.top_k is not None:
+            top_k = max(0, params.top_k)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        state.finish_reason = "length"
+        gen = self.llm.generate(ids, top_k=top_k, top_p=top_p, temp=temp, repeat_penalty=1.0, reset=True)
+        try:
+            for tid in gen:
+                state.completion_tokens += 1
+                if tid in stop_ids or tid in self._eog_ids:
+                    state.finish_reason = "stop"
+                    break
+                piece = decoder.decode(self.llm.detokenize([tid], special=False))
+                if piece:
+                    if check_stops and stop_strings:
+                        window_start = max(0, len(text) - longest)
+                        text += piece
+                        window = text[window_start:]
+                        hits = [window.find(s) for s in stop_strings if s in window]
+                        if hits:
+                            cut = window_start + min(hits)
+                            piece = piece[:max(0, len(piece) - (len(text) - cut))]
+                            if piece:
+                                yield piece
+                            state.finish_reason = "stop"
+                            break
+                    yield piece
+                if state.completion_tokens >= max_new:
+                    break
+            else:
+                state.finish_reason = "stop"
+        finally:
+            gen.close()
+
+    def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
+        state = TokenStream()
+        text = "".join(self._run(prompt, params, chat, state, check_stops=True))
+        return Completion(text, state.prompt_tokens, state.completion_tokens, state.finish_reason)
+
+    def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
+        return _LlamaTokenStream(self, prompt, params, chat)
+
+    def memory_bytes(self) -> Optional[int]:
+        return self._estimate
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.close()
+            except Exception:
+                pass
+            del self.llm
+        from ..memory import release_memory
+
+        release_memory()
+
+
+class _LlamaTokenStream(TokenStream):
+    def __init__(self, model: LlamaCppLLM, prompt: str, params: SamplingParams, chat: bool):
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finish_reason = "stop"
+        self._gen = model._run(prompt, params, chat, self, check_stops=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._gen
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()

@@ -1,0 +1,312 @@
+"""Embedding and rerank models through sentence-transformers.
+
+* ``load_embedding``: a ``SentenceTransformer`` from the spec's files; ``create_embedding`` returns
+  the OpenAI/Xinference shape ``{"object": "list", "model": uid, "data": [{"index", "object":
+  "embedding", "embedding"}], "usage": {"prompt_tokens", "total_tokens"}}``.
+* ``load_rerank``: a ``CrossEncoder``; ``rerank`` returns Xinference's shape ``{"id", "results":
+  [{"index", "relevance_score", "document"}], "meta": {"api_version", "billed_units", "tokens",
+  "warnings"}}``, best first.
+
+Truncation: inputs longer than the model's window are cut to ``min(spec.max_tokens, the model's
+max_seq_length)`` tokens, as Xinference does, and ``usage`` counts the tokens actually embedded
+(so a truncated input counts as ``max_tokens``). Token counts come from a forward hook on the
+tokenizing module, so nothing is tokenized twice.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from typing import Any, Optional, Sequence, Union
+
+from ..errors import InferenceError, LaunchError
+from . import EngineModel, LoadRequest
+from .flexible import free_memory, torch_memory_bytes
+
+# launch_model(**kwargs) that we hand to the sentence-transformers constructors
+# (only those the installed version's constructor takes are passed)
+_CONSTRUCTOR_OPTIONS = ("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",
+                        "revision", "truncate_dim", "prompts", "default_prompt_name", "backend", "local_files_only",
+                        "activation_fn", "similarity_fn_name")
+
+_EMBED_KWARGS = ("batch_size", "normalize_embeddings", "prompt_name", "prompt", "dimensions", "encoding_format",
+                 "model", "user", "truncate_dim", "show_progress_bar")
+_RERANK_KWARGS = ("batch_size", "model", "apply_softmax", "show_progress_bar")
+
+
+class _TokenCounter:
+    """Counts the attention-mask tokens that pass through a module, per calling thread."""
+
+    def __init__(self, module: Any):
+        self._local = threading.local()
+        self._handle = module.register_forward_hook(self._hook) if hasattr(module, "register_forward_hook") else None
+
+    def _hook(self, module: Any, inputs: Any, output: Any) -> None:
+        count = getattr(self._local, "count", None)
+        if count is None:
+            return
+        try:
+            mask = output["attention_mask"]
+        except (KeyError, TypeError, IndexError):
+            return
+        self._local.count = count + int(mask.sum())
+
+    def start(self) -> None:
+        self._local.count = 0
+
+    def stop(self) -> int:
+        count = getattr(self._local, "count", None) or 0
+        self._local.count = None
+        return count
+
+    def remove(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def _constructor_kwargs(request: LoadRequest, cls: Any) -> dict[str, Any]:
+    import inspect
+
+    try:
+        accepted = set(inspect.signature(cls.__init__).parameters)
+    except (TypeError, ValueError):  # pragma: no cover
+        accepted = set(_CONSTRUCTOR_OPTIONS)
+    kwargs = {k: request.options[k] for k in _CONSTRUCTOR_OPTIONS if k in request.options}
+    if "tokenizer_kwargs" in kwargs and "tokenizer_kwargs" not in accepted and "processor_kwargs" in accepted:
+        kwargs.setdefault("processor_kwargs", kwargs.pop("tokenizer_kwargs"))
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def _model_dims(model: Any) -> Optional[int]:
+    getter = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
+    try:
+        return getter() if getter else None
+    except Exception:
+        return None
+
+
+def _check_texts(value: Any, field: str) -> tuple[list[str], bool]:
+    """A str or a non-empty list of str → (list, was_single). InferenceError naming ``field`` otherwise."""
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise InferenceError(f"{field} is an empty list; pass a string or a list of strings")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise InferenceError(f"{field}[{i}] is a {type(item).__name__}; every item must be a string")
+        return list(value), False
+    raise InferenceError(f"{field} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _unknown(kwargs: dict, allowed: Sequence[str], method: str) -> None:
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise InferenceError(f"{method}() got unknown argument{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(unknown)}; it accepts {', '.join(allowed)}")
+
+
+class SentenceTransformerEmbedding(EngineModel):
+    model_type = "embedding"
+    abilities = ("embed",)
+
+    def __init__(self, model_uid: str, model: Any, dimensions: int, max_tokens: int, uses_cuda: bool = False):
+        self.model_uid = model_uid
+        self.model = model
+        self.dimensions = dimensions
+        self.max_tokens = max_tokens
+        self._uses_cuda = uses_cuda
+        self._counter = _TokenCounter(model[0])
+
+    # ----------------------------------------------------------------- Xinference methods
+    def create_embedding(self, input: Union[str, list[str]], **kwargs: Any) -> dict[str, Any]:  # noqa: A002
+        texts, _ = _check_texts(input, "input")
+        _unknown(kwargs, _EMBED_KWARGS, "create_embedding")
+        kwargs.pop("model", None)
+        kwargs.pop("user", None)
+        encoding_format = kwargs.pop("encoding_format", None) or "float"
+        if encoding_format not in ("float", "base64"):
+            raise InferenceError(f"encoding_format={encoding_format!r} is not supported; use 'float' or 'base64'")
+        dims = kwargs.pop("dimensions", None)
+        if dims is not None:
+            if not isinstance(dims, int) or isinstance(dims, bool) or not 0 < dims <= self.dimensions:
+                raise InferenceError(f"dimensions={dims!r}: pass a whole number from 1 to {self.dimensions} "
+                                     "(the model's size)")
+            kwargs["truncate_dim"] = dims
+        kwargs.setdefault("show_progress_bar", False)
+        model = self.model
+        if model is None:
+            raise InferenceError(f"model {self.model_uid!r} is closed")
+        self._counter.start()
+        try:
+            vectors = model.encode(texts, convert_to_numpy=True, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InferenceError(f"create_embedding() refused its arguments: {exc}") from exc
+        finally:
+            tokens = self._counter.stop()
+        if encoding_format == "base64":
+            rows = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        else:
+            rows = vectors.tolist()
+        return {
+            "object": "list",
+            "model": self.model_uid,
+            "data": [{"index": i, "object": "embedding", "embedding": row} for i, row in enumerate(rows)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def convert_ids_to_tokens(self, input: Union[list[int], list[list[int]]], **kwargs: Any) -> Any:  # noqa: A002
+        """Token ids → token strings (a list of ids → a list of str; a list of lists → a list of lists)."""
+        if self.model is None:
+            raise InferenceError(f"model {self.model_uid!r} is closed")
+        tokenizer = self.model.tokenizer
+        if isinstance(input, int) and not isinstance(input, bool):
+            return tokenizer.convert_ids_to_tokens(input)
+        if not isinstance(input, (list, tuple)):
+            raise InferenceError(f"input must be a list of token ids or a list of such lists, got {type(input).__name__}")
+        if all(isinstance(i, int) and not isinstance(i, bool) for i in input):
+            return tokenizer.convert_ids_to_tokens(list(input))
+        out = []
+        for n, ids in enumerate(input):
+            if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) for i in ids):
+                raise InferenceError(f"input[{n}] must be a list of integer token ids")
+            out.append(tokenizer.convert_ids_to_tokens(list(ids)))
+        return out
+
+    # ----------------------------------------------------------------- lifecycle
+    def memory_bytes(self) -> Optional[int]:
+        return torch_memory_bytes(self.model)
+
+    def close(self) -> None:
+        if self.model is None:
+            return
+        self._counter.remove()
+        self.model = None
+        free_memory(self._uses_cuda)
+
+
+class CrossEncoderRerank(EngineModel):
+    model_type = "rerank"
+    abilities = ("rerank",)
+
+    def __init__(self, model_uid: str, model: Any, uses_cuda: bool = False):
+        self.model_uid = model_uid
+        self.model = model
+        self._uses_cuda = uses_cuda
+        self._counter = _TokenCounter(model[0]) if len(model) else None
+
+    def rerank(self, documents: list[str], query: str, top_n: Optional[int] = None,
+               max_chunks_per_doc: Optional[int] = None, return_documents: Optional[bool] = None,
+               return_len: Optional[bool] = None, **kwargs: Any) -> dict[str, Any]:
+        """Score each document against ``query``; results best first, ``top_n`` of them if given.
+        ``max_chunks_per_doc`` is accepted for compatibility and ignored (as Xinference does for
+        cross-encoders): documents longer than the window are truncated."""
+        docs, _ = _check_texts(documents, "documents")
+        if not isinstance(query, str):
+            raise InferenceError(f"query must be a string, got {type(query).__name__}")
+        if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
+            raise InferenceError(f"top_n={top_n!r}: pass a positive whole number or None for all documents")
+        _unknown(kwargs, _RERANK_KWARGS, "rerank")
+        kwargs.pop("model", None)
+        kwargs.setdefault("show_progress_bar", False)
+        model = self.model
+        if model is None:
+            raise InferenceError(f"model {self.model_uid!r} is closed")
+        counter = self._counter
+        if counter is not None:
+            counter.start()
+        try:
+            scores = model.predict([(query, d) for d in docs], convert_to_numpy=True, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InferenceError(f"rerank() refused its arguments: {exc}") from exc
+        finally:
+            tokens = counter.stop() if counter is not None else 0
+        scores = scores.reshape(len(docs), -1)[:, -1] if scores.ndim > 1 else scores
+        order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))
+        if top_n is not None:
+            order = order[:top_n]
+        results = [{"index": i, "relevance_score": float(scores[i]),
+                    "document": {"text": docs[i]} if return_documents else None} for i in order]
+        meta = {"api_version": None, "billed_units": None,
+                "tokens": {"input_tokens": tokens, "output_tokens": 0} if return_len else None,
+                "warnings": None}
+        return {"id": str(uuid.uuid1()), "results": results, "meta": meta}
+
+    def memory_bytes(self) -> Optional[int]:
+        return torch_memory_bytes(self.model)
+
+    def close(self) -> None:
+        if self.model is None:
+            return
+        if self._counter is not None:
+            self._counter.remove()
+        self.model = None
+        free_memory(self._uses_cuda)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loaders
+# ------------------------------------------------------------------------------------------------
+
+def _launch_failed(request: LoadRequest, what: str, exc: BaseException) -> LaunchError:
+    where = request.model_path or request.source
+    return LaunchError(f"{request.model_type} model {request.model_name!r}: {what} could not load {where}: "
+                       f"{type(exc).__name__}: {exc}. Check model_uri points at a sentence-transformers / "
+                       "Hugging Face model folder")
+
+
+def load_embedding(request: LoadRequest) -> SentenceTransformerEmbedding:
+    from sentence_transformers import SentenceTransformer
+
+    request.progress("load", 0.1)
+    spec = request.spec
+    model = None
+    try:
+        try:
+            model = SentenceTransformer(request.source, device=request.device.device,
+                                        **_constructor_kwargs(request, SentenceTransformer))
+        except Exception as exc:
+            raise _launch_failed(request, "SentenceTransformer", exc) from exc
+        request.progress("check", 0.8)
+        dims = _model_dims(model)
+        if dims is not None and spec.dimensions and dims != spec.dimensions and "truncate_dim" not in request.options:
+            raise LaunchError(f"embedding model {request.model_name!r}: the document says dimensions={spec.dimensions} "
+                              f"but the model at {request.model_path or request.source} makes {dims}-dimensional "
+                              f"vectors; set \"dimensions\": {dims} in the registration")
+        window = getattr(model, "max_seq_length", None)
+        max_tokens = min(spec.max_tokens, window) if window else spec.max_tokens
+        if max_tokens and max_tokens != window:
+            model.max_seq_length = max_tokens
+        embedding = SentenceTransformerEmbedding(request.model_uid, model, dims or spec.dimensions, max_tokens,
+                                                 request.device.uses_cuda)
+    except BaseException:
+        model = None
+        free_memory(request.device.uses_cuda)
+        raise
+    request.progress("ready", 1.0)
+    return embedding
+
+
+def load_rerank(request: LoadRequest) -> CrossEncoderRerank:
+    from sentence_transformers import CrossEncoder
+
+    request.progress("load", 0.1)
+    spec = request.spec
+    kwargs = _constructor_kwargs(request, CrossEncoder)
+    model = None
+    try:
+        try:
+            model = CrossEncoder(request.source, device=request.device.device, **kwargs)
+        except Exception as exc:
+            raise _launch_failed(request, "CrossEncoder", exc) from exc
+        window = getattr(model, "max_seq_length", None)
+        if getattr(spec, "max_tokens", None) and (not window or spec.max_tokens < window):
+            model.max_seq_length = spec.max_tokens
+        rerank = CrossEncoderRerank(request.model_uid, model, request.device.uses_cuda)
+    except BaseException:
+        model = None
+        free_memory(request.device.uses_cuda)
+        raise
+    request.progress("ready", 1.0)
+    return rerank

@@ -1,0 +1,432 @@
+"""Per-model virtual environments: a model whose ``virtualenv.packages`` is non-empty runs in a child
+process on the Python of its own venv, so the kernel never imports the isolated packages.
+
+How the venv is made (once per model, under ``$XINFERENCE_NB_HOME/virtualenv/<model_name>``):
+
+* ``python -m venv --without-pip`` with the kernel's interpreter: fast and offline.
+* A ``_xinference_nb_parent.pth`` file in the venv's site-packages adds the kernel environment's
+  site-packages *after* the venv's own (``site.addsitedir``, so its ``.pth`` files, editable installs
+  included, work). This is ``--system-site-packages`` against the kernel's environment rather than
+  the base interpreter's: torch, transformers, pip and xinference_nb itself are inherited without a
+  download, which is what lets this work without a network, while anything installed into the venv
+  shadows the kernel's copy. (``venv --system-site-packages`` alone would expose the *base*
+  interpreter's packages, not the kernel venv's.)
+* The packages are installed with ``<venv python> -m pip install`` (or ``uv pip install`` when
+  ``XINFERENCE_NB_VENV_INSTALLER=uv`` and uv is on PATH), with ``index_url``, ``extra_index_url``,
+  ``find_links``, ``trusted_host`` and ``no_build_isolation`` from the spec. With
+  ``inherit_pip_config`` false, pip runs ``--isolated`` (no pip.conf, no ``PIP_*`` variables).
+  Xinference's ``#system_<pkg>#`` markers are dropped: the kernel's packages are visible anyway.
+  Output is appended to ``<venv>/install.log`` and each line is reported to the launch progress;
+  a failed install raises LaunchError with the log's tail and path, and is retried on the next launch.
+  A finished install is recorded in ``<venv>/xinference_nb_packages.json`` so the next launch with
+  the same packages skips pip.
+
+The child runs ``python -m xinference_nb.engines.venv_worker`` with the venv's Python, talking over
+two private pipes (``multiprocessing.connection`` framing, pickle): it loads the model with the
+same engine loader, then serves method calls. ``VirtualEnvModel`` is the kernel-side proxy: its
+methods are the child model's public methods, results come back as plain values (an iterator
+result, e.g. streamed speech, comes back as an iterator over its items), errors of ours come back as
+the same exception class. ``close()`` stops the child. Its stdout/stderr go to ``<venv>/worker.log``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import errors as _errors
+from ..errors import LaunchError, XinfError
+from . import Engine, EngineModel, LoadRequest
+
+INSTALL_LOG = "install.log"
+WORKER_LOG = "worker.log"
+STAMP = "xinference_nb_packages.json"
+PTH_NAME = "_xinference_nb_parent.pth"
+
+
+class VirtualEnvWorkerError(XinfError, RuntimeError):
+    """The model's virtualenv process failed (it exited, or raised an error that is not ours)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the venv
+# ------------------------------------------------------------------------------------------------
+
+def venv_root() -> Path:
+    home = os.environ.get("XINFERENCE_NB_HOME") or str(Path.home() / ".xinference_nb")
+    return Path(home).expanduser() / "virtualenv"
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _venv_site_packages(venv: Path) -> Path:
+    if os.name == "nt":  # pragma: no cover
+        return venv / "Lib" / "site-packages"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return venv / "lib" / version / "site-packages"
+
+
+def _parent_site_dirs() -> list[str]:
+    dirs = []
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path and path not in dirs:
+            dirs.append(path)
+    for path in sys.path:
+        if path.endswith(("site-packages", "dist-packages")) and path not in dirs and os.path.isdir(path):
+            dirs.append(path)
+    return dirs
+
+
+def _package_root() -> str:
+    """The folder holding the ``xinference_nb`` package (put first on the child's path)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def create_venv(venv: Path, log: Path) -> None:
+    """Make the venv (no pip inside: pip comes from the kernel's environment through the .pth)."""
+    venv.mkdir(parents=True, exist_ok=True)
+    python = venv_python(venv)
+    if not python.exists():
+        _log(log, f"$ {sys.executable} -m venv --without-pip {venv}")
+        proc = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True,
+                              text=True)
+        _log(log, proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not python.exists():
+            raise LaunchError(f"could not create the virtualenv {venv} (exit {proc.returncode}); see {log}:\n"
+                              + _tail(log))
+    site_dir = _venv_site_packages(venv)
+    site_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"import site; site.addsitedir({d!r})" for d in _parent_site_dirs()]
+    (site_dir / PTH_NAME).write_text("\n".join(lines) + "\n")
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def install_command(venv: Path, settings: Any, packages: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The pip (or uv) command line and environment that install ``packages`` into ``venv``."""
+    env = dict(os.environ)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_NO_INPUT"] = "1"
+    env.pop("PYTHONPATH", None)
+    python = str(venv_python(venv))
+    installer = os.environ.get("XINFERENCE_NB_VENV_INSTALLER", "pip").lower()
+    uv = shutil.which("uv") if installer == "uv" else None
+    if uv:
+        cmd = [uv, "pip", "install", "--python", python]
+        if getattr(settings, "index_strategy", None):
+            cmd += ["--index-strategy", settings.index_strategy]
+        if not settings.inherit_pip_config:
+            cmd += ["--no-config"]
+    else:
+        cmd = [python, "-m", "pip", "install", "--progress-bar", "off"]
+        if not settings.inherit_pip_config:
+            cmd.insert(4, "--isolated")
+            env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
+            env["PIP_CONFIG_FILE"] = os.devnull
+            env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    if settings.index_url:
+        cmd += ["--index-url", settings.index_url]
+    for url in _as_list(settings.extra_index_url):
+        cmd += ["--extra-index-url", url]
+    for link in _as_list(settings.find_links):
+        cmd += ["--find-links", link]
+    if not uv:
+        for host in _as_list(settings.trusted_host):
+            cmd += ["--trusted-host", host]
+    if settings.no_build_isolation:
+        cmd += ["--no-build-isolation"]
+    return cmd + packages, env
+
+
+def _log(log: Path, text: str) -> None:
+    if not text:
+        return
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+
+
+def _tail(log: Path, lines: int = 25) -> str:
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def _packages_of(settings: Any, options: dict[str, Any]) -> list[str]:
+    packages = list(settings.packages or [])
+    packages += _as_list(options.pop("virtual_env_packages", None))
+    return [p for p in packages if p and not (p.startswith("#system_") and p.endswith("#"))]
+
+
+def ensure_venv(model_name: str, settings: Any, packages: list[str], progress: Any = None) -> Path:
+    """Create the venv of ``model_name`` if needed and install ``packages`` unless the last install
+    with the same packages and settings succeeded. Returns the venv folder."""
+    venv = venv_root() / model_name
+    log = venv / INSTALL_LOG
+    venv.mkdir(parents=True, exist_ok=True)
+    fingerprint = hashlib.sha256(json.dumps({"packages": packages, "settings": settings.model_dump(mode="json"),
+                                             "python": sys.version}, sort_keys=True).encode()).hexdigest()
+    stamp = venv / STAMP
+    if venv_python(venv).exists() and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+                create_venv(venv, log)  # refresh the .pth (cheap) in case the kernel's env moved
+                return venv
+        except (OSError, ValueError):
+            pass
+    if progress:
+        progress("creating virtualenv", 0.02)
+    create_venv(venv, log)
+    if not packages:
+        stamp.write_text(json.dumps({"fingerprint": fingerprint, "packages": packages}))
+        return venv
+    cmd, env = install_command(venv, settings, packages)
+    _log(log, f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ {' '.join(cmd)}")
+    stamp.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=str(venv), bufsize=1)
+    fraction = 0.05
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                f.write(line)
+                f.flush()
+                if progress and line.strip():
+                    fraction = min(0.45, fraction + 0.01)
+                    progress(f"pip: {line.strip()[:80]}", fraction)
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if code != 0:
+        raise LaunchError(f"installing virtualenv.packages {packages} for {model_name!r} failed (pip exit {code}). "
+                          f"The venv and its log are kept: {log}\n--- last lines ---\n{_tail(log)}"
+                          "Fix the package list or the index settings (index_url, find_links, ...) and launch again.")
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, "packages": packages}))
+    return venv
+
+
+# ------------------------------------------------------------------------------------------------
+# the child process and its proxy
+# ------------------------------------------------------------------------------------------------
+
+def rebuild_error(payload: dict[str, Any]) -> BaseException:
+    """An error sent by the worker → an exception of the same class when it is one of ours."""
+    name, message, attrs = payload.get("type"), payload.get("message", ""), payload.get("attrs") or {}
+    cls = getattr(_errors, name or "", None)
+    if isinstance(cls, type) and issubclass(cls, XinfError):
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        for key, value in attrs.items():
+            try:
+                setattr(exc, key, value)
+            except Exception:
+                pass
+        return exc
+    trace = payload.get("traceback") or ""
+    return VirtualEnvWorkerError(f"{name}: {message}\n(in the model's virtualenv process)\n{trace}".rstrip())
+
+
+class VirtualEnvModel(EngineModel):
+    """Kernel-side proxy of a model running in its virtualenv's child process."""
+
+    def __init__(self, request: LoadRequest, engine: Engine, venv: Path, proc: subprocess.Popen,
+                 send: Any, recv: Any, methods: list[str], model_type: str, abilities: tuple[str, ...]):
+        self.model_uid = request.model_uid
+        self.venv = venv
+        self.engine_name = engine.name
+        self.model_type = model_type
+        self.abilities = abilities
+        self._proc = proc
+        self._send = send
+        self._recv = recv
+        self._methods = set(methods)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc else None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | self._methods)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._request(("call", name, args, kwargs))
+
+        call.__name__ = name
+        return call
+
+    def _request(self, message: tuple) -> Any:
+        with self._lock:
+            if self._closed:
+                raise VirtualEnvWorkerError(f"model {self.model_uid!r}: its virtualenv process was stopped")
+            try:
+                self._send.send(message)
+                reply = self._recv.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                code = self._proc.poll()
+                raise VirtualEnvWorkerError(
+                    f"model {self.model_uid!r}: the virtualenv process exited (code {code}); see "
+                    f"{self.venv / WORKER_LOG}\n{_tail(self.venv / WORKER_LOG)}") from None
+            except Exception as exc:  # the result could not be unpickled here
+                raise VirtualEnvWorkerError(
+                    f"model {self.model_uid!r}: the result of {message[1] if len(message) > 1 else message[0]}() "
+                    f"could not be received in the kernel ({type(exc).__name__}: {exc}); return plain values "
+                    "(dict, list, str, bytes, numbers) from the model, not objects of the venv's packages") from None
+        kind = reply[0]
+        if kind == "ok":
+            return reply[1]
+        if kind == "iter":
+            return iter(reply[1])
+        raise rebuild_error(reply[1])
+
+    def memory_bytes(self) -> Optional[int]:
+        try:
+            return self._request(("memory",))
+        except XinfError:
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._send.send(("close",))
+                if self._recv.poll(10):
+                    self._recv.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                pass
+        _stop(self._proc)
+        for conn in (self._send, self._recv):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        proc.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _request_payload(request: LoadRequest) -> dict[str, Any]:
+    return {
+        "model_uid": request.model_uid, "model_type": request.model_type, "model_name": request.model_name,
+        "spec": request.spec, "model_spec": request.model_spec,
+        "model_path": str(request.model_path) if request.model_path is not None else None,
+        "model_format": request.model_format, "quantization": request.quantization,
+        "device": asdict(request.device), "options": dict(request.options),
+    }
+
+
+def start_worker(engine: Engine, request: LoadRequest, venv: Path) -> VirtualEnvModel:
+    from multiprocessing.connection import Connection
+
+    python = venv_python(venv)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    env = dict(os.environ)
+    root = _package_root()
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["XINFERENCE_NB_IN_VIRTUALENV"] = str(venv)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update({str(k): str(v) for k, v in (request.options.get("envs") or {}).items()})  # launch_model(envs=...)
+    log = venv / WORKER_LOG
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] worker for {request.model_uid}\n")
+        out.flush()
+        proc = subprocess.Popen([str(python), "-m", "xinference_nb.engines.venv_worker", str(to_child_r),
+                                 str(from_child_w)], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(venv))
+    os.close(to_child_r)
+    os.close(from_child_w)
+    send = Connection(to_child_w, readable=False)
+    recv = Connection(from_child_r, writable=False)
+    try:
+        send.send(("load", {"engine": {"name": engine.name, "model_type": engine.model_type,
+                                       "loader": engine.loader}, "request": _request_payload(request)}))
+        while True:
+            while not recv.poll(0.2):
+                if proc.poll() is not None:
+                    raise VirtualEnvWorkerError(f"the virtualenv process of {request.model_name!r} exited (code "
+                                                f"{proc.returncode}) while loading; see {log}:\n{_tail(log)}")
+            try:
+                reply = recv.recv()
+            except EOFError:
+                proc.wait(5)
+                raise VirtualEnvWorkerError(f"the virtualenv process of {request.model_name!r} exited (code "
+                                            f"{proc.poll()}) while loading; see {log}:\n{_tail(log)}") from None
+            if reply[0] == "progress":
+                step, fraction = reply[1], reply[2]
+                request.progress(f"venv: {step}", 0.5 + 0.5 * float(fraction))
+                continue
+            if reply[0] == "ready":
+                info = reply[1]
+                return VirtualEnvModel(request, engine, venv, proc, send, recv, info["methods"],
+                                       info.get("model_type") or request.model_type,
+                                       tuple(info.get("abilities") or ()))
+            raise rebuild_error(reply[1])
+    except BaseException:
+        try:
+            send.send(("close",))
+        except (OSError, BrokenPipeError):
+            pass
+        _stop(proc, grace=2.0)
+        send.close()
+        recv.close()
+        raise
+
+
+def load_in_virtualenv(engine: Engine, request: LoadRequest) -> EngineModel:
+    """Install the spec's virtualenv packages (once) and load the model in a child process there."""
+    settings = request.spec.virtualenv
+    if settings is None:
+        raise LaunchError(f"{request.model_name!r} has no virtualenv settings")
+    options = dict(request.options or {})
+    packages = _packages_of(settings, options)
+    find_links = _as_list(options.pop("virtual_env_find_links", None))
+    options.pop("enable_virtual_env", None)
+    if find_links:
+        settings = settings.model_copy(update={"find_links": _as_list(settings.find_links) + find_links})
+    request.options = options
+    request.progress("virtualenv", 0.01)
+    venv = ensure_venv(request.model_name, settings, packages, request.progress)
+    request.progress("starting the virtualenv process", 0.5)
+    return start_worker(engine, request, venv)

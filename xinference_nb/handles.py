@@ -1,0 +1,319 @@
+"""Handles: what ``client.get_model(uid)`` returns, with the method names of Xinference's client.
+
+A handle holds only the manager and the uid: every call looks the running model up (a clear
+``ModelNotFound`` once it was terminated) and marks it as recently used (LRU eviction, idle TTL).
+LLM handles run chat logic from chat.py on top of an engine's ``ChatLLM``; the other handles forward
+to the engine model's method of the same name, arguments and result unchanged.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+
+from .chat import (
+    ChatLLM,
+    ReasoningSplitter,
+    StopFilter,
+    chat_chunk,
+    chat_message,
+    chat_result,
+    completion_chunk,
+    completion_result,
+    cut_at_stop,
+    new_id,
+    parse_generate_config,
+    parse_tool_calls,
+    split_reasoning,
+    usage,
+)
+from .errors import InferenceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .manager import ModelManager
+
+
+class ModelHandle:
+    """Base handle: ``model_uid``, ``model_type`` and access to the running model."""
+
+    model_type: str = ""
+
+    def __init__(self, manager: "ModelManager", model_uid: str, model_type: Optional[str] = None):
+        self._manager = manager
+        self.model_uid = model_uid
+        if model_type:
+            self.model_type = model_type
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} model_uid={self.model_uid!r}>"
+
+    def _use(self):
+        """Context manager: the engine model, marked busy and recently used for the call."""
+        return self._manager._use(self.model_uid)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._use() as model:
+            fn = getattr(model, method, None)
+            if fn is None:
+                raise InferenceError(f"model {self.model_uid!r} ({self.model_type}) cannot {method}: its engine "
+                                     f"{type(model).__name__} has no such ability")
+            return fn(*args, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return self._manager.describe_model(self.model_uid)
+
+
+# ----------------------------------------------------------------------------------------------
+# LLM
+# ----------------------------------------------------------------------------------------------
+
+Messages = Union[str, list[dict[str, Any]]]
+
+
+class ToolCallHold:
+    """Streaming helper: pass content pieces through until ``<tool_call>``; keep the rest."""
+
+    def __init__(self, tags: tuple[str, str]):
+        self.open_tag = tags[0]
+        self.tags = tags
+        self._pending = ""
+        self.held: Optional[str] = None
+
+    def feed(self, text: str) -> str:
+        if self.held is not None:
+            self.held += text
+            return ""
+        text = self._pending + text
+        self._pending = ""
+        i = text.find(self.open_tag)
+        if i != -1:
+            self.held = text[i:]
+            return text[:i]
+        keep = 0
+        for n in range(min(len(self.open_tag) - 1, len(text)), 0, -1):
+            if text.endswith(self.open_tag[:n]):
+                keep = n
+                break
+        if keep:
+            self._pending = text[-keep:]
+            return text[:-keep]
+        return text
+
+    def flush(self) -> str:
+        pending, self._pending = self._pending, ""
+        return pending
+
+
+class LLMHandle(ModelHandle):
+    """``generate(prompt, generate_config)`` and ``chat(messages, tools, enable_thinking, generate_config)``."""
+
+    model_type = "LLM"
+
+    def _llm(self) -> ChatLLM:
+        model = self._manager._peek(self.model_uid)
+        if not isinstance(model, ChatLLM):
+            raise InferenceError(f"model {self.model_uid!r} is not a chat/generate LLM")
+        return model
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, prompt: str, generate_config: Optional[dict[str, Any]] = None
+                 ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
+        """A completion for ``prompt`` (an iterator of chunks with ``{"stream": True}``)."""
+        if not isinstance(prompt, str):
+            raise InferenceError(f"prompt must be a string, got {type(prompt).__name__}")
+        model = self._llm()
+        params, stream = parse_generate_config(generate_config, model.chat_format)
+        if stream:
+            return self._generate_stream(prompt, params)
+        with self._use() as model:
+            res = model.complete(prompt, params)
+        text, hit = cut_at_stop(res.text, params.stop)
+        return completion_result(self.model_uid, text, "stop" if hit else res.finish_reason, res.prompt_tokens,
+                                 res.completion_tokens)
+
+    def _generate_stream(self, prompt: str, params) -> Iterator[dict[str, Any]]:
+        cid, created, uid = new_id("cmpl"), int(time.time()), self.model_uid
+        with self._use() as model:
+            tokens = model.stream(prompt, params)
+            finish = None
+            try:
+                stop = StopFilter(params.stop)
+                for delta in tokens:
+                    safe, hit = stop.feed(delta)
+                    if safe:
+                        yield completion_chunk(cid, created, uid, safe)
+                    if hit:
+                        finish = "stop"
+                        tokens.close()
+                        break
+                else:
+                    tail = stop.flush()
+                    if tail:
+                        yield completion_chunk(cid, created, uid, tail)
+            finally:
+                tokens.close()
+            yield completion_chunk(cid, created, uid, "", finish or tokens.finish_reason,
+                                   usage(tokens.prompt_tokens, tokens.completion_tokens))
+
+    # ------------------------------------------------------------------ chat
+    def chat(self, messages: Messages, tools: Optional[list[dict[str, Any]]] = None,
+             enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
+             ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
+        """An OpenAI chat completion for ``messages`` (an iterator of chunks with ``{"stream": True}``)."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages) or not messages:
+            raise InferenceError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts "
+                                 "(or a string for one user message)")
+        model = self._llm()
+        fmt = model.chat_format
+        params, stream = parse_generate_config(generate_config, fmt)
+        extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        prompt = fmt.render(messages, tools=tools or None, add_generation_prompt=True, **extra)
+        opened = fmt.reasoning_opened_by(prompt)
+        use_tools = bool(tools) and fmt.tool_call_tags is not None
+        if stream:
+            return self._chat_stream(prompt, params, opened, use_tools)
+        with self._use() as model:
+            res = model.complete(prompt, params, chat=True)
+        text, hit = cut_at_stop(res.text, params.stop)
+        finish = "stop" if hit else res.finish_reason
+        reasoning = None
+        if fmt.has_reasoning:
+            reasoning, text = split_reasoning(text, fmt.reasoning_start_tag, fmt.reasoning_end_tag, opened)
+        content: Optional[str] = text
+        calls: list = []
+        if use_tools:
+            content, calls = parse_tool_calls(text, fmt.tool_call_tags)  # type: ignore[arg-type]
+            if calls:
+                finish = "tool_calls"
+        message = chat_message(content, reasoning, calls, with_reasoning=fmt.has_reasoning)
+        return chat_result(self.model_uid, message, finish, res.prompt_tokens, res.completion_tokens)
+
+    def _chat_stream(self, prompt: str, params, opened: bool, use_tools: bool) -> Iterator[dict[str, Any]]:
+        cid, created, uid = new_id("chatcmpl"), int(time.time()), self.model_uid
+        with self._use() as model:
+            fmt = model.chat_format
+            yield chat_chunk(cid, created, uid, {"role": "assistant", "content": ""})
+            tokens = model.stream(prompt, params, chat=True)
+            splitter = (ReasoningSplitter(fmt.reasoning_start_tag, fmt.reasoning_end_tag, opened)  # type: ignore
+                        if fmt.has_reasoning else None)
+            hold = ToolCallHold(fmt.tool_call_tags) if use_tools else None  # type: ignore[arg-type]
+            stop = StopFilter(params.stop)
+            finish = None
+
+            def pieces(text: str, final: bool = False):
+                parts = [("content", text)] if splitter is None else splitter.feed(text)
+                if final and splitter is not None:
+                    parts += splitter.flush()
+                for kind, piece in parts:
+                    if kind == "content" and hold is not None:
+                        piece = hold.feed(piece)
+                    if piece:
+                        yield chat_chunk(cid, created, uid, {kind: piece})
+                if final and hold is not None:
+                    tail = hold.flush()
+                    if tail:
+                        yield chat_chunk(cid, created, uid, {"content": tail})
+
+            try:
+                for delta in tokens:
+                    safe, hit = stop.feed(delta)
+                    yield from pieces(safe)
+                    if hit:
+                        finish = "stop"
+                        tokens.close()
+                        break
+                yield from pieces(stop.flush(), final=True)
+            finally:
+                tokens.close()
+            finish = finish or tokens.finish_reason
+            if hold is not None and hold.held is not None:
+                leftover, calls = parse_tool_calls(hold.held, fmt.tool_call_tags)  # type: ignore[arg-type]
+                if leftover:
+                    yield chat_chunk(cid, created, uid, {"content": leftover})
+                if calls:
+                    finish = "tool_calls"
+                    yield chat_chunk(cid, created, uid, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]})
+            yield chat_chunk(cid, created, uid, {}, finish, usage(tokens.prompt_tokens, tokens.completion_tokens))
+
+
+# ----------------------------------------------------------------------------------------------
+# The other model types: forward to the engine model, unchanged
+# ----------------------------------------------------------------------------------------------
+
+class EmbeddingHandle(ModelHandle):
+    model_type = "embedding"
+
+    def create_embedding(self, input: Any, **kwargs: Any) -> Any:  # noqa: A002 - Xinference's name
+        return self._call("create_embedding", input, **kwargs)
+
+    def convert_ids_to_tokens(self, input: Any, **kwargs: Any) -> Any:  # noqa: A002
+        return self._call("convert_ids_to_tokens", input, **kwargs)
+
+
+class RerankHandle(ModelHandle):
+    model_type = "rerank"
+
+    def rerank(self, documents: list[str], query: str, top_n: Optional[int] = None,
+               max_chunks_per_doc: Optional[int] = None, return_documents: Optional[bool] = None,
+               return_len: Optional[bool] = None, **kwargs: Any) -> Any:
+        return self._call("rerank", documents, query, top_n=top_n, max_chunks_per_doc=max_chunks_per_doc,
+                          return_documents=return_documents, return_len=return_len, **kwargs)
+
+
+class ImageHandle(ModelHandle):
+    model_type = "image"
+
+    def text_to_image(self, prompt: str, n: int = 1, size: str = "1024*1024", response_format: str = "url",
+                      **kwargs: Any) -> Any:
+        return self._call("text_to_image", prompt, n=n, size=size, response_format=response_format, **kwargs)
+
+    def image_to_image(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("image_to_image", *args, **kwargs)
+
+    def inpainting(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("inpainting", *args, **kwargs)
+
+
+class AudioHandle(ModelHandle):
+    model_type = "audio"
+
+    def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
+               stream: bool = False, **kwargs: Any) -> Any:
+        return self._call("speech", input, voice=voice, response_format=response_format, speed=speed,
+                          stream=stream, **kwargs)
+
+    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                       response_format: str = "json", temperature: float = 0,
+                       timestamp_granularities: Optional[list[str]] = None) -> Any:
+        return self._call("transcriptions", audio, language=language, prompt=prompt,
+                          response_format=response_format, temperature=temperature,
+                          timestamp_granularities=timestamp_granularities)
+
+    def translations(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                     response_format: str = "json", temperature: float = 0,
+                     timestamp_granularities: Optional[list[str]] = None) -> Any:
+        return self._call("translations", audio, language=language, prompt=prompt,
+                          response_format=response_format, temperature=temperature,
+                          timestamp_granularities=timestamp_granularities)
+
+
+class FlexibleHandle(ModelHandle):
+    model_type = "flexible"
+
+    def infer(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("infer", *args, **kwargs)
+
+
+HANDLES: dict[str, type[ModelHandle]] = {
+    "LLM": LLMHandle,
+    "embedding": EmbeddingHandle,
+    "rerank": RerankHandle,
+    "image": ImageHandle,
+    "audio": AudioHandle,
+    "flexible": FlexibleHandle,
+}
+
+
+def handle_for(manager: "ModelManager", model_uid: str, model_type: str) -> ModelHandle:
+    return HANDLES.get(model_type, FlexibleHandle)(manager, model_uid, model_type)

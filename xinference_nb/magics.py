@@ -1,0 +1,419 @@
+"""``%xinf`` / ``%%xinf``: the xinference CLI inside the notebook.
+
+    %load_ext xinference_nb
+    %xinf launch -n my-llm -en transformers --name llm     # the handle lands in variable `llm`
+    %%xinf chat {uid}
+    What is the capital of France?
+
+Argument parsing (``build_parser``) is kept apart from the actions (``XinfMagics._do_*``); actions
+call Client / parse_model and return display objects (xinference_nb.display), never print results.
+Bad flags print the usage and one clear error line; a user mistake (XinfError) prints its message,
+never a traceback. ``{var}`` in a line is expanded from the notebook's variables by IPython.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from . import display as d
+from .errors import XinfError
+
+SUBCOMMANDS = ("launch", "register", "unregister", "registrations", "list", "describe", "terminate", "parse",
+               "generate", "chat", "serve", "stop-server", "register-form", "launch-form", "chatbox", "compare",
+               "help")
+
+
+class UsageError(Exception):
+    """Bad arguments: ``usage`` is the sub-command's usage line, ``message`` what was wrong."""
+
+    def __init__(self, usage: str, message: str):
+        self.usage, self.message = usage, message
+        super().__init__(message)
+
+
+class _HelpShown(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # never SystemExit inside a kernel
+        raise UsageError(self.format_usage(), message)
+
+    def exit(self, status: int = 0, message: Optional[str] = None):
+        if message:
+            print(message, file=sys.stderr)
+        raise _HelpShown()
+
+
+def _size(text: str) -> Any:
+    """-s 7 → 7, -s 0.5 → 0.5, -s 0_5 → "0_5" (Xinference's string form)."""
+    if "_" in text and text.replace("_", "").isdigit():
+        return text
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text.replace("_", "").isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size in billions (e.g. 7, 0.5 or 0_5)")
+
+
+def _n_gpu(text: str) -> Any:
+    if text.lower() == "auto":
+        return "auto"
+    if text.lower() in ("none", "cpu", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, none (CPU only) or a number of GPUs") from None
+
+
+def _gpu_idx(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use GPU indexes such as 0 or 0,1") from None
+
+
+def _var_name(text: str) -> str:
+    if not text.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Python variable name")
+    return text
+
+
+def build_parser() -> _Parser:
+    """The argument parser of ``%xinf``; flags and short forms are those of the ``xinference`` CLI."""
+    root = _Parser(prog="%xinf", description="Xinference commands in the notebook (a cell body is the message "
+                   "for chat/generate).", add_help=True)
+    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def cmd(name: str, help: str) -> _Parser:
+        p = sub.add_parser(name, help=help, description=help)
+        if name not in ("parse", "chatbox", "compare", "register-form", "launch-form", "help"):
+            p.add_argument("-e", "--endpoint", help="a server URL (default: this kernel)")
+        return p
+
+    p = cmd("launch", "launch a registered or built-in model in this kernel")
+    p.add_argument("-n", "--model-name", required=True)
+    p.add_argument("-t", "--model-type", default="LLM")
+    p.add_argument("-en", "--model-engine")
+    p.add_argument("-u", "--model-uid")
+    p.add_argument("-s", "--size-in-billions", type=_size, dest="model_size_in_billions")
+    p.add_argument("-f", "--model-format")
+    p.add_argument("-q", "--quantization")
+    p.add_argument("-mp", "--model-path")
+    p.add_argument("--context-length", type=int)
+    p.add_argument("-r", "--replica", type=int, default=1)
+    p.add_argument("--n-gpu", type=_n_gpu, default="auto")
+    p.add_argument("--gpu-idx", type=_gpu_idx)
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--enable-thinking", action="store_true", default=None)
+    p.add_argument("--name", type=_var_name, help="store the model handle in this notebook variable")
+
+    p = cmd("register", "register a custom model from a JSON document")
+    p.add_argument("-t", "--model-type", default="LLM")
+    p.add_argument("-f", "--file", required=True, help="the JSON document")
+    p.add_argument("-p", "--persist", action="store_true", help="keep it across sessions")
+    p.add_argument("--overwrite", action="store_true", help="replace a custom registration of the same name")
+
+    p = cmd("unregister", "remove a custom registration")
+    p.add_argument("-t", "--model-type", default="LLM")
+    p.add_argument("-n", "--model-name", required=True)
+
+    p = cmd("registrations", "list registrations of a model type (a table)")
+    p.add_argument("-t", "--model-type", default="LLM")
+    p.add_argument("--custom", action="store_true", help="custom registrations only")
+    p.add_argument("--detailed", action="store_true")
+
+    cmd("list", "list running models (a table)")
+
+    for name, help in (("describe", "describe a running model"), ("terminate", "terminate a running model")):
+        p = cmd(name, help)
+        p.add_argument("uid", nargs="?")
+        p.add_argument("-u", "--model-uid")
+
+    p = cmd("parse", "parse a model folder or file into a document, showing where each field came from")
+    p.add_argument("path")
+    p.add_argument("-t", "--model-type")
+    p.add_argument("--family", "--model-family", dest="model_family")
+    p.add_argument("-n", "--model-name")
+    p.add_argument("--name", type=_var_name, help="store the ParsedModel in this notebook variable")
+
+    for name, help in (("generate", "complete a prompt (the cell body, or --prompt)"),
+                       ("chat", "chat with a model; the cell body is your message, the conversation goes on "
+                                "across cells until --reset")):
+        p = cmd(name, help)
+        p.add_argument("uid", nargs="?")
+        p.add_argument("-u", "--model-uid")
+        p.add_argument("-m", "--prompt", "--message", dest="prompt")
+        p.add_argument("--max-tokens", type=int)
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--no-stream", action="store_true")
+        if name == "chat":
+            p.add_argument("--system", help="system message (when the conversation starts)")
+            p.add_argument("--reset", action="store_true", help="forget the conversation")
+            p.add_argument("--enable-thinking", action="store_true", default=None)
+
+    p = cmd("serve", "start the REST server for this kernel's models")
+    p.add_argument("-H", "--host", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=9997)
+    cmd("stop-server", "stop the REST server")
+
+    p = cmd("register-form", "show the registration form (a widget)")
+    p.add_argument("path", nargs="?")
+    p.add_argument("-t", "--model-type")
+    cmd("launch-form", "show the launch form (a widget)")
+    p = cmd("chatbox", "show a chat box for a launched model (a widget)")
+    p.add_argument("uid")
+    p = cmd("compare", "compare launched models on one prompt (a widget)")
+    p.add_argument("uids", nargs="*")
+    cmd("help", "show this help")
+    return root
+
+
+def _clean_error(exc: BaseException) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+
+
+@magics_class
+class XinfMagics(Magics):
+    """``%xinf`` (line) and ``%%xinf`` (cell). ``client_factory`` makes the Client (tests inject one)."""
+
+    def __init__(self, shell=None, client_factory: Optional[Callable[[Optional[str]], Any]] = None):
+        super().__init__(shell)
+        self.parser = build_parser()
+        self._client_factory = client_factory
+        self._clients: dict[Optional[str], Any] = {}
+        self.conversations: dict[str, list[dict]] = {}
+        self.last: Any = None
+
+    # ---------------------------------------------------------------- plumbing
+    def client(self, endpoint: Optional[str] = None) -> Any:
+        if endpoint not in self._clients:
+            if self._client_factory is not None:
+                self._clients[endpoint] = self._client_factory(endpoint)
+            else:
+                from .client import Client
+
+                self._clients[endpoint] = Client(endpoint) if endpoint else Client()
+        return self._clients[endpoint]
+
+    def parse_args(self, line: str) -> argparse.Namespace:
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(self.parser.format_usage(), f"cannot split the arguments: {exc}") from None
+        if not argv:
+            raise UsageError(self.parser.format_usage(), "a command is required: " + ", ".join(SUBCOMMANDS))
+        if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+            raise UsageError(self.parser.format_usage(),
+                             f"unknown command {argv[0]!r}; use one of: {', '.join(SUBCOMMANDS)}")
+        return self.parser.parse_args(argv)
+
+    @line_cell_magic
+    def xinf(self, line: str = "", cell: Optional[str] = None) -> Any:
+        """Xinference commands: %xinf help lists them; %xinf COMMAND --help shows the flags."""
+        try:
+            args = self.parse_args(line)
+            result = self.run(args, cell)
+        except UsageError as exc:
+            print(exc.usage.rstrip(), file=sys.stderr)
+            print(f"%xinf: error: {exc.message}", file=sys.stderr)
+            return None
+        except _HelpShown:
+            return None
+        except (XinfError, ValueError, LookupError, OSError, NotImplementedError) as exc:
+            _clean_error(exc)
+            return None
+        if result is not None:
+            self.last = result
+        return result
+
+    def run(self, args: argparse.Namespace, cell: Optional[str] = None) -> Any:
+        action = getattr(self, "_do_" + (args.command or "help").replace("-", "_"))
+        return action(args, cell)
+
+    def _uid(self, args: argparse.Namespace) -> str:
+        uid = getattr(args, "model_uid", None) or getattr(args, "uid", None)
+        if not uid:
+            raise UsageError(self.parser.format_usage(), f"{args.command}: the model uid is required")
+        return uid
+
+    # ---------------------------------------------------------------- actions
+    def _do_help(self, args, cell):
+        self.parser.print_help()
+        return None
+
+    def _do_launch(self, args, cell):
+        kwargs: dict[str, Any] = dict(
+            model_name=args.model_name, model_type=args.model_type, model_engine=args.model_engine,
+            model_format=args.model_format, model_size_in_billions=args.model_size_in_billions,
+            quantization=args.quantization, model_uid=args.model_uid, model_path=args.model_path,
+            n_gpu=args.n_gpu, gpu_idx=args.gpu_idx)
+        for extra in ("context_length", "trust_remote_code", "enable_thinking"):
+            if getattr(args, extra) is not None:
+                kwargs[extra] = getattr(args, extra)
+        if args.replica != 1:
+            kwargs["replica"] = args.replica
+        client = self.client(args.endpoint)
+        uid = client.launch_model(**kwargs)
+        if args.name:
+            self.shell.user_ns[args.name] = client.get_model(uid)
+        return d.LaunchedModel(uid, {"model_name": args.model_name, "model_type": args.model_type,
+                                     "model_engine": args.model_engine}, var=args.name)
+
+    def _do_register(self, args, cell):
+        path = Path(args.file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise XinfError(f"--file {args.file}: cannot read it ({exc.strerror or exc}); pass the path of the "
+                            "model's JSON document") from None
+        client = self.client(args.endpoint)
+        kwargs = {"overwrite": True} if args.overwrite else {}
+        client.register_model(args.model_type, text, persist=args.persist, **kwargs)
+        import json
+
+        try:
+            name = json.loads(text).get("model_name", "?")
+        except (ValueError, AttributeError):
+            name = "?"
+        where = "persisted" if args.persist else "for this session"
+        return d.Message(f"registered custom {args.model_type} model {name!r} ({where})", "ok")
+
+    def _do_unregister(self, args, cell):
+        self.client(args.endpoint).unregister_model(args.model_type, args.model_name)
+        return d.Message(f"unregistered {args.model_type} model {args.model_name!r}", "ok")
+
+    def _do_registrations(self, args, cell):
+        rows = self.client(args.endpoint).list_model_registrations(args.model_type, detailed=args.detailed)
+        if args.custom:
+            rows = [r for r in rows if not r.get("is_builtin")]
+        return d.RegistrationsTable(rows, model_type=args.model_type)
+
+    def _do_list(self, args, cell):
+        return d.ModelsTable(self.client(args.endpoint).list_models())
+
+    def _do_describe(self, args, cell):
+        return self.client(args.endpoint).describe_model(self._uid(args))
+
+    def _do_terminate(self, args, cell):
+        uid = self._uid(args)
+        self.client(args.endpoint).terminate_model(uid)
+        self.conversations.pop(uid, None)
+        return d.Message(f"terminated {uid!r}", "ok")
+
+    def _do_parse(self, args, cell):
+        from .parse import parse_model
+
+        parsed = parse_model(args.path, model_type=args.model_type, model_family=args.model_family,
+                             model_name=args.model_name)
+        if args.name:
+            self.shell.user_ns[args.name] = parsed
+        return d.ParsedView(parsed)
+
+    def _generate_config(self, args) -> dict:
+        config: dict[str, Any] = {}
+        if args.max_tokens is not None:
+            config["max_tokens"] = args.max_tokens
+        if args.temperature is not None:
+            config["temperature"] = args.temperature
+        if not args.no_stream:
+            config["stream"] = True
+        return config
+
+    def _prompt(self, args, cell) -> Optional[str]:
+        text = args.prompt if args.prompt is not None else cell
+        if text is None:
+            return None
+        text = text.strip("\n")
+        return text if text.strip() else None
+
+    def _do_generate(self, args, cell):
+        uid = self._uid(args)
+        prompt = self._prompt(args, cell)
+        if prompt is None:
+            raise UsageError(self.parser.format_usage(), "generate: give the prompt as the cell body (%%xinf "
+                             "generate UID) or with --prompt")
+        config = self._generate_config(args)
+        result = self.client(args.endpoint).get_model(uid).generate(prompt, generate_config=config)
+        if config.get("stream"):
+            self.last = d.stream_chat(result, messages=[{"role": "user", "content": prompt}], title=uid)
+            return None
+        return d.ChatView(result, messages=[{"role": "user", "content": prompt}])
+
+    def _do_chat(self, args, cell):
+        uid = self._uid(args)
+        if args.reset:
+            self.conversations.pop(uid, None)
+            return d.Message(f"conversation with {uid!r} reset", "ok")
+        history = self.conversations.setdefault(uid, [])
+        if args.system and not history:
+            history.append({"role": "system", "content": args.system})
+        prompt = self._prompt(args, cell)
+        if prompt is None:  # no message: show the conversation so far
+            return d.ChatTranscript(history, title=f"conversation with {uid}")
+        user = {"role": "user", "content": prompt}
+        config = self._generate_config(args)
+        kwargs = {"enable_thinking": True} if args.enable_thinking else {}
+        handle = self.client(args.endpoint).get_model(uid)
+        result = handle.chat(history + [user], generate_config=config, **kwargs)
+        if config.get("stream"):
+            view = d.stream_chat(result, messages=[user], title=uid)
+        else:
+            view = d.ChatView(result, messages=[user])
+        answer = view.answer
+        history += [user, {"role": "assistant", "content": answer.get("content") or ""}]
+        if config.get("stream"):
+            self.last = view
+            return None
+        return view
+
+    def _do_serve(self, args, cell):
+        import xinference_nb
+
+        server = xinference_nb.serve(host=args.host, port=args.port)
+        url = getattr(server, "url", None) or (server if isinstance(server, str) else f"http://{args.host}:{args.port}")
+        return d.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
+
+    def _do_stop_server(self, args, cell):
+        import xinference_nb
+
+        xinference_nb.stop_server()
+        return d.Message("REST server stopped", "ok")
+
+    # ---------------------------------------------------------------- widgets
+    def _do_register_form(self, args, cell):
+        from .widgets import RegisterForm
+
+        return RegisterForm(client=self.client(), path=args.path or "", model_type=args.model_type)
+
+    def _do_launch_form(self, args, cell):
+        from .widgets import LaunchForm
+
+        return LaunchForm(client=self.client())
+
+    def _do_chatbox(self, args, cell):
+        from .widgets import ChatBox
+
+        return ChatBox(args.uid, client=self.client())
+
+    def _do_compare(self, args, cell):
+        from .widgets import CompareView
+
+        return CompareView(uids=args.uids or None, client=self.client())
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(XinfMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:  # pragma: no cover - nothing to undo beyond IPython's
+    pass

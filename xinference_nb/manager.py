@@ -1,0 +1,718 @@
+"""The in-kernel model manager: one per process, behind ``Client()``.
+
+``launch_model`` resolves the registration (built-in or custom) and the spec entry matching
+format / size / quantization, the files (``model_path`` overrides the spec's uri), the engine, and
+the device plan; estimates the memory from metadata and compares it with what is free (and with an
+optional budget, terminating least recently used idle models to make room); loads with a progress
+bar; and keeps the model under a uid. A failed launch frees what it loaded and leaves no entry.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import secrets
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from .engines import DevicePlan, Engine, EngineModel, LoadRequest, engines_for, find_engine
+from .errors import EngineUnavailable, LaunchError, ModelNotFound, XinfError
+from .memory import (
+    MemoryEstimate,
+    cuda_available,
+    estimate_model,
+    format_bytes,
+    free_memory,
+    gpu_allocated_bytes,
+    parse_bytes,
+    process_rss_bytes,
+    release_memory,
+    safetensors_stats,
+)
+from .progress import LaunchProgress
+from .spec import check_model_name, local_path_of, normalize_model_type, same_size, size_to_float, to_document
+
+SPEC_TYPES = ("LLM", "embedding", "rerank")          # types whose documents have model_specs
+BNB_QUANTIZATIONS = ("none", "4-bit", "8-bit")      # on-the-fly quantizations of pytorch weights
+_DESCRIBE_SKIP = {"model_specs", "chat_template", "virtualenv", "cache_config", "stop", "stop_token_ids",
+                  "version", "model_uri", "controlnet", "gguf_model_file_name_template", "lightning_model_file_name_template",
+                  "launcher_args"}
+
+
+@dataclass
+class RunningModel:
+    model_uid: str
+    model_type: str
+    model_name: str
+    engine: Engine
+    spec: Any
+    model_spec: Any
+    model_format: Optional[str]
+    model_size_in_billions: Any
+    quantization: Optional[str]
+    model_path: Optional[Path]
+    device: DevicePlan
+    options: dict[str, Any]
+    model: EngineModel
+    memory_bytes: Optional[int] = None
+    estimate: Optional[MemoryEstimate] = None
+    launched_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    busy: int = 0
+    load_seconds: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        doc = to_document(self.spec)
+        out: dict[str, Any] = {k: v for k, v in doc.items() if k not in _DESCRIBE_SKIP}
+        out.update({
+            "model_uid": self.model_uid,
+            "model_type": self.model_type,
+            "model_name": self.model_name,
+            "model_engine": self.engine.name,
+            "model_format": self.model_format,
+            "model_size_in_billions": self.model_size_in_billions,
+            "quantization": self.quantization,
+            "model_hub": getattr(self.model_spec, "model_hub", None),
+            "revision": getattr(self.model_spec, "model_revision", None),
+            "replica": 1,
+            "address": "in-kernel",
+            "accelerators": [str(i) for i in self.device.gpu_ids],
+            "model_path": str(self.model_path) if self.model_path is not None else None,
+            "memory_bytes": self.memory_bytes,
+            "memory_estimate_bytes": self.estimate.total_bytes if self.estimate else None,
+            "status": "READY",
+            "busy": self.busy > 0,
+            "launched_at": self.launched_at,
+            "last_used_at": self.last_used,
+            "load_seconds": round(self.load_seconds, 3),
+        })
+        ctx = getattr(self.model, "context_length", None)
+        if self.model_type == "LLM" and ctx:
+            out["context_length"] = ctx
+        return out
+
+
+def _infer_format(path: Path) -> Optional[str]:
+    """ggufv2 for a .gguf file or a folder of .gguf files without config.json; None otherwise."""
+    if path.is_file():
+        return "ggufv2" if path.suffix.lower() == ".gguf" else None
+    if path.is_dir() and not (path / "config.json").exists() and any(path.glob("*.gguf")):
+        return "ggufv2"
+    return None
+
+
+def _fmt_sizes(entries: list) -> str:
+    sizes = []
+    for e in entries:
+        s = e.model_size_in_billions
+        if not any(same_size(s, t) for t in sizes):
+            sizes.append(s)
+    return ", ".join(str(s) for s in sizes)
+
+
+class ModelManager:
+    """Owns every model running in this kernel."""
+
+    def __init__(self, memory_budget: Union[int, str, None] = None, idle_ttl: Optional[float] = None):
+        self._models: dict[str, RunningModel] = {}
+        self._launching: dict[str, LaunchProgress] = {}
+        self._terminated: set[str] = set()
+        self._lock = threading.RLock()
+        self.memory_budget: Optional[int] = None
+        self.idle_ttl: Optional[float] = None
+        self._reaper: Optional[threading.Thread] = None
+        self._reaper_stop = threading.Event()
+        env_budget = os.environ.get("XINFERENCE_NB_MEMORY_BUDGET")
+        self.set_memory_budget(memory_budget if memory_budget is not None else env_budget)
+        env_ttl = os.environ.get("XINFERENCE_NB_IDLE_TTL")
+        self.set_idle_ttl(idle_ttl if idle_ttl is not None else (float(env_ttl) if env_ttl else None))
+
+    # ------------------------------------------------------------------ settings
+    def set_memory_budget(self, budget: Union[int, str, None]) -> None:
+        """Most bytes the running models may hold together ("8GiB", 8 * 2**30, None for no budget).
+        A launch over budget first terminates the least recently used idle models."""
+        try:
+            self.memory_budget = None if budget in (None, "", 0, "0") else parse_bytes(budget)
+        except ValueError as exc:
+            raise LaunchError(f"memory budget: {exc}") from None
+
+    def set_idle_ttl(self, seconds: Optional[float]) -> None:
+        """Terminate models unused for this many seconds (None: never)."""
+        if seconds is not None and seconds <= 0:
+            raise LaunchError(f"idle TTL must be a positive number of seconds, got {seconds}")
+        self.idle_ttl = seconds
+        if seconds and (self._reaper is None or not self._reaper.is_alive()):
+            self._reaper_stop.clear()
+            self._reaper = threading.Thread(target=self._reap_loop, name="xinf-idle-reaper", daemon=True)
+            self._reaper.start()
+        elif not seconds:
+            self._reaper_stop.set()
+
+    def _reap_loop(self) -> None:
+        while not self._reaper_stop.is_set():
+            ttl = self.idle_ttl
+            if not ttl:
+                return
+            self._reaper_stop.wait(min(max(ttl / 4, 0.05), 30))
+            try:
+                self.reap_idle()
+            except Exception:  # pragma: no cover - never kill the kernel from a daemon thread
+                pass
+
+    def reap_idle(self) -> list[str]:
+        """Terminate the models idle for longer than the TTL; returns their uids."""
+        ttl = self.idle_ttl
+        if not ttl:
+            return []
+        now = time.time()
+        with self._lock:
+            stale = [m.model_uid for m in self._models.values() if m.busy == 0 and now - m.last_used > ttl]
+        for uid in stale:
+            try:
+                self.terminate_model(uid)
+            except ModelNotFound:
+                pass
+        if stale:
+            warnings.warn(f"terminated idle model(s) {', '.join(stale)} (unused for more than {ttl:g} s)",
+                          stacklevel=2)
+        return stale
+
+    # ------------------------------------------------------------------ launch
+    def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
+                     model_format: Optional[str] = None, model_size_in_billions: Union[int, float, str, None] = None,
+                     quantization: Optional[str] = None, model_uid: Optional[str] = None,
+                     model_path: Union[str, Path, None] = None, n_gpu: Union[int, str, None] = "auto",
+                     gpu_idx: Union[int, list[int], None] = None, replica: int = 1, **kwargs: Any) -> str:
+        """Launch a registered (or built-in) model in this kernel and return its uid.
+
+        Our own options: ``check_memory=False`` loads even when the estimate says it will not fit;
+        ``show_progress=False`` hides the progress bar. Every other keyword goes to the engine.
+        """
+        model_type = normalize_model_type(model_type)
+        if replica not in (1, None):
+            raise LaunchError(f"replica={replica}: the in-kernel manager runs one replica per model; use replica=1 "
+                              "(or a Xinference cluster through Client('http://...') for replicas)")
+        check_memory = kwargs.pop("check_memory", True)
+        show_progress = kwargs.pop("show_progress", None)
+        self.reap_idle()
+        uid = self._reserve_uid(model_name, model_uid, show_progress)
+        progress = self._launching[uid]
+        model: Optional[EngineModel] = None
+        try:
+            entry = self._prepare(uid, model_name, model_type, model_engine, model_format, model_size_in_billions,
+                                  quantization, model_path, n_gpu, gpu_idx, kwargs, progress)
+            request: LoadRequest = entry.pop("request")
+            engine: Engine = entry.pop("engine")
+            estimate: Optional[MemoryEstimate] = entry.pop("estimate")
+            self._make_room(uid, model_name, estimate, request.device, check_memory)
+            progress("loading", 0.01)
+            rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(request.device.gpu_ids)
+            t0 = time.perf_counter()
+            model = self._load(engine, request)
+            progress("ready", 1.0)
+            measured = model.memory_bytes()
+            if measured is None:
+                measured = (gpu_allocated_bytes(request.device.gpu_ids) - gpu0 if request.device.uses_cuda
+                            else process_rss_bytes() - rss0)
+                measured = max(0, int(measured))
+            running = RunningModel(model_uid=uid, model_type=model_type, model_name=model_name, engine=engine,
+                                   spec=request.spec, model_spec=request.model_spec,
+                                   model_format=request.model_format, quantization=request.quantization,
+                                   model_size_in_billions=entry["size"], model_path=request.model_path,
+                                   device=request.device, options=request.options, model=model,
+                                   memory_bytes=measured, estimate=estimate,
+                                   load_seconds=time.perf_counter() - t0)
+            with self._lock:
+                if progress.cancelled:
+                    raise LaunchError(f"launch of {uid!r} was cancelled")
+                self._models[uid] = running
+                self._terminated.discard(uid)
+            model = None
+            return uid
+        except BaseException:
+            if model is not None:
+                try:
+                    model.close()
+                except Exception:
+                    pass
+                model = None
+            release_memory()
+            raise
+        finally:
+            with self._lock:
+                self._launching.pop(uid, None)
+            progress.close()
+
+    def _reserve_uid(self, model_name: str, model_uid: Optional[str], show_progress: Optional[bool]) -> str:
+        with self._lock:
+            if model_uid is not None:
+                if not isinstance(model_uid, str):
+                    raise LaunchError(f"model_uid must be a string, got {type(model_uid).__name__}")
+                try:
+                    check_model_name(model_uid, "model_uid")
+                except ValueError as exc:
+                    raise LaunchError(f"model_uid: {exc}") from None
+                if model_uid in self._models or model_uid in self._launching:
+                    raise LaunchError(f"model_uid {model_uid!r} is already in use by a running model; terminate it "
+                                      f"first (terminate_model({model_uid!r})) or choose another uid")
+                uid = model_uid
+            else:
+                uid = model_name
+                while uid in self._models or uid in self._launching:
+                    uid = f"{model_name}-{secrets.token_hex(4)}"
+            self._launching[uid] = LaunchProgress(uid, show_progress)
+            return uid
+
+    # ------------------------------------------------------------------ resolution
+    def _prepare(self, uid: str, model_name: str, model_type: str, model_engine: Optional[str],
+                 model_format: Optional[str], size: Any, quantization: Optional[str], model_path: Any,
+                 n_gpu: Any, gpu_idx: Any, options: dict[str, Any], progress: LaunchProgress) -> dict[str, Any]:
+        from .registry import get_registry
+
+        progress("resolving", 0.0)
+        model_type, spec = get_registry().find(model_name, model_type)
+        path = self._user_path(model_path)
+        family = getattr(spec, "model_family", None)
+        if model_type in SPEC_TYPES:
+            model_spec, fmt, quant = self._choose_entry(spec, model_type, model_name, model_engine, model_format, size,
+                                                        quantization, path)
+            chosen_size = model_spec.model_size_in_billions
+        else:
+            model_spec, fmt, quant = None, model_format, quantization
+            chosen_size = size
+        engine = self._choose_engine(model_type, model_name, model_engine, fmt, family)
+        if not engine.available():
+            raise EngineUnavailable(f"The {engine.name} engine for {model_type} models needs "
+                                    f"{', '.join(engine.missing())}, which is not installed.",
+                                    package=engine.package, extra=engine.extra)
+        if path is None:
+            path = self._spec_path(spec, model_spec, model_name)
+        if fmt == "ggufv2" and path is not None:
+            from .engines.llama_cpp import resolve_gguf_file
+
+            path = resolve_gguf_file(path, model_spec, quant)
+        elif model_type == "LLM" and path is not None and path.is_file() and fmt != "ggufv2":
+            raise LaunchError(f"{path} is a file, but {fmt or 'this'} format loads a model folder (config.json and "
+                              "weights); pass the folder, or model_format='ggufv2' with model_engine='llama.cpp' for "
+                              "a .gguf file")
+        device = self._device_plan(n_gpu, gpu_idx)
+        ctx = options.get("context_length") or options.get("n_ctx") or getattr(spec, "context_length", None)
+        estimate = None
+        try:
+            estimate = estimate_model(path, model_type, fmt, quant, ctx)
+        except Exception:  # an estimate is advice: unreadable metadata must not block a launch
+            estimate = None
+        request = LoadRequest(model_uid=uid, model_type=model_type, model_name=model_name, spec=spec,
+                              model_spec=model_spec, model_path=path, model_format=fmt, quantization=quant,
+                              device=device, options=options, progress=progress)
+        return {"request": request, "engine": engine, "estimate": estimate, "size": chosen_size}
+
+    @staticmethod
+    def _user_path(model_path: Any) -> Optional[Path]:
+        if model_path is None or model_path == "":
+            return None
+        try:
+            path = local_path_of(str(model_path))
+        except ValueError as exc:
+            raise LaunchError(f"model_path: {exc}") from None
+        if not path.exists():
+            raise LaunchError(f"model_path {str(model_path)!r} does not exist; pass the folder holding config.json "
+                              "and the weights (or the .gguf file)")
+        return path
+
+    @staticmethod
+    def _spec_path(spec: Any, model_spec: Any, model_name: str) -> Optional[Path]:
+        holder = model_spec if model_spec is not None else spec
+        uri = getattr(holder, "model_uri", None)
+        if uri:
+            try:
+                path = local_path_of(uri)
+            except ValueError as exc:
+                raise LaunchError(f"{model_name}: model_uri {exc}") from None
+            if not path.exists():
+                raise LaunchError(f"{model_name}: model_uri {uri!r} does not exist; fix the registration "
+                                  "(register_model(..., overwrite=True)) or pass model_path=...")
+            return path
+        model_id = getattr(holder, "model_id", None)
+        if model_id:
+            try:
+                from huggingface_hub import snapshot_download
+
+                revision = getattr(holder, "model_revision", None)
+                return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
+            except Exception:
+                return None   # the engine tries the hub id and explains the failure
+        return None
+
+    def _choose_entry(self, spec: Any, model_type: str, model_name: str, model_engine: Optional[str],
+                      model_format: Optional[str], size: Any, quantization: Optional[str], path: Optional[Path]):
+        entries = list(spec.model_specs)
+        fmt = model_format or (_infer_format(path) if path is not None else None)
+        if model_format is None and fmt is None and path is not None:
+            # a Hugging Face folder: anything but GGUF
+            non_gguf = [e for e in entries if e.model_format != "ggufv2"]
+            entries = non_gguf or entries
+        if fmt is not None:
+            matching = [e for e in entries if e.model_format == fmt]
+            if not matching:
+                if path is None:
+                    formats = sorted({e.model_format for e in entries})
+                    raise LaunchError(f"{model_name} has no {fmt!r} weights; its model_format choices are "
+                                      f"{', '.join(formats)}")
+                base = entries[0]
+                matching = [base.model_copy(update={"model_format": fmt, "quantization": quantization or "none",
+                                                    "model_uri": None, "model_file_name_template": None})]
+            entries = matching
+        if model_engine is not None:
+            engine = find_engine(model_type, model_engine)
+            if engine is not None:
+                served = [e for e in entries if engine.serves(e.model_format)]
+                if not served:
+                    formats = sorted({e.model_format for e in entries})
+                    able = sorted({e.name for f in formats for e in engines_for(model_type, f)})
+                    raise LaunchError(f"the {engine.name} engine cannot serve {model_name} in format "
+                                      f"{', '.join(formats)}; engines that can: {', '.join(able) or 'none'}")
+                entries = served
+        if size is not None:
+            try:
+                sized = [e for e in entries if same_size(e.model_size_in_billions, size)]
+            except (TypeError, ValueError):
+                sized = []
+            if not sized:
+                raise LaunchError(f"{model_name} has no size {size!r}"
+                                  f"{' in format ' + repr(fmt) if fmt else ''}; model_size_in_billions choices: "
+                                  f"{_fmt_sizes(entries)}")
+            entries = sized
+        elif path is not None and len({size_to_float(e.model_size_in_billions) for e in entries}) > 1:
+            entries = self._closest_size(entries, path)
+        if quantization is None and fmt == "ggufv2" and path is not None and path.is_file():
+            # a GGUF file given directly: its name usually says the quantization (model-Q4_K_M.gguf)
+            named = [e for e in entries if e.quantization.lower() in path.name.lower()]
+            if named:
+                entries = sorted(named, key=lambda e: -len(e.quantization))
+            else:
+                import re
+
+                m = re.search(r"(?i)(?<![a-z0-9])(iq\d_[a-z0-9_]+|q\d_k_[sml]|q\d_k|q\d_\d|bf16|f16|f32)(?![a-z0-9])",
+                              path.stem)
+                entries = [entries[0].model_copy(update={"quantization": m.group(1) if m else "unknown"})]
+        if quantization is not None:
+            exact = [e for e in entries if e.quantization.lower() == str(quantization).lower()]
+            if exact:
+                chosen = exact[0]
+                return chosen, chosen.model_format, chosen.quantization
+            pytorch = [e for e in entries if e.model_format == "pytorch"]
+            if pytorch and str(quantization).lower() in BNB_QUANTIZATIONS:
+                return pytorch[0], "pytorch", str(quantization).lower()
+            choices = sorted({e.quantization for e in entries} | (set(BNB_QUANTIZATIONS) if pytorch else set()))
+            raise LaunchError(f"{model_name} has no quantization {quantization!r}"
+                              f"{' for format ' + repr(fmt) if fmt else ''}; choices: {', '.join(choices)}")
+        # prefer an entry an installed engine can serve
+        for e in entries:
+            if any(eng.available() for eng in engines_for(model_type, e.model_format)):
+                return e, e.model_format, e.quantization
+        chosen = entries[0]
+        return chosen, chosen.model_format, chosen.quantization
+
+    @staticmethod
+    def _closest_size(entries: list, path: Path) -> list:
+        try:
+            stats = safetensors_stats(path) if path.is_dir() else None
+        except Exception:
+            stats = None
+        if not stats or not stats[0]:
+            return entries
+        billions = stats[0] / 1e9
+        best = min(entries, key=lambda e: abs((size_to_float(e.model_size_in_billions) or 0) - billions))
+        return [e for e in entries if same_size(e.model_size_in_billions, best.model_size_in_billions)]
+
+    @staticmethod
+    def _choose_engine(model_type: str, model_name: str, model_engine: Optional[str], fmt: Optional[str],
+                       family: Optional[str]) -> Engine:
+        all_engines = engines_for(model_type)
+        able = engines_for(model_type, fmt, family)
+        if model_engine is not None:
+            engine = find_engine(model_type, model_engine)
+            if engine is None:
+                names = ", ".join(sorted({e.name for e in all_engines})) or "none"
+                raise LaunchError(f"unknown model_engine {model_engine!r} for {model_type} models; use one of: {names}")
+            if not engine.serves(fmt, family):
+                what = f"format {fmt!r}" if fmt else f"family {family!r}"
+                names = ", ".join(e.name for e in able) or "none"
+                raise LaunchError(f"the {engine.name} engine cannot serve {model_name} ({what}); engines that can: "
+                                  f"{names}")
+            return engine
+        if not able:
+            what = f"format {fmt!r}" if fmt else f"family {family!r}"
+            raise LaunchError(f"no {model_type} engine serves {model_name} ({what}); engines: "
+                              f"{', '.join(e.name for e in all_engines) or 'none'}")
+        for engine in able:
+            if engine.available():
+                return engine
+        return able[0]
+
+    @staticmethod
+    def _device_plan(n_gpu: Any, gpu_idx: Any) -> DevicePlan:
+        if gpu_idx is not None and not isinstance(gpu_idx, (list, tuple)):
+            gpu_idx = [gpu_idx]
+        if n_gpu is None or n_gpu == 0:
+            if gpu_idx:
+                raise LaunchError("gpu_idx was given with n_gpu=None (CPU only); drop one of them")
+            return DevicePlan()
+        if n_gpu != "auto" and (isinstance(n_gpu, bool) or not isinstance(n_gpu, int) or n_gpu < 0):
+            raise LaunchError(f"n_gpu must be 'auto', None (CPU) or a number of GPUs, got {n_gpu!r}")
+        if not cuda_available():
+            if n_gpu != "auto" or gpu_idx:
+                raise LaunchError(f"n_gpu={n_gpu!r}{' gpu_idx=' + str(list(gpu_idx)) if gpu_idx else ''} asks for "
+                                  "GPUs but no CUDA GPU is visible; use n_gpu=None to run on the CPU")
+            return DevicePlan()
+        import torch
+
+        count = torch.cuda.device_count()
+        if gpu_idx:
+            ids = [int(i) for i in gpu_idx]
+            bad = [i for i in ids if not 0 <= i < count]
+            if bad:
+                raise LaunchError(f"gpu_idx {bad} not visible; this machine has GPUs 0..{count - 1}")
+        elif n_gpu == "auto":
+            ids = list(range(count))
+        else:
+            if n_gpu > count:
+                raise LaunchError(f"n_gpu={n_gpu} but only {count} GPU(s) are visible")
+            ids = list(range(n_gpu))
+        device_map: Any = {"": f"cuda:{ids[0]}"} if len(ids) == 1 else "auto"
+        return DevicePlan(device_map=device_map, device=f"cuda:{ids[0]}", gpu_ids=ids, n_gpu_layers=-1)
+
+    # ------------------------------------------------------------------ memory
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(m.memory_bytes or 0 for m in self._models.values())
+
+    def _make_room(self, uid: str, model_name: str, estimate: Optional[MemoryEstimate], device: DevicePlan,
+                   check_memory: bool) -> None:
+        if estimate is None:
+            return
+        needed = estimate.total_bytes
+        if self.memory_budget is not None:
+            evicted = []
+            with self._lock:
+                idle = sorted((m for m in self._models.values() if m.busy == 0), key=lambda m: m.last_used)
+            while self.used_bytes() + needed > self.memory_budget and idle:
+                victim = idle.pop(0)
+                try:
+                    self.terminate_model(victim.model_uid)
+                    evicted.append(victim.model_uid)
+                except ModelNotFound:
+                    pass
+            if evicted:
+                warnings.warn(f"memory budget {format_bytes(self.memory_budget)}: terminated the least recently used "
+                              f"idle model(s) {', '.join(evicted)} to make room for {model_name!r} "
+                              f"(needs about {format_bytes(needed)})", stacklevel=3)
+            if check_memory and self.used_bytes() + needed > self.memory_budget:
+                raise LaunchError(f"{model_name} needs about {estimate.describe()}, but the memory budget "
+                                  f"{format_bytes(self.memory_budget)} has only "
+                                  f"{format_bytes(max(0, self.memory_budget - self.used_bytes()))} left after "
+                                  "terminating every idle model; terminate busy models, raise the budget "
+                                  "(set_memory_budget), use quantization='4-bit' or a shorter context_length, or "
+                                  "pass check_memory=False to try anyway")
+        if not check_memory:
+            return
+        free, where = free_memory(device.gpu_ids)
+        if needed > free:
+            raise LaunchError(f"{model_name} needs about {estimate.describe()} ({estimate.source}), but only "
+                              f"{format_bytes(free)} of {where} is free. Terminate other models "
+                              "(terminate_model), use quantization='4-bit' / '8-bit' or a smaller GGUF, a shorter "
+                              "context_length, or pass check_memory=False to try anyway")
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, engine: Engine, request: LoadRequest) -> EngineModel:
+        venv = getattr(request.spec, "virtualenv", None)
+        use_venv = bool(venv is not None and getattr(venv, "packages", None)
+                        and request.options.get("enable_virtual_env") is not False)
+        try:
+            if use_venv:
+                from .engines.virtualenv import load_in_virtualenv
+
+                return load_in_virtualenv(engine, request)
+            return engine.load(request)
+        except XinfError:
+            gc.collect()
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            gc.collect()
+            raise
+        except Exception as exc:  # a backend's error: say what went wrong and how to fix it
+            gc.collect()
+            err = LaunchError(self._explain(exc, engine, request))
+            err.original = exc  # type: ignore[attr-defined]
+            raise err from None
+
+    @staticmethod
+    def _explain(exc: Exception, engine: Engine, request: LoadRequest) -> str:
+        where = str(request.model_path) if request.model_path is not None else (
+            getattr(request.model_spec, "model_id", None) or getattr(request.spec, "model_id", None) or "?")
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        text = str(exc)
+        if request.model_path is None:
+            hint = (" The files are not on this machine (no model_uri and not in the Hugging Face cache, and the "
+                    "hub is offline or unreachable): download them and pass model_path=... ")
+        elif "config.json" in text or "Unrecognized model" in text or "does not appear to have" in text:
+            hint = (f" {where} does not look like a Hugging Face model folder for this engine (config.json and "
+                    "weights); check model_path, model_format and model_engine.")
+        elif isinstance(exc, ImportError):
+            hint = f" A package the model needs is missing: {msg}."
+        elif "trust_remote_code" in text:
+            hint = " The model ships its own code: pass trust_remote_code=True if you trust it."
+        elif "CUDA" in text or "out of memory" in text.lower():
+            hint = " Try n_gpu=None (CPU), quantization='4-bit', or a smaller model."
+        return (f"the {engine.name} engine could not load {request.model_name!r} from {where}: "
+                f"{type(exc).__name__}: {msg}.{hint}".rstrip())
+
+    # ------------------------------------------------------------------ running models
+    def _get(self, uid: str) -> RunningModel:
+        with self._lock:
+            entry = self._models.get(uid)
+        if entry is None:
+            raise ModelNotFound(self._missing(uid))
+        return entry
+
+    def _missing(self, uid: str) -> str:
+        if uid in self._terminated:
+            return (f"Model not found in the model list, uid: {uid} — it was terminated; launch it again with "
+                    "launch_model(...)")
+        with self._lock:
+            running = sorted(self._models)
+        return (f"Model not found in the model list, uid: {uid} (running: "
+                f"{', '.join(running) if running else 'none'}; see list_models())")
+
+    @contextmanager
+    def _use(self, uid: str) -> Iterator[EngineModel]:
+        """The engine model of ``uid`` for the duration of one call: busy, and marked recently used."""
+        with self._lock:
+            entry = self._models.get(uid)
+            if entry is None:
+                raise ModelNotFound(self._missing(uid))
+            entry.busy += 1
+            entry.last_used = time.time()
+        try:
+            yield entry.model
+        finally:
+            with self._lock:
+                entry.busy -= 1
+                entry.last_used = time.time()
+
+    def _peek(self, uid: str) -> EngineModel:
+        with self._lock:
+            entry = self._models.get(uid)
+            if entry is None:
+                raise ModelNotFound(self._missing(uid))
+            entry.last_used = time.time()
+            return entry.model
+
+    def get_model(self, model_uid: str):
+        from .handles import handle_for
+
+        entry = self._get(model_uid)
+        entry.last_used = time.time()
+        return handle_for(self, model_uid, entry.model_type)
+
+    def list_models(self) -> dict[str, dict[str, Any]]:
+        self.reap_idle()
+        with self._lock:
+            entries = list(self._models.values())
+        return {m.model_uid: m.describe() for m in entries}
+
+    def describe_model(self, model_uid: str) -> dict[str, Any]:
+        return self._get(model_uid).describe()
+
+    def terminate_model(self, model_uid: str) -> None:
+        with self._lock:
+            entry = self._models.pop(model_uid, None)
+            launching = self._launching.get(model_uid)
+            if entry is not None:
+                self._terminated.add(model_uid)
+        if entry is None:
+            if launching is not None:
+                launching.cancel()
+                return
+            raise ModelNotFound(self._missing(model_uid))
+        model = entry.model
+        entry.model = None  # type: ignore[assignment]
+        try:
+            model.close()
+        finally:
+            del model, entry
+            release_memory()
+
+    def terminate_all(self) -> None:
+        for uid in list(self._models):
+            try:
+                self.terminate_model(uid)
+            except ModelNotFound:
+                pass
+
+    def get_launch_model_progress(self, model_uid: str) -> dict[str, Any]:
+        with self._lock:
+            progress = self._launching.get(model_uid)
+            running = model_uid in self._models
+        if progress is not None:
+            return {"progress": progress.fraction, "step": progress.step}
+        if running:
+            return {"progress": 1.0, "step": "ready"}
+        raise ModelNotFound(self._missing(model_uid))
+
+    def cancel_launch_model(self, model_uid: str) -> None:
+        with self._lock:
+            progress = self._launching.get(model_uid)
+        if progress is None:
+            raise ModelNotFound(f"no launch in progress for uid {model_uid!r}")
+        progress.cancel()
+
+    def query_engine_by_model_name(self, model_name: str, model_type: str = "LLM") -> dict[str, list[dict[str, Any]]]:
+        """engine name → the format / size / quantization choices it can run for this model."""
+        from .registry import get_registry
+
+        model_type, spec = get_registry().find(model_name, normalize_model_type(model_type))
+        family = getattr(spec, "model_family", None)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for engine in engines_for(model_type):
+            rows: list[dict[str, Any]] = []
+            if model_type in SPEC_TYPES:
+                groups: dict[tuple, dict[str, Any]] = {}
+                for e in spec.model_specs:
+                    if not engine.serves(e.model_format, family):
+                        continue
+                    key = (e.model_format, size_to_float(e.model_size_in_billions))
+                    row = groups.setdefault(key, {"model_name": model_name, "model_format": e.model_format,
+                                                  "model_size_in_billions": e.model_size_in_billions,
+                                                  "quantizations": [], "available": engine.available()})
+                    if e.quantization not in row["quantizations"]:
+                        row["quantizations"].append(e.quantization)
+                    if model_type == "LLM" and e.model_format == "pytorch" and engine.name == "transformers":
+                        for q in BNB_QUANTIZATIONS:
+                            if q not in row["quantizations"]:
+                                row["quantizations"].append(q)
+                rows = list(groups.values())
+            elif engine.serves(None, family):
+                rows = [{"model_name": model_name, "available": engine.available()}]
+            if rows:
+                out[engine.name] = rows
+        return out
+
+
+_manager: Optional[ModelManager] = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> ModelManager:
+    """The process-wide manager (created on first use)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = ModelManager()
+        return _manager

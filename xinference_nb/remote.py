@@ -1,0 +1,419 @@
+"""RemoteClient: the ``Client`` methods over HTTP, for our server or a real Xinference (4.x) server.
+
+    client = RemoteClient("http://127.0.0.1:9997", api_key=None)
+    uid = client.launch_model("my-llm", model_engine="transformers")
+    model = client.get_model(uid)             # RemoteLLMHandle, RemoteEmbeddingHandle, ...
+    for chunk in model.chat([{"role": "user", "content": "hi"}], generate_config={"stream": True}): ...
+
+Method names, arguments and result shapes are the in-kernel ``Client``'s. Errors come back as the
+same exception classes: our server names the class in the ``X-Xinf-Error`` header; from a plain
+Xinference server the ``{"detail": ...}`` message is classified (``Model not found`` → ModelNotFound,
+the rest of the 400s → InferenceError / SpecError by route). Transport failures raise
+``ServerUnreachable`` with the fix in the message.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator, Optional, Union
+from urllib.parse import quote
+
+from .errors import (EngineUnavailable, FieldIssue, InferenceError, LaunchError, ModelNotFound, ParseError,
+                     RegistryError, SpecError, XinfError)
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
+ENDPOINT_ENV = "XINFERENCE_NB_ENDPOINT"
+
+
+class RemoteError(XinfError):
+    """An error answer from the server that maps to no more specific class (401, 403, 404, 413, 5xx)."""
+
+    def __init__(self, message: str, status_code: int = 0):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ServerUnreachable(RemoteError):
+    """No server answered at the endpoint."""
+
+
+_KINDS: dict[str, type[XinfError]] = {
+    "SpecError": SpecError, "RegistryError": RegistryError, "ModelNotFound": ModelNotFound,
+    "ParseError": ParseError, "EngineUnavailable": EngineUnavailable, "LaunchError": LaunchError,
+    "InferenceError": InferenceError,
+}
+
+
+def _make_error(kind: str, detail: str, status: int, issues_header: Optional[str] = None) -> XinfError:
+    cls = _KINDS.get(kind)
+    if cls is SpecError:
+        issues: list[FieldIssue] = []
+        if issues_header:
+            try:
+                issues = [FieldIssue(i.get("path", ""), i.get("message", "")) for i in json.loads(issues_header)]
+            except (ValueError, TypeError, AttributeError):
+                issues = []
+        exc: XinfError = SpecError.__new__(SpecError)
+        Exception.__init__(exc, detail)
+        exc.issues = issues or [FieldIssue("", detail)]  # type: ignore[attr-defined]
+        exc.model_type = None  # type: ignore[attr-defined]
+    elif cls is EngineUnavailable:
+        exc = EngineUnavailable.__new__(EngineUnavailable)
+        Exception.__init__(exc, detail)
+        install = detail.split("Install it with:", 1)[1].strip() if "Install it with:" in detail else ""
+        exc.install = install  # type: ignore[attr-defined]
+        exc.package = install.replace("pip install", "").strip().strip('"') or "?"  # type: ignore[attr-defined]
+        exc.extra = None  # type: ignore[attr-defined]
+    elif cls is not None:
+        exc = cls(detail)
+    else:
+        exc = RemoteError(detail, status)
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+def raise_for_response(resp: Any, what: str = "") -> None:
+    """Raise the exception an error response stands for (no-op for 2xx)."""
+    if resp.status_code < 400:
+        return
+    try:
+        body = json.loads(resp.content) if resp.content else {}
+        detail = body.get("detail") if isinstance(body, dict) else None
+    except ValueError:
+        detail = None
+    if detail is None:
+        detail = (resp.text or "").strip() or f"HTTP {resp.status_code}"
+    elif not isinstance(detail, str):
+        detail = json.dumps(detail)
+    kind = resp.headers.get("x-xinf-error")
+    if not kind:  # a real Xinference server: classify by status and message
+        if resp.status_code == 400 and "not found" in detail.lower():
+            kind = "ModelNotFound"
+        elif resp.status_code == 400:
+            kind = "SpecError" if what == "register" else "InferenceError"
+        else:
+            kind = ""
+    if resp.status_code == 401:
+        detail = f"{detail} (pass api_key=... to the client, or set it with -ak/--api-key)"
+    raise _make_error(kind, detail, resp.status_code, resp.headers.get("x-xinf-issues"))
+
+
+class _HTTP:
+    """A small httpx wrapper: base URL, bearer token, errors mapped to our classes."""
+
+    def __init__(self, endpoint: str, api_key: Optional[str], timeout: Optional[float]):
+        import httpx
+
+        self.endpoint = endpoint.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._httpx = httpx
+        self.client = httpx.Client(base_url=self.endpoint, headers=self.headers,
+                                   timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False)
+
+    def request(self, method: str, path: str, what: str = "", **kwargs: Any) -> Any:
+        try:
+            resp = self.client.request(method, path, **kwargs)
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint} ({type(exc).__name__}: {exc}). "
+                                    "Start one with `xinf serve` or xinference_nb.serve(), or pass the right "
+                                    f"endpoint (-e/--endpoint, {ENDPOINT_ENV}).") from None
+        raise_for_response(resp, what)
+        return resp
+
+    def json(self, method: str, path: str, what: str = "", **kwargs: Any) -> Any:
+        resp = self.request(method, path, what, **kwargs)
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text
+
+    def stream_sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST ``body``; yield the JSON of each ``data:`` line until ``[DONE]``. Raises before the
+        first chunk for an error status; closing the iterator closes the connection (which
+        stops the generation on the server)."""
+        try:
+            cm = self.client.stream("POST", path, json=body)
+            resp = cm.__enter__()
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                resp.read()
+                raise_for_response(resp)
+            finally:
+                cm.__exit__(None, None, None)
+        return self._iter_sse(cm, resp)
+
+    @staticmethod
+    def _iter_sse(cm: Any, resp: Any) -> Iterator[dict[str, Any]]:
+        try:
+            for line in resp.iter_lines():
+                line = line.strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if isinstance(chunk, dict) and chunk.get("error") is not None:
+                    err = chunk["error"]
+                    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                    kind = err.get("type", "") if isinstance(err, dict) else ""
+                    raise _make_error(kind, message, int(err.get("code") or 500) if isinstance(err, dict) else 500)
+                yield chunk
+        finally:
+            cm.__exit__(None, None, None)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _q(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+class RemoteClient:
+    """``Client``'s methods against a server at ``endpoint`` (ours or Xinference's)."""
+
+    def __init__(self, endpoint: Optional[str] = None, api_key: Optional[str] = None,
+                 timeout: Optional[float] = 600.0):
+        endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+        if "://" not in endpoint:
+            endpoint = "http://" + endpoint
+        self.endpoint = endpoint.rstrip("/")
+        self.api_key = api_key
+        self._http = _HTTP(self.endpoint, api_key, timeout)
+
+    def __repr__(self) -> str:
+        return f"Client({self.endpoint!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "RemoteClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ registrations
+    def register_model(self, model_type: str, model: Any, persist: bool = False, worker_ip: Optional[str] = None,
+                       overwrite: bool = False) -> None:
+        if hasattr(model, "model_dump_json"):
+            model = model.model_dump_json()
+        elif isinstance(model, dict):
+            model = json.dumps(model)
+        elif isinstance(model, (bytes, bytearray)):
+            model = model.decode("utf-8")
+        body: dict[str, Any] = {"model": model, "persist": persist, "worker_ip": worker_ip}
+        if overwrite:
+            body["overwrite"] = True
+        self._http.request("POST", f"/v1/model_registrations/{_q(model_type)}", "register", json=body)
+
+    def unregister_model(self, model_type: str, model_name: str) -> None:
+        self._http.request("DELETE", f"/v1/model_registrations/{_q(model_type)}/{_q(model_name)}")
+
+    def list_model_registrations(self, model_type: str, detailed: bool = False) -> list[dict[str, Any]]:
+        return self._http.json("GET", f"/v1/model_registrations/{_q(model_type)}",
+                               params={"detailed": "true" if detailed else "false"})
+
+    def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
+        return self._http.json("GET", f"/v1/model_registrations/{_q(model_type)}/{_q(model_name)}")
+
+    def parse_model(self, model_path: str, model_family: Optional[str] = None) -> dict[str, Any]:
+        """The auto-parse route: a partial LLM document from the files at ``model_path`` (on the server)."""
+        return self._http.json("POST", "/v1/models/llm/auto-register",
+                               json={"model_path": model_path, "model_family": model_family})
+
+    # ------------------------------------------------------------------ models
+    def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
+                     model_format: Optional[str] = None, model_size_in_billions: Optional[Union[int, float, str]] = None,
+                     quantization: Optional[str] = None, model_uid: Optional[str] = None,
+                     model_path: Optional[str] = None, n_gpu: Optional[Union[int, str]] = "auto",
+                     gpu_idx: Optional[Union[int, list[int]]] = None, replica: int = 1,
+                     wait_ready: bool = True, **kwargs: Any) -> str:
+        if isinstance(model_size_in_billions, float):
+            model_size_in_billions = (int(model_size_in_billions) if model_size_in_billions.is_integer()
+                                      else str(model_size_in_billions).replace(".", "_"))
+        if model_type and model_type.lower() == "llm" and not model_engine:
+            model_engine = self._default_engine(model_name, model_format)
+        payload: dict[str, Any] = {
+            "model_uid": model_uid, "model_name": model_name, "model_engine": model_engine,
+            "model_type": model_type, "model_size_in_billions": model_size_in_billions,
+            "model_format": model_format, "quantization": quantization, "replica": replica, "n_gpu": n_gpu,
+            "gpu_idx": gpu_idx, "model_path": model_path,
+        }
+        payload.update(kwargs)
+        params = None if wait_ready else {"wait_ready": "false"}
+        return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+
+    def _default_engine(self, model_name: str, model_format: Optional[str]) -> Optional[str]:
+        """Xinference's server wants model_engine for an LLM; the in-kernel client picks one. Pick the
+        server's first engine that serves the format, so both calls look the same."""
+        try:
+            engines = self.query_engine_by_model_name(model_name, "LLM")
+        except XinfError:
+            return None  # let the server explain
+        if not isinstance(engines, dict) or not engines:
+            return None
+        for name, choices in engines.items():
+            if model_format is None or not isinstance(choices, list):
+                return name
+            if any(isinstance(c, dict) and c.get("model_format") == model_format for c in choices):
+                return name
+        return next(iter(engines))
+
+    def terminate_model(self, model_uid: str) -> None:
+        self._http.request("DELETE", f"/v1/models/{_q(model_uid)}")
+
+    def list_models(self) -> dict[str, dict[str, Any]]:
+        data = self._http.json("GET", "/v1/models")
+        return {item["id"]: item for item in data["data"]}
+
+    def describe_model(self, model_uid: str) -> dict[str, Any]:
+        return self._http.json("GET", f"/v1/models/{_q(model_uid)}")
+
+    def get_launch_model_progress(self, model_uid: str) -> dict[str, Any]:
+        return self._http.json("GET", f"/v1/models/{_q(model_uid)}/progress")
+
+    def cancel_launch_model(self, model_uid: str) -> None:
+        self._http.request("POST", f"/v1/models/{_q(model_uid)}/cancel")
+
+    def query_engine_by_model_name(self, model_name: str, model_type: Optional[str] = "LLM") -> dict[str, Any]:
+        path = (f"/v1/engines/{_q(model_type)}/{_q(model_name)}" if model_type
+                else f"/v1/engines/{_q(model_name)}")
+        return self._http.json("GET", path)
+
+    def get_model(self, model_uid: str) -> "RemoteModelHandle":
+        desc = self.describe_model(model_uid)
+        model_type = desc.get("model_type", "LLM")
+        cls = _HANDLES.get(model_type, RemoteFlexibleHandle)
+        return cls(self._http, model_uid, model_type, desc)
+
+
+# ------------------------------------------------------------------------------------------------
+# Handles
+# ------------------------------------------------------------------------------------------------
+
+class RemoteModelHandle:
+    model_type = ""
+
+    def __init__(self, http: _HTTP, model_uid: str, model_type: str = "", description: Optional[dict] = None):
+        self._http = http
+        self.model_uid = model_uid
+        if model_type:
+            self.model_type = model_type
+        self._description = description or {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} model_uid={self.model_uid!r} at {self._http.endpoint}>"
+
+    def describe(self) -> dict[str, Any]:
+        return self._http.json("GET", f"/v1/models/{_q(self.model_uid)}")
+
+
+class RemoteLLMHandle(RemoteModelHandle):
+    model_type = "LLM"
+
+    def generate(self, prompt: str, generate_config: Optional[dict[str, Any]] = None
+                 ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
+        body: dict[str, Any] = {"model": self.model_uid, "prompt": prompt}
+        body.update(generate_config or {})
+        if body.get("stream"):
+            return self._http.stream_sse("/v1/completions", body)
+        return self._http.json("POST", "/v1/completions", json=body)
+
+    def chat(self, messages: Union[str, list[dict[str, Any]]], tools: Optional[list[dict[str, Any]]] = None,
+             enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
+             ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        body: dict[str, Any] = {"model": self.model_uid, "messages": messages}
+        if tools is not None:
+            body["tools"] = tools
+        body.update(generate_config or {})
+        if enable_thinking is not None:
+            kw = dict(body.get("chat_template_kwargs") or {})
+            kw["enable_thinking"] = enable_thinking
+            body["chat_template_kwargs"] = kw
+        if body.get("stream"):
+            return self._http.stream_sse("/v1/chat/completions", body)
+        return self._http.json("POST", "/v1/chat/completions", json=body)
+
+
+class RemoteEmbeddingHandle(RemoteModelHandle):
+    model_type = "embedding"
+
+    def create_embedding(self, input: Any, **kwargs: Any) -> dict[str, Any]:  # noqa: A002
+        body = {"model": self.model_uid, "input": input}
+        body.update(kwargs)
+        return self._http.json("POST", "/v1/embeddings", json=body)
+
+
+class RemoteRerankHandle(RemoteModelHandle):
+    model_type = "rerank"
+
+    def rerank(self, documents: list[Any], query: Any, top_n: Optional[int] = None,
+               max_chunks_per_doc: Optional[int] = None, return_documents: Optional[bool] = None,
+               return_len: Optional[bool] = None, **kwargs: Any) -> dict[str, Any]:
+        body = {"model": self.model_uid, "documents": documents, "query": query, "top_n": top_n,
+                "max_chunks_per_doc": max_chunks_per_doc, "return_documents": return_documents,
+                "return_len": return_len, "kwargs": json.dumps(kwargs)}
+        return self._http.json("POST", "/v1/rerank", json=body)
+
+
+class RemoteImageHandle(RemoteModelHandle):
+    model_type = "image"
+
+    def text_to_image(self, prompt: str, n: int = 1, size: str = "1024*1024", response_format: str = "url",
+                      **kwargs: Any) -> dict[str, Any]:
+        body = {"model": self.model_uid, "prompt": prompt, "n": n, "size": size,
+                "response_format": response_format, "kwargs": json.dumps(kwargs)}
+        return self._http.json("POST", "/v1/images/generations", json=body)
+
+
+class RemoteAudioHandle(RemoteModelHandle):
+    model_type = "audio"
+
+    def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
+               stream: bool = False, **kwargs: Any) -> Union[bytes, Iterator[bytes]]:
+        body = {"model": self.model_uid, "input": input, "voice": voice, "response_format": response_format,
+                "speed": speed, "stream": stream, "kwargs": json.dumps(kwargs)}
+        resp = self._http.request("POST", "/v1/audio/speech", json=body)
+        if stream:
+            return iter([resp.content])
+        return resp.content
+
+    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                       response_format: str = "json", temperature: float = 0,
+                       timestamp_granularities: Optional[list[str]] = None) -> Any:
+        data: dict[str, Any] = {"model": self.model_uid, "response_format": response_format,
+                                "temperature": str(temperature)}
+        if language:
+            data["language"] = language
+        if prompt:
+            data["prompt"] = prompt
+        if timestamp_granularities:
+            data["timestamp_granularities[]"] = list(timestamp_granularities)
+        resp = self._http.request("POST", "/v1/audio/transcriptions", data=data,
+                                  files={"file": ("audio", bytes(audio), "application/octet-stream")})
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.text
+
+
+class RemoteFlexibleHandle(RemoteModelHandle):
+    model_type = "flexible"
+
+    def infer(self, *args: Any, **kwargs: Any) -> Any:
+        body: dict[str, Any] = {"model": self.model_uid, "args": list(args)}
+        body.update(kwargs)
+        return self._http.json("POST", "/v1/flexible/infers", json=body)
+
+
+_HANDLES: dict[str, type[RemoteModelHandle]] = {
+    "LLM": RemoteLLMHandle, "embedding": RemoteEmbeddingHandle, "rerank": RemoteRerankHandle,
+    "image": RemoteImageHandle, "audio": RemoteAudioHandle, "flexible": RemoteFlexibleHandle,
+}

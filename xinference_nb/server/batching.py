@@ -1,0 +1,138 @@
+"""Dynamic batching: concurrent requests for one key (model uid + options) become one call.
+
+    batcher = Batcher(run_batch, max_wait_s=0.005, max_items=256)
+    result = await batcher.submit(key, items)     # items: this request's inputs (a list)
+
+One worker task per key collects requests for up to ``max_wait_s`` (or until ``max_items`` inputs),
+calls ``run_batch(key, all_items)`` once in a worker thread, and hands each request the slice of
+the results that belongs to it. While a batch runs, the next one collects, so under load batches
+grow by themselves. A batch that fails is retried request by request, so one bad request fails
+alone. Workers of idle keys exit. Generic: knows nothing about models.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Optional, Sequence
+
+from starlette.concurrency import run_in_threadpool
+
+
+@dataclass
+class _Pending:
+    items: list[Any]
+    future: asyncio.Future
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0          # run_batch calls
+    requests: int = 0       # requests served
+    items: int = 0          # inputs served
+    largest: int = 0        # most requests in one call
+    history: list[int] = field(default_factory=list)  # requests per call, last 1000
+
+
+class Batcher:
+    """``run_batch(key, items) -> results`` with ``len(results) == len(items)``, run off the loop."""
+
+    def __init__(self, run_batch: Callable[[Hashable, list[Any]], Sequence[Any]], *, max_wait_s: float = 0.005,
+                 max_items: int = 256, idle_s: float = 30.0):
+        self.run_batch = run_batch
+        self.max_wait_s = max_wait_s
+        self.max_items = max_items
+        self.idle_s = idle_s
+        self._queues: dict[Hashable, asyncio.Queue] = {}
+        self._workers: dict[Hashable, asyncio.Task] = {}
+        self.stats = BatchStats()
+
+    async def submit(self, key: Hashable, items: Sequence[Any]) -> list[Any]:
+        items = list(items)
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        pending = _Pending(items, loop.create_future())
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+        queue.put_nowait(pending)
+        worker = self._workers.get(key)
+        if worker is None or worker.done():
+            self._workers[key] = loop.create_task(self._work(key, queue))
+        return await pending.future
+
+    async def _work(self, key: Hashable, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        carry: Optional[_Pending] = None
+        while True:
+            if carry is not None:
+                first, carry = carry, None
+            else:
+                try:
+                    first = await asyncio.wait_for(queue.get(), self.idle_s)
+                except asyncio.TimeoutError:
+                    if queue.empty():  # nothing can slip in between: one event-loop thread
+                        self._queues.pop(key, None)
+                        self._workers.pop(key, None)
+                        return
+                    continue
+            batch = [first]
+            count = len(first.items)
+            deadline = loop.time() + self.max_wait_s
+            while count < self.max_items:
+                if queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                else:
+                    nxt = queue.get_nowait()
+                if count + len(nxt.items) > self.max_items:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                count += len(nxt.items)
+            batch = [p for p in batch if not p.future.done()]  # callers that went away
+            if batch:
+                await self._run(key, batch)
+
+    async def _run(self, key: Hashable, batch: list[_Pending]) -> None:
+        flat = [item for p in batch for item in p.items]
+        try:
+            results = await run_in_threadpool(self.run_batch, key, flat)
+            if len(results) != len(flat):
+                raise RuntimeError(f"batched call returned {len(results)} results for {len(flat)} inputs")
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers
+            if isinstance(exc, asyncio.CancelledError):
+                for p in batch:
+                    if not p.future.done():
+                        p.future.cancel()
+                raise
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            for p in batch:  # one bad request must not fail the others
+                await self._run(key, [p])
+            return
+        self.stats.calls += 1
+        self.stats.requests += len(batch)
+        self.stats.items += len(flat)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        self.stats.history.append(len(batch))
+        del self.stats.history[:-1000]
+        start = 0
+        for p in batch:
+            end = start + len(p.items)
+            if not p.future.done():
+                p.future.set_result(list(results[start:end]))
+            start = end
+
+    async def aclose(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
+        self._workers.clear()
+        self._queues.clear()

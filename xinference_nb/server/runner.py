@@ -1,0 +1,183 @@
+"""Run the REST app: in a background thread of the kernel (``serve``) or in the foreground (``xinf serve``).
+
+    import xinference_nb as xnb
+    server = xnb.serve()              # http://127.0.0.1:9997, sharing this kernel's models
+    xnb.stop_server()
+
+The background server serves the same ``Client()`` the notebook uses, so a model launched in the
+notebook is served at once and one launched over REST is usable in the notebook.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from ..errors import XinfError
+from .security import ServerSettings, parse_roots
+
+_lock = threading.Lock()
+_current: Optional["RunningServer"] = None
+
+
+class ServerError(XinfError):
+    """The server could not start (port in use, bad host) or is not running."""
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    app: Any
+    server: Any = field(repr=False)
+    thread: Optional[threading.Thread] = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                self.server.force_exit = True
+                self.thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def __repr__(self) -> str:
+        return f"<xinference_nb server {self.url} ({'running' if self.running else 'stopped'})>"
+
+    def _repr_html_(self) -> str:
+        return (f"<b>xinference_nb server</b> at <a href='{self.url}/docs' target='_blank'>{self.url}</a> "
+                f"({'running' if self.running else 'stopped'}); stop it with <code>xinference_nb.stop_server()</code>")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+            raise ServerError(
+                f"Port {port} on {host} is already in use. Fix: stop what holds it (if it is an earlier "
+                f"server of this kernel: xinference_nb.stop_server(); otherwise find it with `lsof -i :{port}`), "
+                f"or pick another port: xinference_nb.serve(port={port + 1}) / xinf serve --port {port + 1}"
+            ) from None
+        raise ServerError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Use host=\"127.0.0.1\" "
+                          "(this machine only) or \"0.0.0.0\" (all interfaces).") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: Any, log_level: str):
+    import uvicorn
+
+    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=30,
+                          backlog=2048, ws="none")
+
+
+def build_settings(api_key: Optional[str] = None, allowed_roots: Optional[Iterable[str]] = None,
+                   allow_any_path: bool = False, allow_flexible: bool = False,
+                   allow_trust_remote_code: bool = False, **more: Any) -> ServerSettings:
+    return ServerSettings(api_key=api_key or None, allowed_roots=parse_roots(allowed_roots),
+                          allow_any_path=allow_any_path, allow_flexible=allow_flexible,
+                          allow_trust_remote_code=allow_trust_remote_code, **more)
+
+
+def serve(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = None, *,
+          allowed_roots: Optional[Iterable[str]] = None, allow_any_path: bool = False,
+          allow_flexible: bool = False, allow_trust_remote_code: bool = False, client: Any = None,
+          log_level: str = "warning", **settings: Any) -> RunningServer:
+    """Start the REST server in a background thread, serving this kernel's models; returns it
+    (``.url``, ``.stop()``). ``port=0`` picks a free port. Binds 127.0.0.1 unless ``host`` says
+    otherwise. ``settings``: other ``ServerSettings`` fields (max_body_bytes, batch_wait_ms, ...)."""
+    global _current
+    with _lock:
+        if _current is not None and _current.running:
+            raise ServerError(f"A server is already running at {_current.url}; stop it first with "
+                              "xinference_nb.stop_server()")
+        from .app import create_app
+
+        conf = build_settings(api_key, allowed_roots, allow_any_path, allow_flexible, allow_trust_remote_code,
+                              **settings)
+        running = start_in_thread(create_app(client, settings=conf), host, port, log_level)
+        _current = running
+        return running
+
+
+def start_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> RunningServer:
+    """Serve ``app`` from a daemon thread; returns once it accepts connections."""
+    import uvicorn
+
+    sock = _bind(host, port)
+    actual_port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(app, log_level))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, name=f"xinference_nb-server-{actual_port}", daemon=True)
+    running = RunningServer(host, actual_port, app, server, thread)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise ServerError(f"The server did not start on {host}:{actual_port}"
+                              + (f": {failure[0]!r}" if failure else ""))
+        time.sleep(0.01)
+    return running
+
+
+def stop_server() -> None:
+    """Stop the server ``serve()`` started (no-op when none runs)."""
+    global _current
+    with _lock:
+        current, _current = _current, None
+    if current is not None:
+        current.stop()
+
+
+def current_server() -> Optional[RunningServer]:
+    return _current if _current is not None and _current.running else None
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = None,
+                  log_level: str = "info", **options: Any) -> None:
+    """``xinf serve``: run in the foreground until Ctrl-C."""
+    import uvicorn
+
+    from .app import create_app
+
+    conf = build_settings(api_key, **options)
+    app = create_app(None, settings=conf)
+    sock = _bind(host, port)
+    shown = host if ":" not in host else f"[{host}]"
+    print(f"xinference_nb server on http://{shown}:{sock.getsockname()[1]} "
+          f"({'API key required' if conf.api_key else 'no API key'}); Ctrl-C to stop", flush=True)
+    try:
+        uvicorn.Server(_config(app, log_level)).run(sockets=[sock])
+    finally:
+        sock.close()

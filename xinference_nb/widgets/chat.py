@@ -1,0 +1,196 @@
+"""ChatBox (streaming chat with one launched model) and CompareView (one prompt, several models,
+answers side by side with time to first token, tokens/s and memory)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import ipywidgets as W
+
+from ..display import ChatTranscript, ChatView, stream_chat
+from ..display._html import esc, human_bytes
+from ..errors import XinfError
+from ._common import default_client, status_html
+
+
+class ChatBox(W.VBox):
+    """A chat with one launched model. From code: ``send("hello")`` returns the answer's ChatView;
+    ``messages`` holds the conversation; ``reset()`` forgets it."""
+
+    def __init__(self, model_uid: str, client: Any = None, system: Optional[str] = None,
+                 max_tokens: int = 256, stream: bool = True, generate_config: Optional[dict] = None):
+        self._client = client
+        self.model_uid = model_uid
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
+        self.last: Optional[ChatView] = None
+        self.generate_config = dict(generate_config or {})
+        self.transcript = W.HTML(ChatTranscript(self.messages, title=f"chat with {model_uid}")._repr_html_(),
+                                 layout=W.Layout(width="100%"))
+        self.input = W.Textarea(value="", placeholder="Your message…", layout=W.Layout(width="80%", height="4em"))
+        self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.reset_button = W.Button(description="Reset", icon="trash")
+        self.max_tokens = W.BoundedIntText(value=max_tokens, min=1, max=32768, description="max tokens",
+                                           layout=W.Layout(width="180px"))
+        self.stream = W.Checkbox(value=stream, description="stream", indent=False)
+        self.status = W.HTML("")
+        self.send_button.on_click(lambda _: self.send())
+        self.reset_button.on_click(lambda _: self.reset())
+        self.add_class("xnb-chatbox")
+        super().__init__([self.transcript, W.HBox([self.input, W.VBox([self.send_button, self.reset_button])]),
+                          W.HBox([self.max_tokens, self.stream]), self.status])
+
+    @property
+    def client(self) -> Any:
+        self._client = default_client(self._client)
+        return self._client
+
+    def _render(self, pending: Optional[ChatView] = None) -> None:
+        html = ChatTranscript(self.messages, title=f"chat with {self.model_uid}")._repr_html_()
+        if pending is not None:
+            html += pending._repr_html_()
+        self.transcript.value = html
+
+    def send(self, text: Optional[str] = None) -> Optional[ChatView]:
+        text = self.input.value if text is None else text
+        if not text.strip():
+            return None
+        user = {"role": "user", "content": text}
+        config = dict(self.generate_config, max_tokens=int(self.max_tokens.value))
+        if self.stream.value:
+            config["stream"] = True
+        self.send_button.disabled = True
+        self.status.value = status_html("…")
+        try:
+            handle = self.client.get_model(self.model_uid)
+            result = handle.chat(self.messages + [user], generate_config=config)
+            self.messages.append(user)
+            if config.get("stream"):
+                view = stream_chat(result, show=False, on_update=lambda v: self._render(v))
+            else:
+                view = ChatView(result)
+        except XinfError as exc:
+            self.status.value = status_html(str(exc), "error")
+            return None
+        finally:
+            self.send_button.disabled = False
+        answer = view.answer
+        self.messages.append({k: v for k, v in answer.items() if k in ("role", "content", "reasoning_content",
+                                                                       "tool_calls")})
+        self.last = view
+        self.input.value = ""
+        self._render()
+        stats = view.stats
+        bits = []
+        if view.get("usage"):
+            bits.append(f"{view['usage'].get('completion_tokens', '?')} tokens")
+        if stats.get("ttft_s") is not None:
+            bits.append(f"first token {stats['ttft_s'] * 1000:.0f} ms")
+        if stats.get("tokens_per_s"):
+            bits.append(f"{stats['tokens_per_s']:.1f} tokens/s")
+        self.status.value = status_html(" · ".join(bits))
+        return view
+
+    def reset(self) -> None:
+        self.messages = [m for m in self.messages if m.get("role") == "system"]
+        self.last = None
+        self._render()
+        self.status.value = status_html("conversation reset")
+
+
+class CompareView(W.VBox):
+    """One prompt to several launched models, answers in columns. From code: ``run("prompt")``
+    returns one row per model: {"model_uid", "content", "ttft_s", "tokens_per_s", "completion_tokens",
+    "memory_bytes", "error"}."""
+
+    def __init__(self, uids: Optional[list[str]] = None, client: Any = None, max_tokens: int = 128,
+                 generate_config: Optional[dict] = None):
+        self._client = client
+        self.generate_config = dict(generate_config or {})
+        self.results: list[dict] = []
+        running = self._running()
+        options = [u for u, d in running.items() if (d or {}).get("model_type", "LLM") == "LLM"] or list(running)
+        for u in uids or []:
+            if u not in options:
+                options.append(u)
+        self.models = W.SelectMultiple(options=options, value=tuple(uids or options), description="models",
+                                       rows=min(6, max(2, len(options))))
+        self.prompt = W.Textarea(value="", placeholder="One prompt for every model…",
+                                 layout=W.Layout(width="90%", height="4em"))
+        self.max_tokens = W.BoundedIntText(value=max_tokens, min=1, max=32768, description="max tokens",
+                                           layout=W.Layout(width="180px"))
+        self.run_button = W.Button(description="Compare", button_style="primary", icon="columns")
+        self.columns = W.HBox([], layout=W.Layout(width="100%", align_items="flex-start"))
+        self.status = W.HTML("")
+        self.run_button.on_click(lambda _: self.run())
+        self.add_class("xnb-compare")
+        super().__init__([W.HTML("<b>Compare models</b>"), self.models, self.prompt,
+                          W.HBox([self.max_tokens, self.run_button]), self.status, self.columns])
+
+    @property
+    def client(self) -> Any:
+        self._client = default_client(self._client)
+        return self._client
+
+    def _running(self) -> dict:
+        try:
+            return dict(self.client.list_models())
+        except XinfError:
+            return {}
+
+    @staticmethod
+    def _column_html(row: dict, pending: Optional[ChatView] = None) -> str:
+        head = f"<div style='font-weight:600'>{esc(row['model_uid'])}</div>"
+        if row.get("error"):
+            return head + f"<div style='color:#c0392b'>{esc(row['error'])}</div>"
+        body = (pending._repr_html_() if pending is not None else "")
+        bits = []
+        if row.get("ttft_s") is not None:
+            bits.append(f"first token {row['ttft_s'] * 1000:.0f} ms")
+        if row.get("tokens_per_s"):
+            bits.append(f"{row['tokens_per_s']:.1f} tokens/s")
+        if row.get("completion_tokens") is not None:
+            bits.append(f"{row['completion_tokens']} tokens")
+        bits.append(f"memory {human_bytes(row.get('memory_bytes'))}")
+        return head + body + f"<div style='font-size:11px;opacity:.75'>{esc(' · '.join(bits))}</div>"
+
+    def run(self, prompt: Optional[str] = None) -> list[dict]:
+        prompt = self.prompt.value if prompt is None else prompt
+        uids = list(self.models.value)
+        if not prompt.strip() or not uids:
+            self.status.value = status_html("choose at least one model and write a prompt", "error")
+            return []
+        running = self._running()
+        cells = [W.HTML("", layout=W.Layout(flex="1 1 0", min_width="200px", margin="0 6px")) for _ in uids]
+        self.columns.children = cells
+        self.results = []
+        messages = [{"role": "user", "content": prompt}]
+        self.run_button.disabled = True
+        try:
+            for uid, cell in zip(uids, cells):
+                row: dict[str, Any] = {"model_uid": uid, "content": None, "ttft_s": None, "tokens_per_s": None,
+                                       "completion_tokens": None,
+                                       "memory_bytes": (running.get(uid) or {}).get("memory_bytes"), "error": None}
+                self.status.value = status_html(f"asking {uid}…")
+                try:
+                    handle = self.client.get_model(uid)
+                    config = dict(self.generate_config, max_tokens=int(self.max_tokens.value), stream=True)
+                    t0 = time.perf_counter()
+                    if hasattr(handle, "chat"):
+                        chunks = handle.chat(messages, generate_config=config)
+                    else:
+                        chunks = handle.generate(prompt, generate_config=config)
+                    view = stream_chat(chunks, show=False,
+                                       on_update=lambda v, r=row, c=cell: setattr(c, "value", self._column_html(r, v)))
+                    row.update(content=view.content, ttft_s=view.stats.get("ttft_s"),
+                               tokens_per_s=view.stats.get("tokens_per_s"),
+                               completion_tokens=view.stats.get("completion_tokens"),
+                               elapsed_s=time.perf_counter() - t0)
+                    cell.value = self._column_html(row, view)
+                except (XinfError, ValueError) as exc:
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                    cell.value = self._column_html(row)
+                self.results.append(row)
+        finally:
+            self.run_button.disabled = False
+        self.status.value = status_html(f"compared {len(uids)} model{'s' if len(uids) != 1 else ''}", "ok")
+        return self.results

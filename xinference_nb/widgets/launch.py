@@ -1,0 +1,241 @@
+"""LaunchForm: pick a registration, an engine and a spec (format / size / quantization), see the
+memory estimate against free memory, launch with a progress bar."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ipywidgets as W
+
+from ..display import LaunchedModel
+from ..display._html import human_bytes
+from ..errors import XinfError
+from ._common import default_client, status_html
+
+TYPES = ["LLM", "embedding", "rerank", "image", "audio", "flexible"]
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx")
+
+
+def files_size(path: Optional[str]) -> Optional[int]:
+    """Bytes of the weight files at a local path (a file, or a folder searched recursively)."""
+    if not path:
+        return None
+    p = Path(path[7:] if path.startswith("file://") else path)
+    if p.is_file():
+        return p.stat().st_size
+    if not p.is_dir():
+        return None
+    total = 0
+    for root, _, files in os.walk(p):
+        total += sum((Path(root) / f).stat().st_size for f in files if f.endswith(WEIGHT_SUFFIXES))
+    return total or None
+
+
+def free_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _set_options(dropdown: W.Dropdown, options: list) -> None:
+    """Replace a dropdown's choices, keeping its value when still offered, else the first."""
+    previous = dropdown.value
+    dropdown.options = options
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    if previous in values:
+        dropdown.value = previous
+    elif values:
+        dropdown.value = values[0]
+
+
+class LaunchForm(W.VBox):
+    """Launch a registered model. From code: set the dropdowns' values, then ``launch()``; the uid
+    lands in ``.uid`` and the handle in ``.model``."""
+
+    def __init__(self, client: Any = None, model_type: str = "LLM", model_name: Optional[str] = None,
+                 show_builtin: bool = False):
+        self._client = client
+        self.uid: Optional[str] = None
+        self.model: Any = None
+        self._spec_docs: list[dict] = []
+        self.model_type = W.Dropdown(options=TYPES, value=model_type, description="model type")
+        self.show_builtin = W.Checkbox(value=show_builtin, description="show built-in", indent=False)
+        self.model_name = W.Dropdown(options=[], description="model")
+        self.engine = W.Dropdown(options=[], description="engine")
+        self.model_format = W.Dropdown(options=[], description="format")
+        self.size = W.Dropdown(options=[], description="size (B)")
+        self.quantization = W.Dropdown(options=[], description="quantization")
+        self.model_path = W.Text(value="", description="model path", placeholder="optional: override the files")
+        self.model_uid = W.Text(value="", description="uid", placeholder="optional")
+        self.n_gpu = W.Dropdown(options=[("auto", "auto"), ("CPU only", None)], value="auto", description="GPUs")
+        self.memory = W.HTML("")
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", bar_style="info",
+                                        layout=W.Layout(width="60%", visibility="hidden"))
+        self.launch_button = W.Button(description="Launch", button_style="success", icon="rocket")
+        self.status = W.HTML("")
+        self.model_type.observe(lambda _: self.refresh(), "value")
+        self.show_builtin.observe(lambda _: self.refresh(), "value")
+        self.model_name.observe(lambda _: self._on_model(), "value")
+        for w in (self.model_format, self.size, self.quantization):
+            w.observe(lambda _: self._on_spec(), "value")
+        self.launch_button.on_click(lambda _: self.launch())
+        self.add_class("xnb-launch-form")
+        super().__init__([W.HTML("<b>Launch a model</b>"), W.HBox([self.model_type, self.show_builtin]),
+                          self.model_name, self.engine, W.HBox([self.model_format, self.size]), self.quantization,
+                          self.model_path, W.HBox([self.model_uid, self.n_gpu]), self.memory,
+                          W.HBox([self.launch_button, self.progress]), self.status])
+        self.refresh(select=model_name)
+
+    @property
+    def client(self) -> Any:
+        self._client = default_client(self._client)
+        return self._client
+
+    def _say(self, text: str, level: str = "info") -> None:
+        self.status.value = status_html(text, level)
+
+    # ------------------------------------------------------------------ choices
+    def refresh(self, select: Optional[str] = None) -> None:
+        """Reload the registrations of the chosen type (custom ones first)."""
+        try:
+            rows = self.client.list_model_registrations(self.model_type.value)
+        except XinfError as exc:
+            self._say(str(exc), "error")
+            rows = []
+        custom = [r["model_name"] for r in rows if not r.get("is_builtin")]
+        builtin = [r["model_name"] for r in rows if r.get("is_builtin")] if self.show_builtin.value else []
+        names = custom + [n for n in builtin if n not in custom]
+        if select and select not in names:
+            names = [select] + names
+        current = select or (self.model_name.value if self.model_name.value in names else None)
+        self.model_name.options = names
+        self.model_name.value = current or (names[0] if names else None)
+        self._on_model()
+
+    def _on_model(self) -> None:
+        name = self.model_name.value
+        self._spec_docs = []
+        doc: dict = {}
+        if name:
+            try:
+                doc = self.client.get_model_registration(self.model_type.value, name)
+            except XinfError as exc:
+                self._say(str(exc), "error")
+        self._doc = doc
+        self._spec_docs = list(doc.get("model_specs") or [])
+        formats = sorted({s.get("model_format") for s in self._spec_docs if s.get("model_format")})
+        _set_options(self.model_format, formats or ["(default)"])
+        self._on_spec()
+
+    def _matching(self) -> list[dict]:
+        fmt = self.model_format.value
+        return [s for s in self._spec_docs if fmt in (None, "(default)") or s.get("model_format") == fmt]
+
+    def _on_spec(self) -> None:
+        from ..engines import engines_for
+
+        specs = self._matching()
+        sizes = []
+        for s in specs:
+            v = s.get("model_size_in_billions")
+            if v is not None and v not in sizes:
+                sizes.append(v)
+        _set_options(self.size, [(str(v), v) for v in sizes] or [("(default)", None)])
+        quants = []
+        for s in specs:
+            if self.size.value is None or s.get("model_size_in_billions") == self.size.value:
+                q = s.get("quantization")
+                if q and q not in quants:
+                    quants.append(q)
+        if self.model_type.value == "LLM" and self.model_format.value in ("pytorch", "(default)"):
+            quants += [q for q in ("4-bit", "8-bit") if q not in quants]
+        _set_options(self.quantization, quants or ["none"])
+        fmt = None if self.model_format.value == "(default)" else self.model_format.value
+        family = self._doc.get("model_family") if hasattr(self, "_doc") else None
+        engines = engines_for(self.model_type.value, fmt, family)
+        names = []
+        for e in engines:
+            label = e.name if e.available() else f"{e.name} (not installed: pip install {e.package})"
+            names.append((label, e.name))
+        _set_options(self.engine, names or [("(default)", None)])
+        self.update_memory()
+
+    # ------------------------------------------------------------------ memory
+    def estimate_bytes(self) -> Optional[int]:
+        """Weights on disk × 1.2 (runtime overhead), from model_path or the spec's model_uri; 4-bit /
+        8-bit quantization of a 16-bit checkpoint scales it down."""
+        path = self.model_path.value.strip() or None
+        if path is None:
+            for s in self._matching():
+                if s.get("model_uri") and (self.size.value is None or s.get("model_size_in_billions") == self.size.value):
+                    path = s["model_uri"]
+                    break
+        if path is None and hasattr(self, "_doc"):
+            path = self._doc.get("model_uri")
+        size = files_size(path)
+        if size is None:
+            return None
+        scale = {"4-bit": 0.3, "8-bit": 0.55}.get(self.quantization.value or "", 1.0)
+        return int(size * 1.2 * scale)
+
+    def update_memory(self) -> None:
+        est = self.estimate_bytes()
+        free = free_memory()
+        if est is None:
+            self.memory.value = f"<span style='font-size:12px'>memory: unknown (no local files) · free {human_bytes(free)}</span>"
+            return
+        ok = est < free
+        color = "#2e7d32" if ok else "#c0392b"
+        self.memory.value = (f"<span style='font-size:12px;color:{color}'>estimated memory {human_bytes(est)} · free "
+                             f"{human_bytes(free)}{'' if ok else ' — probably too big for this machine'}</span>")
+
+    # ------------------------------------------------------------------ launch
+    def launch_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model_name": self.model_name.value, "model_type": self.model_type.value,
+                                  "n_gpu": self.n_gpu.value}
+        if self.engine.value:
+            kwargs["model_engine"] = self.engine.value
+        if self.model_format.value not in (None, "(default)"):
+            kwargs["model_format"] = self.model_format.value
+        if self.size.value is not None:
+            kwargs["model_size_in_billions"] = self.size.value
+        if self.quantization.value and self.quantization.value != "none" or (
+                self.quantization.value == "none" and any(s.get("quantization") == "none" for s in self._matching())):
+            kwargs["quantization"] = self.quantization.value
+        if self.model_path.value.strip():
+            kwargs["model_path"] = self.model_path.value.strip()
+        if self.model_uid.value.strip():
+            kwargs["model_uid"] = self.model_uid.value.strip()
+        return kwargs
+
+    def launch(self) -> Optional[str]:
+        if not self.model_name.value:
+            self._say("no model to launch: register one first (RegisterForm or %xinf register)", "error")
+            return None
+        kwargs = self.launch_kwargs()
+        self.progress.layout.visibility = "visible"
+        self.progress.value, self.progress.bar_style = 0.05, "info"
+        self.launch_button.disabled = True
+        self._say(f"launching {kwargs['model_name']!r}…")
+        t0 = time.perf_counter()
+        try:
+            uid = self.client.launch_model(**kwargs)
+        except XinfError as exc:
+            self.progress.bar_style = "danger"
+            self._say(str(exc), "error")
+            return None
+        finally:
+            self.launch_button.disabled = False
+        self.progress.value, self.progress.bar_style = 1.0, "success"
+        self.uid = uid
+        self.model = self.client.get_model(uid)
+        mem = None
+        try:
+            mem = (self.client.list_models().get(uid) or {}).get("memory_bytes")
+        except XinfError:
+            pass
+        self._say(f"launched {kwargs['model_name']!r} as uid {uid!r} in {time.perf_counter() - t0:.1f} s"
+                  + (f", {human_bytes(mem)}" if mem else ""), "ok")
+        return LaunchedModel(uid, {k: kwargs.get(k) for k in ("model_name", "model_type", "model_engine")})
