@@ -18,10 +18,17 @@ Family rules (``model_family``):
   (template, stops, languages, reasoning tags, sizes); the model's own files win. A custom LLM's family
   may not be a built-in name, so the spec's ``model_family`` becomes the model's name.
 * LLM, a registered custom family: its facts are the fallback and the name is kept.
-* LLM, any other valid name: a new family, no fallback facts; a name that looks like a typo of a
-  built-in (``"qwen2.5-instrcut"``) is a ParseError that suggests the built-in.
-* No family: the built-in family is inferred when the hub id (or folder name) is one of a built-in
-  family's model ids and the architecture agrees; else the model stands alone.
+* LLM, any other valid name: a new family, no fallback facts. A name that looks like a typo of a
+  built-in (``"qwen2.5-instrcut"``, ``"qwen25-instruct"``: a near miss of the nearest built-in, not
+  that name plus an affix nor another version number) is a ParseError that suggests the built-in.
+* No family: the built-in family is inferred when the hub id, the folder or GGUF file name, or
+  config.json's ``_name_or_path`` is one of a built-in's model ids (a warning when the architectures
+  differ); else the model stands alone.
+
+Names: the default model_name is the repo / folder / GGUF file name made valid; one that equals a
+built-in name of its type is prefixed "custom-". Sizes: a size the name states ("7B", "0.5B") when
+the parameters counted agree within 0.6–1.6×, else the inferred family's nearest size, else the count
+rounded (≥10B whole, ≥1B one decimal, below one significant digit), in Xinference's form ("0_5", 7).
 * embedding / rerank: ``model_family`` names a built-in model of that type to take defaults from.
 * image / audio: ``model_family`` is the family written into the spec (``"stable_diffusion"``,
   ``"whisper"``), or a built-in model's name whose family and abilities are taken.
@@ -335,9 +342,8 @@ def _infer_family(ctx: _Ctx, candidates: list[tuple[str, str]], architectures: O
             spec = builtins[name]
             fam_arch = getattr(spec, "architectures", None)
             if architectures and fam_arch and not set(architectures) & set(fam_arch):
-                ctx.warn(f"{where} {text!r} matches built-in {name!r}, but its architecture {architectures} is not "
-                         f"the family's {fam_arch}: its facts are not used")
-                return
+                ctx.warn(f"{where} {text!r} matches built-in {name!r}, whose architecture is {fam_arch}, not "
+                         f"{architectures}: check the facts taken from that family")
             ctx.family, ctx.family_spec = name, spec
             ctx.family_label = f"{FAMILY_DEFAULT} ({name})"
             ctx.facts["family_inferred_from"] = f"{where} {text!r}"
@@ -405,12 +411,17 @@ def _typo_of(name: str, builtins: list[str]) -> Optional[str]:
     """A built-in name that ``name`` is a near-miss of (a substitution, swap or a dropped character),
     not an extension of (``my-qwen2.5-instruct``, ``qwen2.5-instruct-ft`` are deliberate new names)."""
     low = name.lower()
-    for cand in difflib.get_close_matches(low, [b.lower() for b in builtins], n=3, cutoff=0.85):
-        if cand in low:
-            continue
-        if abs(len(cand) - len(low)) <= 2:
-            return next(b for b in builtins if b.lower() == cand)
-    return None
+    close = difflib.get_close_matches(low, [b.lower() for b in builtins], n=1, cutoff=0.85)
+    if not close:
+        return None
+    cand = close[0]
+    if cand in low or abs(len(cand) - len(low)) > 2:
+        return None    # the nearest built-in plus an affix ("qwen2.5-instruct-ft"): deliberate
+    changed = "".join(low[i1:i2] + cand[j1:j2] for op, i1, i2, j1, j2 in
+                      difflib.SequenceMatcher(None, low, cand).get_opcodes() if op != "equal")
+    if any(c.isdigit() for c in changed) and all(c.isdigit() or c == "." for c in changed):
+        return None    # only a version number differs ("llama-3.4-instruct"): a new family
+    return next(b for b in builtins if b.lower() == cand)
 
 
 def _custom_family_spec(family: str):
@@ -523,6 +534,9 @@ AUDIO_TYPES: dict[str, tuple[str, list[str]]] = {
 _AUDIO_ARCH = re.compile(r"(ForSpeechSeq2Seq|ForCTC|ForTextToSpeech|ForTextToWaveform|ForTextToSpectrogram)$")
 _ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "electra", "deberta", "deberta-v2",
                   "nomic_bert", "camembert", "new", "modernbert", "jina_bert", "e5", "albert", "t5"}
+_ENCODER_ARCHS = {"BertModel", "RobertaModel", "XLMRobertaModel", "MPNetModel", "DistilBertModel", "NomicBertModel",
+                  "ElectraModel", "DebertaModel", "DebertaV2Model", "ModernBertModel", "JinaBertModel", "NewModel",
+                  "T5EncoderModel", "CamembertModel", "AlbertModel", "XLMRobertaLoRA", "BertForMaskedLM"}
 _ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
 _LLM_ARCH = re.compile(r"(ForCausalLM|LMHeadModel|ForConditionalGeneration|ChatModel|ForCausalLMPipe)$")
 
@@ -591,10 +605,13 @@ def _detect_type(ctx: _Ctx, folder: Path, names: set[str], config: Optional[dict
         return "rerank", f"the name {ctx.loc.name_hint!r} says reranker"
     if any(_LLM_ARCH.search(a) for a in archs):
         return "LLM", f"config.json architectures {archs}"
-    if mtype in _ENCODER_TYPES or any(a.endswith(("Model", "ForMaskedLM")) for a in archs):
-        return "embedding", f"config.json {'model_type ' + repr(mtype) if mtype in _ENCODER_TYPES else archs} (an encoder)"
-    if isinstance(cfg.get("text_config"), dict) or "num_hidden_layers" in cfg and "vocab_size" in cfg:
-        return "LLM", "config.json (decoder sizes, no architectures)"
+    if mtype in _ENCODER_TYPES or any(a in _ENCODER_ARCHS or a.endswith("ForMaskedLM") for a in archs):
+        what = f"model_type {mtype!r}" if mtype in _ENCODER_TYPES else f"architectures {archs}"
+        return "embedding", f"config.json {what} (an encoder)"
+    if any(isinstance(cfg.get(k), dict) for k in ("text_config", "llm_config")) or (
+            any(k in cfg for k in ("vocab_size", "padded_vocab_size"))
+            and any(k in cfg for k in ("num_hidden_layers", "num_layers", "n_layer"))):
+        return "LLM", f"config.json{' architectures ' + str(archs) if archs else ''} (a decoder's sizes)"
     raise ParseError(f"{folder / 'config.json'}: cannot tell the model type (architectures={archs or None}, "
                      f"model_type={mtype or None}); pass model_type='LLM' / 'embedding' / 'rerank' / 'image' / 'audio'")
 
@@ -675,7 +692,12 @@ def _finish(ctx: _Ctx, doc: dict) -> ParsedModel:
 
 
 def _uri(path: Path) -> str:
-    return path.as_uri()
+    """``file://`` + the absolute path, as Xinference's documents write it; percent-encoded only when
+    the path has a character a URI reader would take for something else (% # ?)."""
+    text = str(path)
+    if any(c in text for c in "%#?"):
+        return path.as_uri()
+    return "file://" + text
 
 
 def _location_fields(ctx: _Ctx, entry: dict, prefix: str) -> None:
@@ -828,32 +850,30 @@ def _stops(ctx: _Ctx, id_groups: list[tuple[list[int], str]], texts: dict[int, O
             return None, None
     if ids:
         ctx.src("stop_token_ids", " + ".join(id_where))
+    family_text: dict[int, str] = {}
+    if fam is not None and fam.stop and fam.stop_token_ids and len(fam.stop) == len(fam.stop_token_ids):
+        family_text = dict(zip(fam.stop_token_ids, fam.stop))
     stop: list[str] = []
-    unknown = []
+    from_family, unknown = [], []
     for i in ids:
         text = texts.get(i)
+        if text is None and i in family_text:
+            text = family_text[i]
+            from_family.append(i)
         if text is None:
             unknown.append(i)
         elif text not in stop:
             stop.append(text)
+    parts = ["token texts of stop_token_ids" + (f" ({ctx.family_label} for {from_family})" if from_family else "")
+             ] if len(unknown) < len(ids) else []
     if eos_text is not None and eos_text[0] not in stop:
         stop.append(eos_text[0])
-    where = "token texts of stop_token_ids"
+        parts.append(f"eos_token of {eos_text[1]}")
     if unknown:
-        if fam is not None and fam.stop and fam.stop_token_ids and set(unknown) <= set(fam.stop_token_ids) \
-                and len(fam.stop) == len(fam.stop_token_ids):
-            by_id = dict(zip(fam.stop_token_ids, fam.stop))
-            for i in unknown:
-                if by_id[i] not in stop:
-                    stop.append(by_id[i])
-            where += f" ({ctx.family_label} for {unknown})"
-            unknown = []
-        else:
-            ctx.warn(f"no token text for stop id(s) {unknown} (no tokenizer file names them): the stop strings "
-                     "miss them")
+        ctx.warn(f"no token text for stop id(s) {unknown} (no tokenizer file names them): the stop strings "
+                 "miss them")
     if stop:
-        ctx.src("stop", where + (f" + eos_token from {eos_text[1]}" if eos_text and eos_text[0] in stop and
-                                 eos_text[0] not in [texts.get(i) for i in ids] else ""))
+        ctx.src("stop", " + ".join(parts))
     return (ids or None), (stop or None)
 
 
@@ -914,9 +934,9 @@ def _llm_from_dir(ctx: _Ctx, folder: Path, names: set[str], config: dict, model_
         text = table.text(config["bos_token_id"]) if tok_cfg or (folder / "tokenizer.json").is_file() else None
         if text:
             ctx.special_tokens["bos_token"] = text
+    text_cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else None
     groups = [(hf.eos_ids(gen_cfg), "generation_config.json eos_token_id"),
-              (hf.eos_ids(config) or hf.eos_ids(config.get("text_config") if isinstance(config.get("text_config"), dict) else None),
-               "config.json eos_token_id")]
+              (hf.eos_ids(config) or hf.eos_ids(text_cfg), "config.json eos_token_id")]
     if eos_tok is not None:
         eos_id = table.id_of(eos_tok[0])
         if eos_id is not None:
@@ -968,8 +988,10 @@ def _llm_from_dir(ctx: _Ctx, folder: Path, names: set[str], config: dict, model_
 
     # ---- the model_specs entry
     entry: dict[str, Any] = {}
-    quant = hf.quantization_of(config, folder)
     mlx = config.get("quantization") if isinstance(config.get("quantization"), dict) else None
+    if mlx is not None and not (isinstance(mlx.get("bits"), int) and "group_size" in mlx):
+        mlx = None
+    quant = None if mlx is not None else hf.quantization_of(config, folder)
     p = "model_specs[0]."
     if quant is not None:
         ctx.facts["quantization_method"] = quant.method
@@ -981,7 +1003,7 @@ def _llm_from_dir(ctx: _Ctx, folder: Path, names: set[str], config: dict, model_
             entry["model_format"], entry["quantization"] = quant.model_format, quant.quantization
         ctx.src(p + "model_format", quant.source)
         ctx.src(p + "quantization", quant.source)
-    elif mlx is not None and isinstance(mlx.get("bits"), int):
+    elif mlx is not None:   # mlx_lm writes {"group_size": 64, "bits": 4} as "quantization" (and _config)
         entry["model_format"], entry["quantization"] = "mlx", f"{mlx['bits']}bit"
         ctx.src(p + "model_format", "config.json quantization (an MLX export)")
         ctx.src(p + "quantization", f"config.json quantization.bits={mlx['bits']}")
@@ -1130,6 +1152,9 @@ def _parse_gguf(ctx: _Ctx, path: Path, wanted_type: Optional[str], model_family:
 
 def _gguf_embedding(ctx: _Ctx, info: Any, model_family: Optional[str], model_name: Optional[str]) -> dict:
     _resolve_family(ctx, model_family)
+    if ctx.family is None:
+        _infer_family(ctx, [(ctx.loc.repo_id or "", "hub id"), (ctx.loc.name_hint, "GGUF file name"),
+                            (info.name or "", "GGUF general.name")])
     name = _model_name(ctx, model_name)
     fam = ctx.family_spec
     doc: dict[str, Any] = {"version": 2, "model_name": name}
@@ -1431,7 +1456,9 @@ def _audio_from_dir(ctx: _Ctx, folder: Path, names: set[str], config: dict, mode
     lang_where = ""
     lang_to_id = gen.get("lang_to_id")
     if isinstance(lang_to_id, dict) and lang_to_id:
-        langs = [k.strip("<|>") for k in lang_to_id]
+        # in token-id order: Whisper's own language order (en, zh, de, es, …)
+        ordered = sorted(lang_to_id.items(), key=lambda kv: kv[1] if isinstance(kv[1], int) else 1 << 60)
+        langs = [k.strip("<|>") for k, _ in ordered]
         lang_where = "generation_config.json lang_to_id"
     elif isinstance(tok.get("language"), str) and tok["language"]:
         code = tok["language"].lower()

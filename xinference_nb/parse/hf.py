@@ -245,7 +245,8 @@ def weight_info(folder: Path, config: dict, quant: Optional["Quantization"] = No
         info.parameters = int(total / per)
         info.total_bytes = total
         info.files = [p.name for p in bins]
-        info.source = f"size of {', '.join(p.name for p in bins[:2])}{'…' if len(bins) > 2 else ''} ÷ {per:g} bytes ({why})"
+        names = ", ".join(p.name for p in bins[:2]) + ("…" if len(bins) > 2 else "")
+        info.source = f"size of {names} ÷ {per:g} bytes ({why})"
         info.estimated = True
         return info
     return info
@@ -267,8 +268,9 @@ def estimate_parameters(config: dict) -> Optional[int]:
     kv = get("num_key_value_heads", "multi_query_group_num") or heads
     head_dim = get("head_dim") or hidden // heads
     attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-    gated = str(cfg.get("hidden_act", cfg.get("hidden_activation", "silu"))).lower() in ("silu", "swiglu", "gelu_pytorch_tanh") \
-        and cfg.get("model_type") not in ("gpt2", "gpt_neox", "phi", "opt", "bloom", "falcon")
+    act = str(cfg.get("hidden_act", cfg.get("hidden_activation", "silu"))).lower()
+    gated = act in ("silu", "swiglu", "gelu_pytorch_tanh") and \
+        cfg.get("model_type") not in ("gpt2", "gpt_neox", "phi", "opt", "bloom", "falcon")
     mlp = (3 if gated else 2) * hidden * inter
     # absent means the model class's default: True for Gemma-style configs, False for Llama-style ones
     default_tied = str(cfg.get("model_type") or config.get("model_type") or "").startswith(("gemma", "phi3", "bert"))
@@ -388,7 +390,7 @@ def _rope_extended(cfg: dict, base: int) -> Optional[tuple[int, str]]:
         start = original if isinstance(original, int) and original > 0 else base
         extended = int(round(start * factor))
         if extended > base:
-            what = f"original_max_position_embeddings={start}" if start != base else f"{base}"
+            what = f"original_max_position_embeddings={start}" if start is original else f"{base}"
             return extended, f"{key} {kind} factor {factor:g} ({what} × {factor:g})"
     return None
 
@@ -463,7 +465,8 @@ class TokenTable:
         return None
 
 
-def special_token(name: str, tokenizer_config: Optional[dict], special_map: Optional[dict]) -> Optional[tuple[str, str]]:
+def special_token(name: str, tokenizer_config: Optional[dict],
+                  special_map: Optional[dict]) -> Optional[tuple[str, str]]:
     """(text, file) of a special token (``eos_token``, ``bos_token``…) from tokenizer_config.json or
     special_tokens_map.json."""
     for data, file in ((tokenizer_config, "tokenizer_config.json"), (special_map, "special_tokens_map.json")):

@@ -131,6 +131,7 @@ def local_path_of(uri: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 SIZE_STRING = re.compile(r"^\d+(_\d+)?$")
+ZERO_SIZE = re.compile(r"^0+(_0+)?$")
 
 
 def check_size(value: Any) -> Union[int, float, str]:
@@ -141,7 +142,7 @@ def check_size(value: Any) -> Union[int, float, str]:
             raise ValueError(f"must be positive, got {value}")
         return value
     if isinstance(value, str):
-        if SIZE_STRING.match(value):
+        if SIZE_STRING.match(value) and not ZERO_SIZE.match(value):
             return value
         raise ValueError(f"{value!r} is not a size; write 7, 0.5 or Xinference's string form \"0_5\"")
     raise ValueError("must be a number of billions such as 7, 0.5 or \"0_5\"")
@@ -160,7 +161,12 @@ def float_to_size(billions: float) -> Union[int, str]:
     """Xinference's written form of a size: whole numbers as int, others as "0_5"."""
     if abs(billions - round(billions)) < 1e-9 and billions >= 1:
         return int(round(billions))
-    text = f"{billions:.2f}".rstrip("0").rstrip(".")
+    if billions <= 0:
+        raise ValueError(f"a model size must be positive, got {billions}")
+    # enough decimals to keep small models distinct from zero ("0_0001"), none trailing
+    text = f"{billions:.4f}".rstrip("0").rstrip(".")
+    if text == "0":
+        text = f"{billions:.10f}".rstrip("0")
     return text.replace(".", "_")
 
 
