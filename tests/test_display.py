@@ -237,7 +237,7 @@ def test_parsed_view_shows_sources_and_preview():
 
 def test_message_and_unknown_shapes():
     m = d.Message("registered 'x'", "ok")
-    assert "✅" in m._repr_html_() and str(m) == "registered 'x'"
+    assert "✓" in m._repr_html_() and str(m) == "registered 'x'"
     assert d.as_display(42) == 42 and d.as_display({"weird": 1}) == {"weird": 1}
     uid = d.LaunchedModel("u-1", {"model_name": "m"}, var="llm")
     assert uid == "u-1" and isinstance(uid, str) and "llm" in uid._repr_html_()

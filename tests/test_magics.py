@@ -129,6 +129,7 @@ def test_launch_short_flags_name_and_var_expansion(shell):
 
 @pytest.mark.parametrize("line, expected", [
     ("launch --bogus 1 -n x", "unrecognized arguments: --bogus"),
+    ("launch -n x --model-nam y", "unrecognized arguments: --model-nam"),
     ("launch -t LLM", "the following arguments are required: -n/--model-name"),
     ("launch -n x -s big", "is not a size in billions"),
     ("launch -n x --n-gpu lots", "use auto, none"),

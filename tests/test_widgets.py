@@ -134,10 +134,13 @@ def test_register_form_llm_preview_and_persist(tiny_llama_dir, nb_home):
     assert "does not render" in form.render_preview()
     form.fields["chat_template"].widget.value = form._document_of(form.parsed)["chat_template"]
     form.fields["model_name"].value = "tiny-chat"
+    size = form.fields["model_specs[0].model_size_in_billions"]
+    assert size.value == form.parsed.spec.model_specs[0].model_size_in_billions  # "0_0002" stays a string
     assert form.register() is True
     assert (nb_home / "model" / "llm").exists() or list(nb_home.rglob("tiny-chat*.json"))
     doc = Client().get_model_registration("LLM", "tiny-chat")
     assert doc["model_family"] == "my-tiny-chat" and doc["chat_template"] == form.parsed.spec.chat_template
+    assert doc["model_specs"][0]["model_size_in_billions"] == form.parsed.spec.model_specs[0].model_size_in_billions
 
 
 def test_register_form_parse_error_is_shown(tmp_path):
@@ -145,7 +148,7 @@ def test_register_form_parse_error_is_shown(tmp_path):
     form.parse()
     assert "give a model folder" in form.status.value
     form.path.value = str(tmp_path / "nothing-here")
-    assert form.parse() is None and "❌" in form.status.value and not form.fields
+    assert form.parse() is None and "✗" in form.status.value and not form.fields
 
 
 def test_register_form_smoke_test(minilm_dir):
@@ -273,3 +276,32 @@ def test_compare_view_columns_and_metrics():
     html = view.columns.children[1].value
     assert "m2 says hi there" in html and "first token" in html and "3.0 MiB" in html
     assert view.run("") == [] and "write a prompt" in view.status.value
+
+
+# ---------------------------------------------------------------------------------------- real models
+@pytest.mark.slow
+def test_real_smoke_test_launch_form_and_chatbox(tiny_llama_dir):
+    """The whole loop on a real tiny Llama: register with a smoke test, launch from the form, chat."""
+    pytest.importorskip("transformers")
+    client = Client()
+    form = RegisterForm(client=client, path=str(tiny_llama_dir), model_family="widget-tiny", model_name="widget-llm")
+    form.parse()
+    form.smoke.value = True
+    form.persist.value = False
+    assert form.register() is True, form.status.value
+    assert "smoke test: chat answered" in form.status.value and client.list_models() == {}
+
+    launch = LaunchForm(client=client, model_name="widget-llm")
+    launch.n_gpu.value = None
+    uid = launch.launch()
+    try:
+        assert uid in client.list_models() and launch.progress.value == 1.0, launch.status.value
+        box = ChatBox(uid, client=client, max_tokens=6)
+        view = box.send("Hello!")
+        assert view["usage"]["completion_tokens"] <= 6 and box.messages[-1]["role"] == "assistant"
+        compare = CompareView(client=client, max_tokens=4)
+        rows = compare.run("Hi")
+        assert [r["model_uid"] for r in rows] == [uid] and rows[0]["error"] is None
+        assert rows[0]["memory_bytes"] and rows[0]["completion_tokens"] <= 4
+    finally:
+        client.terminate_model(uid)

@@ -41,6 +41,10 @@ class _HelpShown(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --model-nam is a typo, not --model-name
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # never SystemExit inside a kernel
         raise UsageError(self.format_usage(), message)
 
@@ -94,8 +98,11 @@ def build_parser() -> _Parser:
                    "for chat/generate).", add_help=True)
     sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    root.commands = {}
+
     def cmd(name: str, help: str) -> _Parser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, prog=f"%xinf {name}")
+        root.commands[name] = p
         if name not in ("parse", "chatbox", "compare", "register-form", "launch-form", "help"):
             p.add_argument("-e", "--endpoint", help="a server URL (default: this kernel)")
         return p
@@ -215,7 +222,11 @@ class XinfMagics(Magics):
         if argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
             raise UsageError(self.parser.format_usage(),
                              f"unknown command {argv[0]!r}; use one of: {', '.join(SUBCOMMANDS)}")
-        return self.parser.parse_args(argv)
+        if argv[0].startswith("-"):  # %xinf --help
+            return self.parser.parse_args(argv)
+        args = self.parser.commands[argv[0]].parse_args(argv[1:])
+        args.command = argv[0]
+        return args
 
     @line_cell_magic
     def xinf(self, line: str = "", cell: Optional[str] = None) -> Any:
@@ -243,7 +254,8 @@ class XinfMagics(Magics):
     def _uid(self, args: argparse.Namespace) -> str:
         uid = getattr(args, "model_uid", None) or getattr(args, "uid", None)
         if not uid:
-            raise UsageError(self.parser.format_usage(), f"{args.command}: the model uid is required")
+            raise UsageError(self.parser.commands[args.command].format_usage(),
+                             f"{args.command}: the model uid is required")
         return uid
 
     # ---------------------------------------------------------------- actions
@@ -340,7 +352,7 @@ class XinfMagics(Magics):
         uid = self._uid(args)
         prompt = self._prompt(args, cell)
         if prompt is None:
-            raise UsageError(self.parser.format_usage(), "generate: give the prompt as the cell body (%%xinf "
+            raise UsageError(self.parser.commands["generate"].format_usage(), "generate: give the prompt as the cell body (%%xinf "
                              "generate UID) or with --prompt")
         config = self._generate_config(args)
         result = self.client(args.endpoint).get_model(uid).generate(prompt, generate_config=config)

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional
 CSS = """<style>
 .xnb{font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.45;max-width:100%}
 .xnb table{border-collapse:collapse;margin:4px 0}
-.xnb th,.xnb td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+.xnb th,.xnb td{border:1px solid #ddd;padding:3px 8px;text-align:left !important;vertical-align:top}
 .xnb th{background:rgba(127,127,127,.12)}
 .xnb .msg{border-left:3px solid #aaa;padding:4px 10px;margin:6px 0;border-radius:2px}
 .xnb .role{font-weight:600;font-size:11px;text-transform:uppercase;opacity:.75}

@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from ._html import esc, human_bytes, markdown, table, text_table, wrap
 
@@ -84,7 +83,7 @@ class Message(_View):
         return self.text + (f"\n{self.detail}" if self.detail else "")
 
     def _html(self) -> str:
-        icon = {"ok": "✅", "error": "❌", "warning": "⚠️"}.get(self.level, "ℹ️")
+        icon = {"ok": "✓", "error": "✗", "warning": "⚠"}.get(self.level, "•")
         cls = " class='err'" if self.level == "error" else ""
         detail = f"<pre>{esc(self.detail)}</pre>" if self.detail else ""
         return wrap(f"<div{cls}>{icon} {esc(self.text)}</div>{detail}")
@@ -795,7 +794,7 @@ class ParsedView(_View):
         body = table(["field", "value", "from"], self.rows())
         warnings = list(getattr(self.data, "warnings", []) or [])
         if warnings:
-            body += "".join(f"<div class='err'>⚠️ {esc(w)}</div>" for w in warnings)
+            body += "".join(f"<div class='err'>⚠ {esc(w)}</div>" for w in warnings)
         prev = self.preview()
         if prev:
             body += f"<details><summary>chat template preview</summary><pre>{esc(prev)}</pre></details>"
@@ -864,8 +863,9 @@ def as_display(result: Any, kind: Optional[str] = None, **context: Any) -> Any:
     return cls(result, **context)
 
 
-def show(result: Any, kind: Optional[str] = None, **context: Any) -> Any:
-    """Display ``result`` richly in the notebook (or print its text outside one); returns the view."""
+def show(result: Any, kind: Optional[str] = None, **context: Any) -> None:
+    """Display ``result`` richly in the notebook (or print its text outside one). Returns None, so
+    that ``show(x)`` as a cell's last line displays once; ``as_display(x)`` gives the view itself."""
     view = as_display(result, kind, **context)
     if _ipython_active():
         from IPython.display import display
@@ -873,7 +873,6 @@ def show(result: Any, kind: Optional[str] = None, **context: Any) -> Any:
         display(view)
     else:
         print(view._text() if isinstance(view, _View) else view)
-    return view
 
 
 class LaunchedModel(str):
@@ -892,7 +891,7 @@ class LaunchedModel(str):
         return f"launched uid {str(self)!r}" + (f" ({what})" if what else "") + var
 
     def _repr_html_(self) -> str:
-        return wrap(f"<div>🚀 {esc(self._summary())}</div>")
+        return wrap(f"<div>{esc(self._summary())}</div>")
 
     def _repr_pretty_(self, p, cycle) -> None:
         p.text(repr(str(self)))

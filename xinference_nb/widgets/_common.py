@@ -20,7 +20,7 @@ def default_client(client: Any = None) -> Any:
 
 def status_html(text: str, level: str = "info") -> str:
     color = {"error": "#c0392b", "ok": "#2e7d32", "warning": "#b26a00"}.get(level, "inherit")
-    icon = {"error": "❌ ", "ok": "✅ ", "warning": "⚠️ "}.get(level, "")
+    icon = {"error": "✗ ", "ok": "✓ ", "warning": "⚠ "}.get(level, "")
     return f"<div style='color:{color};white-space:pre-wrap'>{icon}{html.escape(str(text), quote=False)}</div>"
 
 
@@ -100,6 +100,8 @@ class FieldEditor:
             except ValueError:
                 raise ValueError(f"{text!r} is not a number") from None
         if self.kind == "size":
+            if "_" in text:  # Xinference's "0_5" form (int("0_5") would read 5)
+                return text.strip()
             for conv in (int, float):
                 try:
                     return conv(text.strip())

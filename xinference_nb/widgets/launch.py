@@ -163,32 +163,54 @@ class LaunchForm(W.VBox):
         self.update_memory()
 
     # ------------------------------------------------------------------ memory
-    def estimate_bytes(self) -> Optional[int]:
-        """Weights on disk × 1.2 (runtime overhead), from model_path or the spec's model_uri; 4-bit /
-        8-bit quantization of a 16-bit checkpoint scales it down."""
+    def _local_path(self) -> Optional[str]:
         path = self.model_path.value.strip() or None
         if path is None:
-            for s in self._matching():
-                if s.get("model_uri") and (self.size.value is None or s.get("model_size_in_billions") == self.size.value):
-                    path = s["model_uri"]
+            for spec in self._matching():
+                if spec.get("model_uri") and (self.size.value is None
+                                              or spec.get("model_size_in_billions") == self.size.value):
+                    path = spec["model_uri"]
                     break
         if path is None and hasattr(self, "_doc"):
             path = self._doc.get("model_uri")
-        size = files_size(path)
-        if size is None:
+        if path and path.startswith("file://"):
+            path = path[7:]
+        return path
+
+    def estimate(self) -> Any:
+        """The manager's memory estimate (weights, KV cache, overhead) for the current choices, or
+        None when the files are not local."""
+        path = self._local_path()
+        if not path:
             return None
-        scale = {"4-bit": 0.3, "8-bit": 0.55}.get(self.quantization.value or "", 1.0)
-        return int(size * 1.2 * scale)
+        fmt = None if self.model_format.value == "(default)" else self.model_format.value
+        quant = self.quantization.value if self.quantization.value not in (None, "none") else None
+        try:
+            from ..memory import estimate_model
+
+            return estimate_model(Path(path), self.model_type.value, fmt, quant,
+                                  (getattr(self, "_doc", None) or {}).get("context_length"))
+        except Exception:  # noqa: BLE001 - an estimate must never break the form
+            size = files_size(path)
+            if size is None:
+                return None
+            from types import SimpleNamespace
+
+            return SimpleNamespace(total_bytes=int(size * 1.2), describe=lambda: f"{human_bytes(size * 1.2)} (files)")
+
+    def estimate_bytes(self) -> Optional[int]:
+        est = self.estimate()
+        return None if est is None else int(est.total_bytes)
 
     def update_memory(self) -> None:
-        est = self.estimate_bytes()
+        est = self.estimate()
         free = free_memory()
         if est is None:
             self.memory.value = f"<span style='font-size:12px'>memory: unknown (no local files) · free {human_bytes(free)}</span>"
             return
-        ok = est < free
+        ok = est.total_bytes < free
         color = "#2e7d32" if ok else "#c0392b"
-        self.memory.value = (f"<span style='font-size:12px;color:{color}'>estimated memory {human_bytes(est)} · free "
+        self.memory.value = (f"<span style='font-size:12px;color:{color}'>estimated memory {est.describe()} · free "
                              f"{human_bytes(free)}{'' if ok else ' — probably too big for this machine'}</span>")
 
     # ------------------------------------------------------------------ launch

