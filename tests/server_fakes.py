@@ -151,5 +151,71 @@ class FakeClient(Client):
     def cancel_launch_model(self, model_uid: str) -> None:
         self.get_model(model_uid)
 
-    def query_engine_by_model_name(self, model_name: str, model_type: Optional[str] = "LLM") -> dict[str, Any]:
-        return {"fake": [{"model_format": "pytorch", "model_size_in_billions": 1, "quantization": "none"}]}
+
+# ------------------------------------------------------------------------------------------------
+# Real tiny models, launched in this process's manager, for end-to-end server tests
+# ------------------------------------------------------------------------------------------------
+def embedding_doc(path, name: str) -> dict[str, Any]:
+    return {"version": 2, "model_name": name, "dimensions": 384, "max_tokens": 256, "language": ["en"],
+            "model_specs": [{"model_format": "pytorch", "model_hub": "huggingface",
+                             "model_uri": f"file://{path}", "quantization": "none"}],
+            "is_builtin": False}
+
+
+def rerank_doc(path, name: str) -> dict[str, Any]:
+    return {"version": 2, "model_name": name, "type": "normal", "language": ["en"], "max_tokens": 512,
+            "model_specs": [{"model_format": "pytorch", "model_hub": "huggingface", "model_uri": str(path),
+                             "quantization": "none"}],
+            "is_builtin": False}
+
+
+def llm_doc(path, name: str) -> dict[str, Any]:
+    from xinference_nb.parse import parse_model
+    from xinference_nb.spec import to_document
+
+    return to_document(parse_model(str(path), model_type="LLM", model_name=name).spec)
+
+
+class LiveModels:
+    """Registers and launches the tiny LLM, MiniLM embedding and cross-encoder reranker in-kernel
+    (uids ``<prefix>-llm`` / ``-emb`` / ``-rr``); ``close()`` terminates them."""
+
+    def __init__(self, prefix: str, tiny_llama_dir=None, minilm_dir=None, cross_encoder_dir=None):
+        self.client = Client()
+        self.uids: dict[str, str] = {}
+        try:
+            if tiny_llama_dir is not None:
+                self._launch("LLM", llm_doc(tiny_llama_dir, f"{prefix}-tiny-llama"), f"{prefix}-llm",
+                             model_engine="transformers")
+            if minilm_dir is not None:
+                self._launch("embedding", embedding_doc(minilm_dir, f"{prefix}-minilm"), f"{prefix}-emb")
+            if cross_encoder_dir is not None:
+                self._launch("rerank", rerank_doc(cross_encoder_dir, f"{prefix}-reranker"), f"{prefix}-rr")
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self, model_type: str, doc: dict[str, Any], uid: str, **kwargs: Any) -> None:
+        self.client.register_model(model_type, doc, overwrite=True)
+        self.uids[model_type] = self.client.launch_model(doc["model_name"], model_type=model_type, model_uid=uid,
+                                                         n_gpu=None, **kwargs)
+
+    @property
+    def llm(self) -> str:
+        return self.uids["LLM"]
+
+    @property
+    def emb(self) -> str:
+        return self.uids["embedding"]
+
+    @property
+    def rr(self) -> str:
+        return self.uids["rerank"]
+
+    def close(self) -> None:
+        for uid in list(self.uids.values()):
+            try:
+                self.client.terminate_model(uid)
+            except Exception:  # noqa: BLE001
+                pass
+        self.uids.clear()

@@ -79,6 +79,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         kwargs["virtual_env_packages"] = args.virtual_env_package
     if args.worker_ip:
         kwargs["worker_ip"] = args.worker_ip
+    if args.n_worker != 1:
+        kwargs["n_worker"] = args.n_worker
     for extra in args.extra or []:  # --key value pairs Xinference passes through
         k, v = extra
         kwargs[k.lstrip("-").replace("-", "_")] = _value(v)

@@ -1,5 +1,5 @@
-"""Client(): the one object users hold. In-kernel by default; ``Client("http://host:port")`` will
-drive a remote server with the same methods. Method names, signatures and return shapes follow
+"""Client(): the one object users hold. In-kernel by default; ``Client("http://host:port")`` drives
+our REST server or a Xinference cluster with the same methods. Method names, signatures and return shapes follow
 Xinference's RESTful client so notebooks move between the two unchanged."""
 from __future__ import annotations
 
@@ -10,9 +10,17 @@ from .spec import normalize_model_type, to_document
 
 
 class Client:
+    """``Client()`` runs models in this kernel; ``Client("http://host:port", api_key=...)`` returns a
+    RemoteClient with the same methods, for our server or a real Xinference cluster."""
+
+    def __new__(cls, endpoint: Optional[str] = None, api_key: Optional[str] = None):
+        if endpoint is not None and cls is Client:
+            from .remote import RemoteClient
+
+            return RemoteClient(endpoint, api_key=api_key)
+        return super().__new__(cls)
+
     def __init__(self, endpoint: Optional[str] = None, api_key: Optional[str] = None):
-        if endpoint is not None:
-            raise NotImplementedError("Client(endpoint) for a remote server is not available yet; use Client()")
         self.endpoint = None
         self.api_key = api_key
 

@@ -146,6 +146,28 @@ class _HTTP:
                 cm.__exit__(None, None, None)
         return self._iter_sse(cm, resp)
 
+    def stream_bytes(self, path: str, body: dict[str, Any]) -> Iterator[bytes]:
+        """POST ``body``; yield the response body in pieces as they arrive."""
+        try:
+            cm = self.client.stream("POST", path, json=body)
+            resp = cm.__enter__()
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                resp.read()
+                raise_for_response(resp)
+            finally:
+                cm.__exit__(None, None, None)
+
+        def pieces() -> Iterator[bytes]:
+            try:
+                yield from resp.iter_bytes()
+            finally:
+                cm.__exit__(None, None, None)
+
+        return pieces()
+
     @staticmethod
     def _iter_sse(cm: Any, resp: Any) -> Iterator[dict[str, Any]]:
         try:
@@ -229,7 +251,8 @@ class RemoteClient:
 
     # ------------------------------------------------------------------ models
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
-                     model_format: Optional[str] = None, model_size_in_billions: Optional[Union[int, float, str]] = None,
+                     model_format: Optional[str] = None,
+                     model_size_in_billions: Optional[Union[int, float, str]] = None,
                      quantization: Optional[str] = None, model_uid: Optional[str] = None,
                      model_path: Optional[str] = None, n_gpu: Optional[Union[int, str]] = "auto",
                      gpu_idx: Optional[Union[int, list[int]]] = None, replica: int = 1,
@@ -381,10 +404,9 @@ class RemoteAudioHandle(RemoteModelHandle):
                stream: bool = False, **kwargs: Any) -> Union[bytes, Iterator[bytes]]:
         body = {"model": self.model_uid, "input": input, "voice": voice, "response_format": response_format,
                 "speed": speed, "stream": stream, "kwargs": json.dumps(kwargs)}
-        resp = self._http.request("POST", "/v1/audio/speech", json=body)
         if stream:
-            return iter([resp.content])
-        return resp.content
+            return self._http.stream_bytes("/v1/audio/speech", body)
+        return self._http.request("POST", "/v1/audio/speech", json=body).content
 
     def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
                        response_format: str = "json", temperature: float = 0,

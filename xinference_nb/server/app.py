@@ -118,7 +118,7 @@ class RerankBody(_Body):
     model: str
     query: Union[str, dict[str, Any]]
     documents: list[Union[str, dict[str, Any]]]
-    top_n: Optional[int] = Field(default=None, ge=0)
+    top_n: Optional[int] = Field(default=None, ge=1)
     max_chunks_per_doc: Optional[int] = None
     return_documents: Optional[bool] = None
     return_len: Optional[bool] = None
@@ -271,7 +271,9 @@ def create_app(client: Any = None, settings: Optional[ServerSettings] = None, **
         if not isinstance(uid, str) or not uid:
             raise HTTPError(400, "model: a model uid (string) is required", "InferenceError")
         try:
-            handle = await call(client.get_model, uid)
+            # a dict lookup under a short lock in the manager: done on the loop, as a thread hop per
+            # request costs more than the lookup (and would spread out arrivals the batcher groups)
+            handle = client.get_model(uid)
         except ModelNotFound as exc:
             raise not_found(uid, exc) from None
         if not callable(getattr(handle, ability, None)):
@@ -427,33 +429,43 @@ def create_app(client: Any = None, settings: Optional[ServerSettings] = None, **
         return result
 
     # ------------------------------------------------------------------ batching (embeddings, rerank)
-    def run_embedding_batch(key: tuple, texts: list[str]) -> list[tuple[Any, float]]:
-        uid, frozen = key
-        result = client.get_model(uid).create_embedding(texts, **dict(frozen))
-        data = sorted(result["data"], key=lambda d: d.get("index", 0))
-        total = (result.get("usage") or {}).get("prompt_tokens") or 0
-        weights = [len(t) + 1 for t in texts]
-        scale = total / sum(weights) if weights else 0
-        return [(d["embedding"], w * scale) for d, w in zip(data, weights)]
-
-    def run_rerank_batch(key: tuple, items: list[tuple[str, Any, int]]) -> list[Any]:
-        """items: (query_json, document, request_seq); one rerank call per distinct query."""
-        uid, frozen = key
+    # Batch keys are model uids (so one model runs one batched call at a time); items carry their
+    # request's options, and a batch makes one call per distinct set of options.
+    def run_embedding_batch(uid: str, items: list[tuple[str, tuple]]) -> list[tuple[Any, float]]:
+        """items: (text, frozen options) → (vector, share of the batch's prompt tokens) per text."""
         handle = client.get_model(uid)
         out: list[Any] = [None] * len(items)
-        by_query: dict[str, list[int]] = {}
-        for i, (q, _doc, _seq) in enumerate(items):
-            by_query.setdefault(q, []).append(i)
-        for q, idxs in by_query.items():
+        groups: dict[tuple, list[int]] = {}
+        for i, (_text, frozen) in enumerate(items):
+            groups.setdefault(frozen, []).append(i)
+        for frozen, idxs in groups.items():
+            texts = [items[i][0] for i in idxs]
+            result = handle.create_embedding(texts, **{k: json.loads(v) for k, v in frozen})
+            data = sorted(result["data"], key=lambda d: d.get("index", 0))
+            # usage is per call: each text gets a share by length (exact for one-text calls)
+            total = (result.get("usage") or {}).get("prompt_tokens") or 0
+            weights = [len(t) + 1 for t in texts]
+            scale = total / sum(weights)
+            for i, d, w in zip(idxs, data, weights):
+                out[i] = (d["embedding"], w * scale)
+        return out
+
+    def run_rerank_batch(uid: str, items: list[tuple[str, Any, tuple]]) -> list[Any]:
+        """items: (query as JSON, document, frozen options); one call per distinct query and options."""
+        handle = client.get_model(uid)
+        out: list[Any] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (q, _doc, frozen) in enumerate(items):
+            groups.setdefault((q, frozen), []).append(i)
+        for (q, frozen), idxs in groups.items():
             docs = [items[i][1] for i in idxs]
             res = handle.rerank(docs, json.loads(q), top_n=None, return_documents=True, return_len=True,
-                                **dict(frozen))
+                                **{k: json.loads(v) for k, v in frozen})
             tokens = ((res.get("meta") or {}).get("tokens") or {})
             weights = [len(json.dumps(d)) + 1 for d in docs]
-            scale_in = (tokens.get("input_tokens") or 0) / sum(weights) if weights else 0
+            scale_in = (tokens.get("input_tokens") or 0) / sum(weights)
             for r in res["results"]:
-                j = idxs[r["index"]]
-                out[j] = (r, weights[r["index"]] * scale_in)
+                out[idxs[r["index"]]] = (r, weights[r["index"]] * scale_in)
         return out
 
     state.embed_batcher = Batcher(run_embedding_batch, max_wait_s=settings.batch_wait_ms / 1000,
@@ -665,9 +677,8 @@ def create_app(client: Any = None, settings: Optional[ServerSettings] = None, **
             except TypeError:
                 frozen = None
             if frozen is not None:
-                key = (uid, tuple((k, json.loads(v)) for k, v in frozen))
                 try:
-                    rows = await state.embed_batcher.submit(key, texts)
+                    rows = await state.embed_batcher.submit(uid, [(t, frozen) for t in texts])
                 except ModelNotFound as exc:
                     raise not_found(uid, exc) from None
                 tokens = int(round(sum(t for _, t in rows)))
@@ -694,14 +705,12 @@ def create_app(client: Any = None, settings: Optional[ServerSettings] = None, **
         if not body.documents:
             raise HTTPError(400, "documents: must not be empty", "InferenceError")
         try:
-            frozen = tuple(sorted(kw.items())) if all(_hashable(v) for v in kw.values()) else None
+            frozen = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kw.items()))
         except TypeError:
-            frozen = None
-        if frozen is None:
-            raise HTTPError(400, "rerank options must be plain values", "InferenceError")
+            raise HTTPError(400, "rerank options must be JSON values", "InferenceError") from None
         query = json.dumps(body.query)
         try:
-            rows = await state.rerank_batcher.submit((uid, frozen), [(query, d, i) for i, d in enumerate(body.documents)])
+            rows = await state.rerank_batcher.submit(uid, [(query, d, frozen) for d in body.documents])
         except ModelNotFound as exc:
             raise not_found(uid, exc) from None
         results = []
@@ -714,7 +723,7 @@ def create_app(client: Any = None, settings: Optional[ServerSettings] = None, **
             results = results[:body.top_n]
         tokens = int(round(sum(t for _, t in rows)))
         meta = {"api_version": None, "billed_units": None, "warnings": None,
-                "tokens": {"input_tokens": tokens, "output_tokens": tokens} if body.return_len else None}
+                "tokens": {"input_tokens": tokens, "output_tokens": 0} if body.return_len else None}
         return {"id": str(uuid.uuid4()), "results": results, "meta": meta}
 
     # ------------------------------------------------------------------ images / audio / flexible
@@ -843,14 +852,6 @@ def _encode(vec: Any, fmt: str) -> Any:
         values = [float(x) for x in vec]
         return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
     return vec
-
-
-def _hashable(v: Any) -> bool:
-    try:
-        hash(v)
-        return True
-    except TypeError:
-        return False
 
 
 def _jsonable(value: Any) -> Any:

@@ -3,10 +3,11 @@
     batcher = Batcher(run_batch, max_wait_s=0.005, max_items=256)
     result = await batcher.submit(key, items)     # items: this request's inputs (a list)
 
-One worker task per key collects requests for up to ``max_wait_s`` (or until ``max_items`` inputs),
-calls ``run_batch(key, all_items)`` once in a worker thread, and hands each request the slice of
-the results that belongs to it. While a batch runs, the next one collects, so under load batches
-grow by themselves. A batch that fails is retried request by request, so one bad request fails
+One worker task per key takes every request already queued (a lone request goes at once: no added
+latency when idle); when several arrived together (load), it collects up to ``max_wait_s`` more (or
+until ``max_items`` inputs). It calls ``run_batch(key, all_items)`` once in a worker thread and hands
+each request the slice of the results that belongs to it. While a batch runs the next one collects,
+so under load batches grow by themselves. A batch that fails is retried request by request, so one bad request fails
 alone. Workers of idle keys exit. Generic: knows nothing about models.
 """
 from __future__ import annotations
@@ -78,9 +79,24 @@ class Batcher:
                     continue
             batch = [first]
             count = len(first.items)
-            deadline = loop.time() + self.max_wait_s
-            while count < self.max_items:
-                if queue.empty():
+
+            def take_queued() -> None:
+                nonlocal count, carry
+                while carry is None and count < self.max_items and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if count + len(nxt.items) > self.max_items:
+                        carry = nxt
+                        return
+                    batch.append(nxt)
+                    count += len(nxt.items)
+
+            take_queued()
+            await asyncio.sleep(0)  # let requests already on the wire reach the queue
+            take_queued()
+            if len(batch) > 1 and self.max_wait_s > 0:
+                # under load: collect a little longer, the next call is worth filling
+                deadline = loop.time() + self.max_wait_s
+                while carry is None and count < self.max_items:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
@@ -88,13 +104,12 @@ class Batcher:
                         nxt = await asyncio.wait_for(queue.get(), remaining)
                     except asyncio.TimeoutError:
                         break
-                else:
-                    nxt = queue.get_nowait()
-                if count + len(nxt.items) > self.max_items:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-                count += len(nxt.items)
+                    if count + len(nxt.items) > self.max_items:
+                        carry = nxt
+                        break
+                    batch.append(nxt)
+                    count += len(nxt.items)
+                    take_queued()
             batch = [p for p in batch if not p.future.done()]  # callers that went away
             if batch:
                 await self._run(key, batch)

@@ -66,7 +66,9 @@ class RunningServer:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets
+    # (without it every response waits ~40 ms for a delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -85,11 +87,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, log_level: str):
+def _require_server_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ServerError(f"The REST server needs {', '.join(missing)}, which is not installed. Install it with: "
+                          'pip install "xinference-nb[server]"')
+
+
+def _config(app: Any, log_level: str, foreground: bool = False):
     import uvicorn
 
-    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=30,
-                          backlog=2048, ws="none")
+    # in a kernel, leave the notebook's logging setup alone (log_config=None): uvicorn's records still
+    # reach the root logger; in the foreground (xinf serve) use uvicorn's own console format
+    extra: dict[str, Any] = {} if foreground else {"log_config": None}
+    return uvicorn.Config(app, log_level=log_level, access_log=foreground and log_level == "debug",
+                          lifespan="on", timeout_keep_alive=30, backlog=2048, ws="none", **extra)
 
 
 def build_settings(api_key: Optional[str] = None, allowed_roots: Optional[Iterable[str]] = None,
@@ -112,6 +126,7 @@ def serve(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = No
         if _current is not None and _current.running:
             raise ServerError(f"A server is already running at {_current.url}; stop it first with "
                               "xinference_nb.stop_server()")
+        _require_server_extra()
         from .app import create_app
 
         conf = build_settings(api_key, allowed_roots, allow_any_path, allow_flexible, allow_trust_remote_code,
@@ -167,6 +182,7 @@ def current_server() -> Optional[RunningServer]:
 def serve_forever(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = None,
                   log_level: str = "info", **options: Any) -> None:
     """``xinf serve``: run in the foreground until Ctrl-C."""
+    _require_server_extra()
     import uvicorn
 
     from .app import create_app
@@ -178,6 +194,6 @@ def serve_forever(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[s
     print(f"xinference_nb server on http://{shown}:{sock.getsockname()[1]} "
           f"({'API key required' if conf.api_key else 'no API key'}); Ctrl-C to stop", flush=True)
     try:
-        uvicorn.Server(_config(app, log_level)).run(sockets=[sock])
+        uvicorn.Server(_config(app, log_level, foreground=True)).run(sockets=[sock])
     finally:
         sock.close()
