@@ -103,6 +103,14 @@ class ToolCallHold:
         return pending
 
 
+def _flatten_content(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI content parts ``[{"type": "text", "text": ...}]`` become one string for text templates."""
+    content = message.get("content")
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return dict(message, content="".join(str(p.get("text", "")) for p in content))
+    return message
+
+
 class LLMHandle(ModelHandle):
     """``generate(prompt, generate_config)`` and ``chat(messages, tools, enable_thinking, generate_config)``."""
 
@@ -164,6 +172,7 @@ class LLMHandle(ModelHandle):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages) or not messages:
             raise InferenceError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts "
                                  "(or a string for one user message)")
+        messages = [_flatten_content(m) for m in messages]
         model = self._llm()
         fmt = model.chat_format
         params, stream = parse_generate_config(generate_config, fmt)

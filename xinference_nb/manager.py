@@ -8,7 +8,6 @@ bar; and keeps the model under a uid. A failed launch frees what it loaded and l
 """
 from __future__ import annotations
 
-import gc
 import os
 import secrets
 import threading
@@ -66,7 +65,7 @@ class RunningModel:
     load_seconds: float = 0.0
 
     def describe(self) -> dict[str, Any]:
-        doc = to_document(self.spec)
+        doc = to_document(self.spec) if self.spec is not None else {}
         out: dict[str, Any] = {k: v for k, v in doc.items() if k not in _DESCRIBE_SKIP}
         out.update({
             "model_uid": self.model_uid,
@@ -108,7 +107,9 @@ def _infer_format(path: Path) -> Optional[str]:
 def _fmt_sizes(entries: list) -> str:
     sizes = []
     for e in entries:
-        s = e.model_size_in_billions
+        s = getattr(e, "model_size_in_billions", None)
+        if s is None:
+            continue
         if not any(same_size(s, t) for t in sizes):
             sizes.append(s)
     return ", ".join(str(s) for s in sizes)
@@ -171,15 +172,17 @@ class ModelManager:
         now = time.time()
         with self._lock:
             stale = [m.model_uid for m in self._models.values() if m.busy == 0 and now - m.last_used > ttl]
+        done = []
         for uid in stale:
             try:
                 self.terminate_model(uid)
+                done.append(uid)
             except ModelNotFound:
                 pass
-        if stale:
-            warnings.warn(f"terminated idle model(s) {', '.join(stale)} (unused for more than {ttl:g} s)",
+        if done:
+            warnings.warn(f"terminated idle model(s) {', '.join(done)} (unused for more than {ttl:g} s)",
                           stacklevel=2)
-        return stale
+        return done
 
     # ------------------------------------------------------------------ launch
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
@@ -280,7 +283,7 @@ class ModelManager:
         if model_type in SPEC_TYPES:
             model_spec, fmt, quant = self._choose_entry(spec, model_type, model_name, model_engine, model_format, size,
                                                         quantization, path)
-            chosen_size = model_spec.model_size_in_billions
+            chosen_size = getattr(model_spec, "model_size_in_billions", None)
         else:
             model_spec, fmt, quant = None, model_format, quantization
             chosen_size = size
@@ -299,6 +302,13 @@ class ModelManager:
             raise LaunchError(f"{path} is a file, but {fmt or 'this'} format loads a model folder (config.json and "
                               "weights); pass the folder, or model_format='ggufv2' with model_engine='llama.cpp' for "
                               "a .gguf file")
+        if (model_type == "LLM" and fmt != "ggufv2" and path is not None and path.is_dir()
+                and not (path / "config.json").is_file()):
+            found = sorted(p.name for p in path.iterdir())[:8]
+            raise LaunchError(f"{path} has no config.json, so it is not a Hugging Face model folder for the "
+                              f"{engine.name} engine (it holds: {', '.join(found) or 'nothing'}); point model_path "
+                              "at the folder with config.json and the weights, or at a .gguf file with "
+                              "model_engine='llama.cpp'")
         device = self._device_plan(n_gpu, gpu_idx)
         ctx = options.get("context_length") or options.get("n_ctx") or getattr(spec, "context_length", None)
         estimate = None
@@ -377,7 +387,8 @@ class ModelManager:
                     raise LaunchError(f"the {engine.name} engine cannot serve {model_name} in format "
                                       f"{', '.join(formats)}; engines that can: {', '.join(able) or 'none'}")
                 entries = served
-        if size is not None:
+        sizes_known = all(getattr(e, "model_size_in_billions", None) is not None for e in entries)
+        if size is not None and sizes_known:
             try:
                 sized = [e for e in entries if same_size(e.model_size_in_billions, size)]
             except (TypeError, ValueError):
@@ -387,7 +398,7 @@ class ModelManager:
                                   f"{' in format ' + repr(fmt) if fmt else ''}; model_size_in_billions choices: "
                                   f"{_fmt_sizes(entries)}")
             entries = sized
-        elif path is not None and len({size_to_float(e.model_size_in_billions) for e in entries}) > 1:
+        elif sizes_known and path is not None and len({size_to_float(e.model_size_in_billions) for e in entries}) > 1:
             entries = self._closest_size(entries, path)
         if quantization is None and fmt == "ggufv2" and path is not None and path.is_file():
             # a GGUF file given directly: its name usually says the quantization (model-Q4_K_M.gguf)
@@ -539,14 +550,9 @@ class ModelManager:
 
                 return load_in_virtualenv(engine, request)
             return engine.load(request)
-        except XinfError:
-            gc.collect()
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            gc.collect()
-            raise
         except Exception as exc:  # a backend's error: say what went wrong and how to fix it
-            gc.collect()
+            if isinstance(exc, XinfError):
+                raise
             err = LaunchError(self._explain(exc, engine, request))
             err.original = exc  # type: ignore[attr-defined]
             raise err from None
@@ -687,9 +693,10 @@ class ModelManager:
                 for e in spec.model_specs:
                     if not engine.serves(e.model_format, family):
                         continue
-                    key = (e.model_format, size_to_float(e.model_size_in_billions))
+                    e_size = getattr(e, "model_size_in_billions", None)
+                    key = (e.model_format, size_to_float(e_size))
                     row = groups.setdefault(key, {"model_name": model_name, "model_format": e.model_format,
-                                                  "model_size_in_billions": e.model_size_in_billions,
+                                                  "model_size_in_billions": e_size,
                                                   "quantizations": [], "available": engine.available()})
                     if e.quantization not in row["quantizations"]:
                         row["quantizations"].append(e.quantization)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import codecs
 import inspect
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..chat import ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits
-from ..errors import InferenceError, LaunchError
+from ..errors import LaunchError
 from . import LoadRequest
 
 
@@ -141,9 +142,12 @@ class LlamaCppLLM(ChatLLM):
         if request.options.get("enable_thinking") is not None:
             variables["enable_thinking"] = request.options["enable_thinking"]
         self._eog_ids = set(eos_ids)
+        self._lock = threading.RLock()
         self._add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "true")).lower() == "true"
         self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
                                              token_of=self._token_of)
+        n_vocab = llm.n_vocab()
+        self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < n_vocab]
         self._estimate = None
 
     def _piece(self, tid: int, special: bool = False) -> str:
@@ -167,6 +171,12 @@ class LlamaCppLLM(ChatLLM):
 
     def _run(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
              check_stops: bool) -> Iterator[str]:
+        # one llama.cpp context: calls from different threads (a server, a widget) take turns
+        with self._lock:
+            yield from self._run_locked(prompt, params, chat, state, check_stops)
+
+    def _run_locked(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
+                    check_stops: bool) -> Iterator[str]:
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
@@ -240,9 +250,6 @@ class LlamaCppLLM(ChatLLM):
             except Exception:
                 pass
             del self.llm
-        from ..memory import release_memory
-
-        release_memory()
 
 
 class _LlamaTokenStream(TokenStream):

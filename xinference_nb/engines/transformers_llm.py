@@ -137,6 +137,9 @@ class TransformersLLM(ChatLLM):
             variables["enable_thinking"] = opts["enable_thinking"]
         self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
                                              token_of=self._token_of)
+        vocab = getattr(cfg, "vocab_size", None) or len(tokenizer)
+        # a built-in family's ids may not exist in this tokenizer (own files launched as that family)
+        self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < max(vocab, len(tokenizer))]
         self._sample_by_default = bool(getattr(gen_cfg, "do_sample", False))
         self.pad_token_id = (getattr(gen_cfg, "pad_token_id", None) if getattr(gen_cfg, "pad_token_id", None)
                              is not None else tokenizer.pad_token_id if tokenizer.pad_token_id is not None
@@ -168,7 +171,7 @@ class TransformersLLM(ChatLLM):
                     stop_ids.append(tid)
             else:
                 strings.append(s)
-        kw: dict[str, Any] = {"max_new_tokens": max_new, "min_new_tokens": 0}
+        kw: dict[str, Any] = {"max_new_tokens": max_new}
         if stop_ids:
             kw["eos_token_id"] = stop_ids
         if self.pad_token_id is not None:
@@ -233,9 +236,6 @@ class TransformersLLM(ChatLLM):
         for name in ("model", "tokenizer"):
             if hasattr(self, name):
                 delattr(self, name)
-        from ..memory import release_memory
-
-        release_memory()
 
 
 class _HFTokenStream(TokenStream):
