@@ -799,16 +799,14 @@ def test_preview_without_template(minilm_dir):
         parse_model(minilm_dir).preview()
 
 
-def test_private_renderer_matches_transformers(tiny_llama_dir):
+def test_preview_matches_transformers(tiny_llama_dir):
     from transformers import AutoTokenizer
 
     from xinference_nb.parse import SAMPLE_MESSAGES, SAMPLE_TOOLS
-    from xinference_nb.parse._render import render
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
-    template = (Path(tiny_llama_dir) / "chat_template.jinja").read_text()
     want = tok.apply_chat_template(SAMPLE_MESSAGES, tools=SAMPLE_TOOLS, tokenize=False, add_generation_prompt=True)
-    assert render(template, SAMPLE_MESSAGES, tools=SAMPLE_TOOLS, add_generation_prompt=True) == want
+    assert parse_model(tiny_llama_dir).preview([dict(m) for m in SAMPLE_MESSAGES], tools=SAMPLE_TOOLS) == want
 
 
 def test_table_repr_and_json(tiny_llama_dir):

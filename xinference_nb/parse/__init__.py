@@ -189,23 +189,11 @@ class ParsedModel:
 
 def _render_chat(template: str, messages: list[dict], tools: Optional[list[dict]], add_generation_prompt: bool,
                  variables: dict) -> str:
-    """Render with xinference_nb.chat.render_chat_template when it exists and takes these arguments,
-    else with parse's own renderer (same semantics as transformers' apply_chat_template)."""
-    import importlib
-    import inspect
+    """Render with the runtime renderer, so the preview is exactly the prompt a launched model gets."""
+    from ..chat import render_chat_template
 
-    try:
-        chat = importlib.import_module("xinference_nb.chat")
-        runtime = getattr(chat, "render_chat_template")
-        inspect.signature(runtime).bind(template, messages, tools=tools,
-                                        add_generation_prompt=add_generation_prompt, **variables)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        runtime = None
-    if runtime is not None:
-        return runtime(template, messages, tools=tools, add_generation_prompt=add_generation_prompt, **variables)
-    from ._render import render
-
-    return render(template, messages, tools=tools, add_generation_prompt=add_generation_prompt, **variables)
+    return render_chat_template(template, messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                **variables)
 
 
 # ================================================================================================
@@ -801,11 +789,9 @@ def _reasoning_tags(ctx: _Ctx, template: Optional[str], template_where: str) -> 
 
 def _opens_reasoning(template: str, special: dict[str, str], tag: str = "<think>") -> bool:
     """Whether the generation prompt ends inside an opened reasoning block."""
-    from ._render import render
-
     try:
-        text = render(template, [{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                      **{k: v for k, v in special.items() if v is not None})
+        text = _render_chat(template, [{"role": "user", "content": "Hi"}], None, True,
+                            {k: v for k, v in special.items() if v is not None})
     except Exception:  # noqa: BLE001 - a template that cannot render is reported by preview()
         return False
     return text.rstrip().endswith(tag)

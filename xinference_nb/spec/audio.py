@@ -1,12 +1,12 @@
 """Audio documents (Xinference version 2)."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
 from ..errors import FieldIssue
-from .common import VirtualEnvSettings, _NameMixin
+from .common import SingleUriDocument, VirtualEnvSettings
 
 AUDIO_ABILITIES = (
     "text2audio", "audio2text", "text2audio_voice_cloning", "text2audio_zero_shot", "text2audio_voice_design",
@@ -14,13 +14,7 @@ AUDIO_ABILITIES = (
 )
 
 
-class AudioSpec(_NameMixin):
-    model_name: str
-    model_id: Optional[str] = None
-    model_revision: Optional[str] = None
-    model_hub: str = "huggingface"
-    cache_config: Optional[dict[str, Any]] = None
-    version: Literal[2] = 2
+class AudioSpec(SingleUriDocument):
     model_family: str
     multilingual: bool = False
     language: Optional[list[str]] = None
@@ -53,7 +47,4 @@ class AudioSpec(_NameMixin):
         return value
 
     def rules(self) -> list[FieldIssue]:
-        if self.is_builtin or self.model_uri or self.model_id:
-            return []
-        return [FieldIssue("model_uri", "is missing and so is model_id: give model_uri (the model's folder) or "
-                           "model_id (a hub repository)")]
+        return self.location_issues("the model's folder")

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
@@ -277,6 +277,24 @@ class _NameMixin(SpecModel):
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return check_model_name(value)
+
+
+class SingleUriDocument(_NameMixin):
+    """Leading fields shared by the types whose files sit at one top-level model_uri / model_id
+    (image, audio, flexible), in the order Xinference's templates write them."""
+
+    model_name: str
+    model_id: Optional[str] = None
+    model_revision: Optional[str] = None
+    model_hub: str = "huggingface"
+    cache_config: Optional[dict[str, Any]] = None
+    version: Literal[2] = 2
+
+    def location_issues(self, folder_words: str) -> list[FieldIssue]:
+        if self.is_builtin or self.model_uri or self.model_id:
+            return []
+        return [FieldIssue("model_uri", f"is missing and so is model_id: give model_uri ({folder_words}) or "
+                           "model_id (a hub repository)")]
 
 
 def raise_spec_error(issues: list[FieldIssue], model_type: str) -> None:

@@ -29,6 +29,12 @@ def _positive(value: Optional[int], what: str) -> Optional[int]:
     return value
 
 
+def non_empty_specs(value: list[TextModelSpec]) -> list[TextModelSpec]:
+    if not value:
+        raise ValueError("needs at least one entry (model_format and model_uri or model_id)")
+    return value
+
+
 def spec_location_issues(specs: list[TextModelSpec], is_builtin: bool) -> list[FieldIssue]:
     if is_builtin:
         return []
@@ -69,9 +75,7 @@ class EmbeddingSpec(_NameMixin):
     @field_validator("model_specs")
     @classmethod
     def _specs(cls, value: list[TextModelSpec]) -> list[TextModelSpec]:
-        if not value:
-            raise ValueError("needs at least one entry (model_format and model_uri or model_id)")
-        return value
+        return non_empty_specs(value)
 
     def rules(self) -> list[FieldIssue]:
         return spec_location_issues(self.model_specs, self.is_builtin)

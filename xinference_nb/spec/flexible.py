@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 from pydantic import Field, field_validator
 
 from ..errors import FieldIssue
-from .common import VirtualEnvSettings, _NameMixin
+from .common import SingleUriDocument, VirtualEnvSettings
 
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-class FlexibleSpec(_NameMixin):
-    model_name: str
-    model_id: Optional[str] = None
-    model_revision: Optional[str] = None
-    model_hub: str = "huggingface"
-    cache_config: Optional[dict[str, Any]] = None
-    version: Literal[2] = 2
+class FlexibleSpec(SingleUriDocument):
     model_description: Optional[str] = None
     model_uri: Optional[str] = None
     launcher: str

@@ -1,23 +1,17 @@
 """Image documents (Xinference version 2)."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
 from ..errors import FieldIssue
-from .common import VirtualEnvSettings, _NameMixin, check_model_name
+from .common import SingleUriDocument, VirtualEnvSettings, check_model_name
 
 IMAGE_ABILITIES = ("text2image", "image2image", "inpainting", "ocr", "image_edit", "docanalyze")
 
 
-class ImageSpec(_NameMixin):
-    model_name: str
-    model_id: Optional[str] = None
-    model_revision: Optional[str] = None
-    model_hub: str = "huggingface"
-    cache_config: Optional[dict[str, Any]] = None
-    version: Literal[2] = 2
+class ImageSpec(SingleUriDocument):
     model_family: str
     model_ability: Optional[list[str]] = None
     controlnet: Optional[list[dict[str, Any]]] = Field(default_factory=list)
@@ -52,7 +46,4 @@ class ImageSpec(_NameMixin):
         return value
 
     def rules(self) -> list[FieldIssue]:
-        if self.is_builtin or self.model_uri or self.model_id:
-            return []
-        return [FieldIssue("model_uri", "is missing and so is model_id: give model_uri (the pipeline's folder) or "
-                           "model_id (a hub repository)")]
+        return self.location_issues("the pipeline's folder")

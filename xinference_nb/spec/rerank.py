@@ -7,7 +7,7 @@ from pydantic import Field, field_validator
 
 from ..errors import FieldIssue
 from .common import VirtualEnvSettings, _NameMixin
-from .embedding import TextModelSpec, _positive, spec_location_issues
+from .embedding import TextModelSpec, _positive, non_empty_specs, spec_location_issues
 
 RERANK_TYPES = ("normal", "LLM-based", "LLM-based layerwise", "unknown")
 
@@ -44,9 +44,7 @@ class RerankSpec(_NameMixin):
     @field_validator("model_specs")
     @classmethod
     def _specs(cls, value: list[TextModelSpec]) -> list[TextModelSpec]:
-        if not value:
-            raise ValueError("needs at least one entry (model_format and model_uri or model_id)")
-        return value
+        return non_empty_specs(value)
 
     def rules(self) -> list[FieldIssue]:
         return spec_location_issues(self.model_specs, self.is_builtin)
