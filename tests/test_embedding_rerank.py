@@ -15,41 +15,21 @@ pytest.importorskip("sentence_transformers")
 
 
 # ------------------------------------------------------------------------------------------------
-# Launch through the public Client when the manager is there, else through the engine loader.
+# Everything goes through the public Client: register, launch, get_model, terminate.
 # ------------------------------------------------------------------------------------------------
 def launch(model_type, doc, **kwargs):
     from xinference_nb.client import Client
 
     client = Client()
-    if hasattr(client, "launch_model"):
-        client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
-        uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, **kwargs)
-        return uid, client.get_model(uid)
-    from xinference_nb.engines import LoadRequest, engines_for
-    from xinference_nb.spec import load_spec, local_path_of
-
-    spec = load_spec(model_type, doc)
-    model_spec = spec.model_specs[0] if getattr(spec, "model_specs", None) else None
-    uri = model_spec.model_uri if model_spec is not None else spec.model_uri
-    request = LoadRequest(model_uid=f"{spec.model_name}-0", model_type=model_type, model_name=spec.model_name,
-                          spec=spec, model_spec=model_spec, model_path=local_path_of(uri) if uri else None,
-                          options=dict(kwargs))
-    engine = engines_for(model_type, getattr(model_spec, "model_format", None), getattr(spec, "model_family", None))[0]
-    if spec.virtualenv is not None and spec.virtualenv.packages:
-        from xinference_nb.engines.virtualenv import load_in_virtualenv
-
-        return request.model_uid, load_in_virtualenv(engine, request)
-    return request.model_uid, engine.load(request)
+    client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
+    uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, n_gpu=None, **kwargs)
+    return uid, client.get_model(uid)
 
 
 def terminate(uid, handle):
     from xinference_nb.client import Client
 
-    client = Client()
-    if hasattr(client, "terminate_model"):
-        client.terminate_model(uid)
-    else:
-        handle.close()
+    Client().terminate_model(uid)
 
 
 def embedding_doc(path, name="my-minilm", dimensions=384, max_tokens=256):

@@ -12,42 +12,23 @@ import pytest
 
 from xinference_nb.errors import EngineUnavailable, InferenceError
 
+
 # ------------------------------------------------------------------------------------------------
-# Launch through the public Client when the manager is there, else through the engine loader.
+# Everything goes through the public Client: register, launch, get_model, terminate.
 # ------------------------------------------------------------------------------------------------
 def launch(model_type, doc, **kwargs):
     from xinference_nb.client import Client
 
     client = Client()
-    if hasattr(client, "launch_model"):
-        client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
-        uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, **kwargs)
-        return uid, client.get_model(uid)
-    from xinference_nb.engines import LoadRequest, engines_for
-    from xinference_nb.spec import load_spec, local_path_of
-
-    spec = load_spec(model_type, doc)
-    model_spec = spec.model_specs[0] if getattr(spec, "model_specs", None) else None
-    uri = model_spec.model_uri if model_spec is not None else spec.model_uri
-    request = LoadRequest(model_uid=f"{spec.model_name}-0", model_type=model_type, model_name=spec.model_name,
-                          spec=spec, model_spec=model_spec, model_path=local_path_of(uri) if uri else None,
-                          options=dict(kwargs))
-    engine = engines_for(model_type, getattr(model_spec, "model_format", None), getattr(spec, "model_family", None))[0]
-    if spec.virtualenv is not None and spec.virtualenv.packages:
-        from xinference_nb.engines.virtualenv import load_in_virtualenv
-
-        return request.model_uid, load_in_virtualenv(engine, request)
-    return request.model_uid, engine.load(request)
+    client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
+    uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, n_gpu=None, **kwargs)
+    return uid, client.get_model(uid)
 
 
 def terminate(uid, handle):
     from xinference_nb.client import Client
 
-    client = Client()
-    if hasattr(client, "terminate_model"):
-        client.terminate_model(uid)
-    else:
-        handle.close()
+    Client().terminate_model(uid)
 
 
 def image_doc(path, name="tiny-sd", **extra):
@@ -96,6 +77,22 @@ def test_text_to_image_url_and_b64(tiny_sd_dir, nb_home):
         img2 = h.image_to_image(base64.b64decode(out["data"][0]["b64_json"]), prompt="a dog", size="64*64",
                                 response_format="b64_json", strength=1.0)
         assert _png_size(base64.b64decode(img2["data"][0]["b64_json"])) == (64, 64)
+
+        # the document's default_generate_config (2 steps) applies; a call's own value wins
+        steps = []
+
+        def count(pipe, step, timestep, kwargs):
+            steps.append(step)
+            return kwargs
+
+        def n_steps(**kw):
+            steps.clear()
+            h.text_to_image("x", size="64*64", response_format="b64_json", callback_on_step_end=count, **kw)
+            return len(steps)
+
+        default = n_steps()
+        assert default == n_steps(num_inference_steps=2)  # (PNDM adds one warm-up step to the 2)
+        assert n_steps(num_inference_steps=4) == default + 2
 
         with pytest.raises(InferenceError, match="size"):
             h.text_to_image("x", size="60*60")

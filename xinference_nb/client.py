@@ -13,11 +13,12 @@ class Client:
     """``Client()`` runs models in this kernel; ``Client("http://host:port", api_key=...)`` returns a
     RemoteClient with the same methods, for our server or a real Xinference cluster."""
 
-    def __new__(cls, endpoint: Optional[str] = None, api_key: Optional[str] = None):
+    def __new__(cls, *args: Any, **kwargs: Any):
+        endpoint = args[0] if args else kwargs.get("endpoint")
         if endpoint is not None and cls is Client:
             from .remote import RemoteClient
 
-            return RemoteClient(endpoint, api_key=api_key)
+            return RemoteClient(endpoint, api_key=kwargs.get("api_key", args[1] if len(args) > 1 else None))
         return super().__new__(cls)
 
     def __init__(self, endpoint: Optional[str] = None, api_key: Optional[str] = None):

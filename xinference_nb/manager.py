@@ -541,9 +541,11 @@ class ModelManager:
 
     # ------------------------------------------------------------------ loading
     def _load(self, engine: Engine, request: LoadRequest) -> EngineModel:
+        # Xinference's rule: a model runs in its own venv when it has packages to install, from its
+        # document or from launch_model(virtual_env_packages=...), unless enable_virtual_env=False.
         venv = getattr(request.spec, "virtualenv", None)
-        use_venv = bool(venv is not None and getattr(venv, "packages", None)
-                        and request.options.get("enable_virtual_env") is not False)
+        packages = list(getattr(venv, "packages", None) or []) + list(request.options.get("virtual_env_packages") or [])
+        use_venv = bool(packages) and request.options.get("enable_virtual_env") is not False
         try:
             if use_venv:
                 from .engines.virtualenv import load_in_virtualenv

@@ -90,7 +90,7 @@ def raise_for_response(resp: Any, what: str = "") -> None:
         if resp.status_code == 400 and "not found" in detail.lower():
             kind = "ModelNotFound"
         elif resp.status_code == 400:
-            kind = "SpecError" if what == "register" else "InferenceError"
+            kind = {"register": "SpecError", "launch": "LaunchError"}.get(what, "InferenceError")
         else:
             kind = ""
     if resp.status_code == 401:
@@ -112,7 +112,11 @@ class _HTTP:
 
     def request(self, method: str, path: str, what: str = "", **kwargs: Any) -> Any:
         try:
-            resp = self.client.request(method, path, **kwargs)
+            try:
+                resp = self.client.request(method, path, **kwargs)
+            except (self._httpx.RemoteProtocolError, self._httpx.ReadError):
+                # a server may close a kept-alive connection (e.g. after an error); one fresh try
+                resp = self.client.request(method, path, **kwargs)
         except self._httpx.TransportError as exc:
             raise ServerUnreachable(f"Cannot reach the server at {self.endpoint} ({type(exc).__name__}: {exc}). "
                                     "Start one with `xinf serve` or xinference_nb.serve(), or pass the right "
@@ -247,7 +251,7 @@ class RemoteClient:
     def parse_model(self, model_path: str, model_family: Optional[str] = None) -> dict[str, Any]:
         """The auto-parse route: a partial LLM document from the files at ``model_path`` (on the server)."""
         return self._http.json("POST", "/v1/models/llm/auto-register",
-                               json={"model_path": model_path, "model_family": model_family})
+                               json={"model_path": model_path, "model_family": model_family or ""})
 
     # ------------------------------------------------------------------ models
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
@@ -274,19 +278,30 @@ class RemoteClient:
 
     def _default_engine(self, model_name: str, model_format: Optional[str]) -> Optional[str]:
         """Xinference's server wants model_engine for an LLM; the in-kernel client picks one. Pick the
-        server's first engine that serves the format, so both calls look the same."""
+        server's first installed engine that serves the format, so both calls look the same.
+        Xinference 4.x also lists engines it cannot run, with the import error as a string instead
+        of the list of choices: those are skipped, and when none is left their reasons are the error."""
         try:
             engines = self.query_engine_by_model_name(model_name, "LLM")
+        except ServerUnreachable:
+            raise
         except XinfError:
-            return None  # let the server explain
+            return None  # let the server explain (unknown model, not an LLM...)
         if not isinstance(engines, dict) or not engines:
             return None
-        for name, choices in engines.items():
-            if model_format is None or not isinstance(choices, list):
+        usable = {name: choices for name, choices in engines.items() if isinstance(choices, list)}
+        for name, choices in usable.items():
+            if model_format is None or any(isinstance(c, dict) and c.get("model_format") == model_format
+                                           for c in choices):
                 return name
-            if any(isinstance(c, dict) and c.get("model_format") == model_format for c in choices):
-                return name
-        return next(iter(engines))
+        reasons = "; ".join(f"{name}: {why}" for name, why in engines.items() if not isinstance(why, list))
+        formats = sorted({c.get("model_format") for cs in usable.values() for c in cs if isinstance(c, dict)})
+        raise LaunchError(
+            f"No engine on {self._http.endpoint} can run {model_name!r}"
+            + (f" as {model_format}" if model_format else "")
+            + (f" (installed engines serve: {', '.join(map(str, formats))})" if formats else "")
+            + (f". Unavailable engines: {reasons}" if reasons else "")
+            + ". Install the engine's package where the server runs, or pass model_engine=... explicitly.")
 
     def terminate_model(self, model_uid: str) -> None:
         self._http.request("DELETE", f"/v1/models/{_q(model_uid)}")

@@ -394,8 +394,9 @@ def _segments(text: str, chunks: list[dict], duration: float, word_level: bool,
     items = []
     for c in chunks:
         start, end = (c.get("timestamp") or (None, None))
-        start = float(start) if start is not None else 0.0
-        end = float(end) if end is not None else round(duration, 3)
+        limit = round(duration, 3)  # a model may stamp past the end of the audio: clamp
+        start = min(float(start), limit) if start is not None else 0.0
+        end = min(float(end), limit) if end is not None else limit
         items.append((start, end, c.get("text", "")))
     if word_level:
         words = [{"word": t.strip(), "start": s, "end": e} for s, e, t in items]

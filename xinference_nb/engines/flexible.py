@@ -190,7 +190,9 @@ class PythonCallableModel:
     def infer(self, *args: Any, **kwargs: Any) -> Any:
         if self.function is None:
             raise InferenceError("the callable is not loaded")
-        return self.function(*args, **{**self.extra, **kwargs})
+        kwargs = {**self.extra, **kwargs}
+        check_call(self.function, args, kwargs, self.path)
+        return self.function(*args, **kwargs)
 
 
 def python_callable(model_uid: str, model_path: Optional[str], **launcher_args: Any) -> PythonCallableModel:
@@ -214,13 +216,8 @@ class FlexibleModel(EngineModel):
         kwargs.pop("model", None)  # the REST body names the model uid; it is not an argument
         if self.model is None:
             raise InferenceError(f"model {self.model_uid!r} is closed")
-        try:
-            return self.model.infer(*args, **kwargs)
-        except TypeError as exc:
-            # a wrong keyword is a user mistake: say which call refused it
-            signature = _signature_of(self.model.infer)
-            raise InferenceError(f"infer() of {self.model_uid!r} refused the arguments: {exc}"
-                                 + (f"; it takes {signature}" if signature else "")) from exc
+        check_call(self.model.infer, args, kwargs, f"infer() of {self.model_uid!r}")
+        return self.model.infer(*args, **kwargs)
 
     def memory_bytes(self) -> Optional[int]:
         own = getattr(self.model, "memory_bytes", None)
@@ -243,11 +240,17 @@ class FlexibleModel(EngineModel):
         free_memory()
 
 
-def _signature_of(func: Any) -> str:
+def check_call(func: Any, args: tuple, kwargs: dict, what: str) -> None:
+    """InferenceError naming the signature when ``func`` cannot take these arguments (a user
+    mistake); errors raised inside ``func`` itself are left alone."""
     try:
-        return f"infer{inspect.signature(func)}"
+        signature = inspect.signature(func)
     except (TypeError, ValueError):
-        return ""
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InferenceError(f"{what} refused the arguments: {exc}; it takes {signature}") from None
 
 
 def load(request: LoadRequest) -> FlexibleModel:

@@ -231,7 +231,7 @@ class CrossEncoderRerank(EngineModel):
         meta = {"api_version": None, "billed_units": None,
                 "tokens": {"input_tokens": tokens, "output_tokens": 0} if return_len else None,
                 "warnings": None}
-        return {"id": str(uuid.uuid1()), "results": results, "meta": meta}
+        return {"id": str(uuid.uuid4()), "results": results, "meta": meta}
 
     def memory_bytes(self) -> Optional[int]:
         return torch_memory_bytes(self.model)

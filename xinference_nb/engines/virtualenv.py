@@ -312,16 +312,25 @@ class VirtualEnvModel(EngineModel):
             return None
 
     def close(self) -> None:
-        with self._lock:
+        """Ask the child to free the model and exit; a child busy with a call for more than 10 s (or
+        deaf to the request) is terminated, then killed."""
+        got = self._lock.acquire(timeout=10)
+        try:
             if self._closed:
                 return
             self._closed = True
-            try:
-                self._send.send(("close",))
-                if self._recv.poll(10):
-                    self._recv.recv()
-            except (EOFError, OSError, BrokenPipeError):
-                pass
+            if got:
+                try:
+                    self._send.send(("close",))
+                    if self._recv.poll(10):
+                        self._recv.recv()
+                except (EOFError, OSError, BrokenPipeError):
+                    pass
+            else:
+                self._proc.terminate()
+        finally:
+            if got:
+                self._lock.release()
         _stop(self._proc)
         for conn in (self._send, self._recv):
             try:
@@ -416,9 +425,10 @@ def start_worker(engine: Engine, request: LoadRequest, venv: Path) -> VirtualEnv
 
 def load_in_virtualenv(engine: Engine, request: LoadRequest) -> EngineModel:
     """Install the spec's virtualenv packages (once) and load the model in a child process there."""
-    settings = request.spec.virtualenv
-    if settings is None:
-        raise LaunchError(f"{request.model_name!r} has no virtualenv settings")
+    from ..spec.common import VirtualEnvSettings
+
+    # launch_model(virtual_env_packages=...) works for a document without virtualenv settings too
+    settings = request.spec.virtualenv or VirtualEnvSettings()
     options = dict(request.options or {})
     packages = _packages_of(settings, options)
     find_links = _as_list(options.pop("virtual_env_find_links", None))
@@ -427,6 +437,11 @@ def load_in_virtualenv(engine: Engine, request: LoadRequest) -> EngineModel:
         settings = settings.model_copy(update={"find_links": _as_list(settings.find_links) + find_links})
     request.options = options
     request.progress("virtualenv", 0.01)
-    venv = ensure_venv(request.model_name, settings, packages, request.progress)
+    from filelock import FileLock
+
+    venv_root().mkdir(parents=True, exist_ok=True)
+    # one install at a time per model, across threads and kernels
+    with FileLock(str(venv_root() / f".{request.model_name}.lock")):
+        venv = ensure_venv(request.model_name, settings, packages, request.progress)
     request.progress("starting the virtualenv process", 0.5)
     return start_worker(engine, request, venv)

@@ -28,8 +28,14 @@ class AudioSpec(SingleUriDocument):
     model_description: Optional[str] = None
     featured: Optional[bool] = None
     updated_at: Optional[int] = None
+    # Xinference 4.1 adds these to the documents it returns
+    model_lang: Optional[list[str]] = None
+    model_format: Optional[str] = None
+    quantization: Optional[str] = None
+    cache_name: Optional[str] = None
 
-    _omit_when_unset = frozenset({"model_description", "featured", "updated_at"})
+    _omit_when_unset = frozenset({"model_description", "featured", "updated_at", "model_lang", "model_format",
+                                  "quantization", "cache_name"})
 
     @field_validator("model_family")
     @classmethod

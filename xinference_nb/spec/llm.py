@@ -27,9 +27,15 @@ class LLMModelSpec(SpecModel):
     model_file_name_template: Optional[str] = None
     model_file_name_split_template: Optional[str] = None
     quantization_parts: Optional[dict[str, list[str]]] = None
+    # Xinference 4.1 adds these to the documents it returns
+    model_metadata: Optional[dict[str, Any]] = None
+    draft_model_id: Optional[str] = None
+    draft_quantizations: Optional[list[str]] = None
+    draft_model_revision: Optional[str] = None
 
     _omit_when_unset = frozenset(
-        {"model_file_name_template", "model_file_name_split_template", "quantization_parts"}
+        {"model_file_name_template", "model_file_name_split_template", "quantization_parts", "model_metadata",
+         "draft_model_id", "draft_quantizations", "draft_model_revision"}
     )
 
     @field_validator("model_size_in_billions", mode="before")
