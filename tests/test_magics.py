@@ -271,6 +271,39 @@ def test_widget_commands_return_widgets(shell):
     assert isinstance(run(shell, "%xinf compare m1 m2"), CompareView)
 
 
+def test_endpoint_default_and_endpoint_flags_on_widget_commands(shell):
+    pytest.importorskip("ipywidgets")
+    from xinference_nb.widgets import CompareView, LaunchForm
+
+    made = {}
+
+    def factory(endpoint):
+        made[endpoint] = FakeClient()
+        made[endpoint].endpoint = endpoint  # looks remote to the widgets when it has a URL
+        return made[endpoint]
+
+    shell.xinf._client_factory = factory
+    try:
+        assert "this kernel" in run(shell, "%xinf endpoint").text
+        assert run(shell, "%xinf endpoint gpu-box:9997").level == "ok"
+        assert shell.xinf.default_endpoint == "http://gpu-box:9997"
+        assert isinstance(run(shell, "%xinf launch-form"), LaunchForm) and "http://gpu-box:9997" in made
+        form = run(shell, "%xinf launch-form -e kernel -t embedding")
+        assert form.client is made[None] and form.model_type.value == "embedding"
+        run(shell, "%xinf chatbox m1 -e http://other:1")
+        assert "http://other:1" in made
+        view = run(shell, "%xinf compare m1 m2@kernel m3@http://other:1")
+        assert isinstance(view, CompareView)
+        assert [view.targets[label][1] for label in view.models.value] == ["m1", "m2", "m3"]
+        assert view.targets["m2 @ kernel"][0] is made[None]
+        assert list(view.models.value) == ["m1", "m2 @ kernel", "m3 @ http://other:1"]
+        assert view.targets["m3 @ http://other:1"][0] is made["http://other:1"]
+        assert run(shell, "%xinf endpoint --reset").level == "ok" and shell.xinf.default_endpoint is None
+        assert run(shell, "%xinf endpoint kernel").level == "ok" and shell.xinf.default_endpoint is None
+    finally:
+        shell.xinf.default_endpoint = None
+
+
 # ---------------------------------------------------------------------------------- real models
 def _have(*names):
     return all(importlib.util.find_spec(n) is not None for n in names)

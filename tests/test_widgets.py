@@ -278,6 +278,33 @@ def test_compare_view_columns_and_metrics():
     assert view.run("") == [] and "write a prompt" in view.status.value
 
 
+def test_compare_view_mixes_clients_and_where_a_path_is_parsed(tmp_path):
+    from xinference_nb.widgets._common import parse_where
+
+    kernel, remote = FakeClient(), FakeClient()
+    remote.endpoint = "http://gpu-box:9997"
+    kernel.models = {"k1": {"model_type": "LLM", "memory_bytes": 2 ** 20}}
+    remote.models = {"r1": {"model_type": "LLM", "memory_bytes": 2 ** 21}}
+    view = CompareView(uids=["k1", (remote, "r1")], client=kernel, max_tokens=8)
+    assert list(view.models.value) == ["k1", "r1 @ http://gpu-box:9997"]
+    rows = view.run("Say hi")
+    assert [(r["model_uid"], r["endpoint"]) for r in rows] == [("k1", None), ("r1", "http://gpu-box:9997")]
+    assert rows[0]["content"] == "k1 says hi there " and rows[1]["content"] == "r1 says hi there "
+    assert rows[1]["memory_bytes"] == 2 ** 21 and "r1 @ http://gpu-box:9997" in view.columns.children[1].value
+    offered = CompareView(client=remote, clients=[kernel])
+    assert set(offered.models.options) == {"r1", "k1 @ kernel"}
+    with pytest.raises(TypeError):
+        CompareView(uids=[42], client=kernel)
+
+    remote.parse_model = lambda path, family=None: {}
+    assert parse_where(remote, str(tmp_path)) == "here"                 # the files are on this machine
+    assert parse_where(remote, "/srv/models/qwen") == "server"          # they are not: the server reads them
+    assert parse_where(remote, str(tmp_path), "server") == "server"
+    assert parse_where(kernel, "/srv/models/qwen") == "here"            # in-kernel: always here
+    form = RegisterForm(client=kernel, path="/x", parse_on="server")
+    assert form.parse() is None and "no server to parse on" in form.status.value
+
+
 # ---------------------------------------------------------------------------------------- real models
 @pytest.mark.slow
 def test_real_smoke_test_launch_form_and_chatbox(tiny_llama_dir):

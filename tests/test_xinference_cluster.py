@@ -444,6 +444,8 @@ def notebook_layer_on_remote_model(ours, uid: str) -> None:
         result = ip.run_cell(f"%xinf list -e {ours.endpoint}")
         assert result.error_in_exec is None, result.error_in_exec
         assert uid in repr(result.result) or uid in str(getattr(result.result, "_repr_html_", lambda: "")())
+        result = ip.run_cell(f"%xinf compare {uid} -e {ours.endpoint}")  # the widget magics take -e too
+        assert isinstance(result.result, CompareView) and list(result.result.models.value) == [uid], result
     finally:
         magics._client_factory = saved
         magics._clients.clear()

@@ -5,6 +5,15 @@
     %%xinf chat {uid}
     What is the capital of France?
 
+    %xinf endpoint http://gpu-box:9997      # later commands and widgets drive that server
+    %xinf list -e kernel                     # ...except with -e kernel (or another -e URL)
+    %xinf endpoint --reset                   # back to this kernel
+
+Every command takes ``-e/--endpoint URL`` (``kernel`` for this kernel) and ``-ak/--api-key``.
+Without either, commands run in this kernel until ``%xinf endpoint URL`` sets a default; the
+XINFERENCE_NB_ENDPOINT variable (the ``xinf`` CLI's default) is deliberately not read here, so a
+notebook never leaves the kernel unless it says so.
+
 Argument parsing (``build_parser``) is kept apart from the actions (``XinfMagics._do_*``); actions
 call Client / parse_model and return display objects (xinference_nb.display), never print results.
 Bad flags print the usage and one clear error line; a user mistake (XinfError) prints its message,
@@ -25,7 +34,8 @@ from .errors import XinfError
 
 SUBCOMMANDS = ("launch", "register", "unregister", "registrations", "list", "describe", "terminate", "parse",
                "generate", "chat", "serve", "stop-server", "register-form", "launch-form", "chatbox", "compare",
-               "help")
+               "endpoint", "help")
+KERNEL = ("kernel", "local")  # -e kernel: this kernel's models, whatever the default endpoint
 
 
 class UsageError(Exception):
@@ -103,11 +113,13 @@ def build_parser() -> _Parser:
     def cmd(name: str, help: str) -> _Parser:
         p = sub.add_parser(name, help=help, description=help, prog=f"%xinf {name}")
         root.commands[name] = p
-        if name not in ("parse", "chatbox", "compare", "register-form", "launch-form", "help"):
-            p.add_argument("-e", "--endpoint", help="a server URL (default: this kernel)")
+        if name not in ("endpoint", "serve", "stop-server", "help"):
+            p.add_argument("-e", "--endpoint", help="a server URL, or 'kernel' (default: this kernel, or the "
+                           "endpoint set with %%xinf endpoint)")
+            p.add_argument("-ak", "--api-key", help="the server's API key")
         return p
 
-    p = cmd("launch", "launch a registered or built-in model in this kernel")
+    p = cmd("launch", "launch a registered or built-in model (in this kernel, or on the server of -e)")
     p.add_argument("-n", "--model-name", required=True)
     p.add_argument("-t", "--model-type", default="LLM")
     p.add_argument("-en", "--model-engine")
@@ -152,6 +164,9 @@ def build_parser() -> _Parser:
     p.add_argument("--family", "--model-family", dest="model_family")
     p.add_argument("-n", "--model-name")
     p.add_argument("--name", type=_var_name, help="store the ParsedModel in this notebook variable")
+    p.add_argument("--parse-on", choices=("auto", "here", "server"), default="auto",
+                   help="with a server (-e or %%xinf endpoint): auto reads the files here when the path exists "
+                        "here, else on the server (its auto-parse route, LLMs only)")
 
     for name, help in (("generate", "complete a prompt (the cell body, or --prompt)"),
                        ("chat", "chat with a model; the cell body is your message, the conversation goes on "
@@ -173,14 +188,22 @@ def build_parser() -> _Parser:
     p.add_argument("-p", "--port", type=int, default=9997)
     cmd("stop-server", "stop the REST server")
 
-    p = cmd("register-form", "show the registration form (a widget)")
+    p = cmd("register-form", "show the registration form (a widget); with -e it registers on that server")
     p.add_argument("path", nargs="?")
     p.add_argument("-t", "--model-type")
-    cmd("launch-form", "show the launch form (a widget)")
+    p.add_argument("--parse-on", choices=("auto", "here", "server"), default="auto",
+                   help="where the files are read (auto: here when the path exists here, else on the server)")
+    p = cmd("launch-form", "show the launch form (a widget); with -e it launches on that server")
+    p.add_argument("-t", "--model-type", default="LLM")
     p = cmd("chatbox", "show a chat box for a launched model (a widget)")
     p.add_argument("uid")
-    p = cmd("compare", "compare launched models on one prompt (a widget)")
+    p = cmd("compare", "compare launched models on one prompt (a widget); UID@URL or UID@kernel names a "
+            "model elsewhere than -e, so in-kernel and remote models can be compared")
     p.add_argument("uids", nargs="*")
+    p = cmd("endpoint", "set the default server for the commands and widgets (no URL: show it)")
+    p.add_argument("url", nargs="?", help="a server URL, or 'kernel' (same as --reset)")
+    p.add_argument("-ak", "--api-key", help="the server's API key")
+    p.add_argument("--reset", action="store_true", help="back to this kernel")
     cmd("help", "show this help")
     return root
 
@@ -198,19 +221,40 @@ class XinfMagics(Magics):
         self.parser = build_parser()
         self._client_factory = client_factory
         self._clients: dict[Optional[str], Any] = {}
+        self._api_keys: dict[str, Optional[str]] = {}
+        self.default_endpoint: Optional[str] = None
         self.conversations: dict[str, list[dict]] = {}
         self.last: Any = None
 
     # ---------------------------------------------------------------- plumbing
-    def client(self, endpoint: Optional[str] = None) -> Any:
+    def resolve(self, endpoint: Optional[str] = None) -> Optional[str]:
+        """-e value → the endpoint to use: None (this kernel) or a URL. No -e: the default endpoint."""
+        if endpoint is None:
+            return self.default_endpoint
+        if endpoint.strip().lower() in KERNEL:
+            return None
+        endpoint = endpoint.strip().rstrip("/")
+        return endpoint if "://" in endpoint else "http://" + endpoint
+
+    def client(self, endpoint: Optional[str] = None, api_key: Optional[str] = None) -> Any:
+        endpoint = self.resolve(endpoint)
+        if endpoint is not None and api_key and self._api_keys.get(endpoint) != api_key:
+            self._api_keys[endpoint] = api_key
+            stale = self._clients.pop(endpoint, None)
+            if stale is not None and hasattr(stale, "close"):
+                stale.close()
         if endpoint not in self._clients:
             if self._client_factory is not None:
                 self._clients[endpoint] = self._client_factory(endpoint)
             else:
                 from .client import Client
 
-                self._clients[endpoint] = Client(endpoint) if endpoint else Client()
+                self._clients[endpoint] = (Client(endpoint, api_key=self._api_keys.get(endpoint)) if endpoint
+                                           else Client())
         return self._clients[endpoint]
+
+    def _client_of(self, args: argparse.Namespace) -> Any:
+        return self.client(getattr(args, "endpoint", None), getattr(args, "api_key", None))
 
     def parse_args(self, line: str) -> argparse.Namespace:
         try:
@@ -251,6 +295,11 @@ class XinfMagics(Magics):
         action = getattr(self, "_do_" + (args.command or "help").replace("-", "_"))
         return action(args, cell)
 
+    def _conversation_key(self, args: argparse.Namespace, uid: str) -> str:
+        """Conversations are per model: the uid, plus ``@URL`` for a model on a server."""
+        endpoint = self.resolve(getattr(args, "endpoint", None))
+        return uid if endpoint is None else f"{uid}@{endpoint}"
+
     def _uid(self, args: argparse.Namespace) -> str:
         uid = getattr(args, "model_uid", None) or getattr(args, "uid", None)
         if not uid:
@@ -274,12 +323,13 @@ class XinfMagics(Magics):
                 kwargs[extra] = getattr(args, extra)
         if args.replica != 1:
             kwargs["replica"] = args.replica
-        client = self.client(args.endpoint)
+        client = self._client_of(args)
         uid = client.launch_model(**kwargs)
         if args.name:
             self.shell.user_ns[args.name] = client.get_model(uid)
         return d.LaunchedModel(uid, {"model_name": args.model_name, "model_type": args.model_type,
-                                     "model_engine": args.model_engine}, var=args.name)
+                                     "model_engine": args.model_engine,
+                                     "endpoint": getattr(client, "endpoint", None)}, var=args.name)
 
     def _do_register(self, args, cell):
         path = Path(args.file).expanduser()
@@ -288,7 +338,7 @@ class XinfMagics(Magics):
         except OSError as exc:
             raise XinfError(f"--file {args.file}: cannot read it ({exc.strerror or exc}); pass the path of the "
                             "model's JSON document") from None
-        client = self.client(args.endpoint)
+        client = self._client_of(args)
         kwargs = {"overwrite": True} if args.overwrite else {}
         client.register_model(args.model_type, text, persist=args.persist, **kwargs)
         import json
@@ -301,32 +351,42 @@ class XinfMagics(Magics):
         return d.Message(f"registered custom {args.model_type} model {name!r} ({where})", "ok")
 
     def _do_unregister(self, args, cell):
-        self.client(args.endpoint).unregister_model(args.model_type, args.model_name)
+        self._client_of(args).unregister_model(args.model_type, args.model_name)
         return d.Message(f"unregistered {args.model_type} model {args.model_name!r}", "ok")
 
     def _do_registrations(self, args, cell):
-        rows = self.client(args.endpoint).list_model_registrations(args.model_type, detailed=args.detailed)
+        rows = self._client_of(args).list_model_registrations(args.model_type, detailed=args.detailed)
         if args.custom:
             rows = [r for r in rows if not r.get("is_builtin")]
         return d.RegistrationsTable(rows, model_type=args.model_type)
 
     def _do_list(self, args, cell):
-        return d.ModelsTable(self.client(args.endpoint).list_models())
+        return d.ModelsTable(self._client_of(args).list_models())
 
     def _do_describe(self, args, cell):
-        return self.client(args.endpoint).describe_model(self._uid(args))
+        return self._client_of(args).describe_model(self._uid(args))
 
     def _do_terminate(self, args, cell):
         uid = self._uid(args)
-        self.client(args.endpoint).terminate_model(uid)
-        self.conversations.pop(uid, None)
+        self._client_of(args).terminate_model(uid)
+        self.conversations.pop(self._conversation_key(args, uid), None)
         return d.Message(f"terminated {uid!r}", "ok")
 
     def _do_parse(self, args, cell):
         from .parse import parse_model
 
-        parsed = parse_model(args.path, model_type=args.model_type, model_family=args.model_family,
-                             model_name=args.model_name)
+        endpoint = self.resolve(args.endpoint)
+        if endpoint is None:
+            parsed = parse_model(args.path, model_type=args.model_type, model_family=args.model_family,
+                                 model_name=args.model_name)
+        else:  # a server: parse where the files are (here when the path exists here)
+            try:
+                from .widgets._common import parse_with
+            except ImportError as exc:
+                raise XinfError(f"parsing on a server needs ipywidgets ({exc}); pip install "
+                                "'xinference_nb[widgets]', or parse here with -e kernel") from None
+            parsed = parse_with(self._client_of(args), args.path, model_type=args.model_type,
+                                model_family=args.model_family, model_name=args.model_name, where_=args.parse_on)
         if args.name:
             self.shell.user_ns[args.name] = parsed
         return d.ParsedView(parsed)
@@ -355,7 +415,7 @@ class XinfMagics(Magics):
             raise UsageError(self.parser.commands["generate"].format_usage(), "generate: give the prompt as the cell body (%%xinf "
                              "generate UID) or with --prompt")
         config = self._generate_config(args)
-        result = self.client(args.endpoint).get_model(uid).generate(prompt, generate_config=config)
+        result = self._client_of(args).get_model(uid).generate(prompt, generate_config=config)
         if config.get("stream"):
             self.last = d.stream_chat(result, messages=[{"role": "user", "content": prompt}], title=uid)
             return None
@@ -363,10 +423,11 @@ class XinfMagics(Magics):
 
     def _do_chat(self, args, cell):
         uid = self._uid(args)
+        key = self._conversation_key(args, uid)
         if args.reset:
-            self.conversations.pop(uid, None)
+            self.conversations.pop(key, None)
             return d.Message(f"conversation with {uid!r} reset", "ok")
-        history = self.conversations.setdefault(uid, [])
+        history = self.conversations.setdefault(key, [])
         if args.system and not history:
             history.append({"role": "system", "content": args.system})
         prompt = self._prompt(args, cell)
@@ -375,7 +436,7 @@ class XinfMagics(Magics):
         user = {"role": "user", "content": prompt}
         config = self._generate_config(args)
         kwargs = {"enable_thinking": True} if args.enable_thinking else {}
-        handle = self.client(args.endpoint).get_model(uid)
+        handle = self._client_of(args).get_model(uid)
         result = handle.chat(history + [user], generate_config=config, **kwargs)
         if config.get("stream"):
             view = d.stream_chat(result, messages=[user], title=uid)
@@ -401,26 +462,60 @@ class XinfMagics(Magics):
         xinference_nb.stop_server()
         return d.Message("REST server stopped", "ok")
 
+    # ---------------------------------------------------------------- endpoint
+    def _do_endpoint(self, args, cell):
+        if args.reset or (args.url or "").strip().lower() in KERNEL and args.url:
+            self.default_endpoint = None
+            return d.Message("commands and widgets run in this kernel", "ok")
+        if not args.url:
+            where = self.default_endpoint or "this kernel"
+            return d.Message(f"commands and widgets run on {where} (set with %xinf endpoint URL, "
+                             "back to the kernel with %xinf endpoint --reset)", "info")
+        endpoint = self.resolve(args.url)
+        client = self.client(endpoint, args.api_key)
+        running = client.list_models()  # reachable (and the key accepted) before it becomes the default
+        self.default_endpoint = endpoint
+        return d.Message(f"commands and widgets now run on {endpoint} ({len(running)} running model"
+                         f"{'s' if len(running) != 1 else ''}; -e kernel for this kernel, "
+                         "%xinf endpoint --reset to come back)", "ok")
+
     # ---------------------------------------------------------------- widgets
     def _do_register_form(self, args, cell):
         from .widgets import RegisterForm
 
-        return RegisterForm(client=self.client(), path=args.path or "", model_type=args.model_type)
+        return RegisterForm(client=self._client_of(args), path=args.path or "", model_type=args.model_type,
+                            parse_on=args.parse_on)
 
     def _do_launch_form(self, args, cell):
         from .widgets import LaunchForm
 
-        return LaunchForm(client=self.client())
+        return LaunchForm(client=self._client_of(args), model_type=args.model_type)
 
     def _do_chatbox(self, args, cell):
         from .widgets import ChatBox
 
-        return ChatBox(args.uid, client=self.client())
+        return ChatBox(args.uid, client=self._client_of(args))
+
+    def _split_model(self, text: str) -> tuple[Optional[str], str]:
+        """``uid@URL`` / ``uid@kernel`` → (endpoint or "kernel", uid); a bare uid → (None, uid)."""
+        if "@" in text:
+            uid, place = text.rsplit("@", 1)
+            if uid and (place.lower() in KERNEL or "://" in place or ":" in place):
+                return place, uid
+        return None, text
 
     def _do_compare(self, args, cell):
         from .widgets import CompareView
 
-        return CompareView(uids=args.uids or None, client=self.client())
+        client = self._client_of(args)
+        models: list[Any] = []
+        for text in args.uids:
+            place, uid = self._split_model(text)
+            models.append(uid if place is None else (self.client(place), uid))
+        # no models named: offer the running ones of -e (or the default) and, when that is a server,
+        # this kernel's too, so in-kernel and remote models can be picked side by side
+        extra = [self.client("kernel")] if not models and self.resolve(args.endpoint) is not None else None
+        return CompareView(uids=models or None, client=client, clients=extra)
 
 
 def load_ipython_extension(ipython: Any) -> None:

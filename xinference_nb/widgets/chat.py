@@ -10,21 +10,38 @@ import ipywidgets as W
 from ..display import ChatTranscript, ChatView, stream_chat
 from ..display._html import esc, human_bytes
 from ..errors import XinfError
-from ._common import default_client, status_html
+from ._common import default_client, is_remote, status_html, where
+
+
+def _is_handle(model: Any) -> bool:
+    return not isinstance(model, str) and hasattr(model, "model_uid") and (hasattr(model, "chat")
+                                                                           or hasattr(model, "generate"))
+
+
+def _handle_endpoint(handle: Any) -> Optional[str]:
+    """The server a remote handle talks to (None for an in-kernel handle)."""
+    http = getattr(handle, "_http", None)
+    return getattr(http, "endpoint", None)
 
 
 class ChatBox(W.VBox):
     """A chat with one launched model. From code: ``send("hello")`` returns the answer's ChatView;
-    ``messages`` holds the conversation; ``reset()`` forgets it."""
+    ``messages`` holds the conversation; ``reset()`` forgets it. ``model`` is a uid (of ``client``'s
+    models: in-kernel by default, or a server's with ``client=Client("http://...")``) or a model
+    handle from either."""
 
-    def __init__(self, model_uid: str, client: Any = None, system: Optional[str] = None,
+    def __init__(self, model_uid: Any, client: Any = None, system: Optional[str] = None,
                  max_tokens: int = 256, stream: bool = True, generate_config: Optional[dict] = None):
         self._client = client
-        self.model_uid = model_uid
+        self._handle = model_uid if _is_handle(model_uid) else None
+        self.model_uid = self._handle.model_uid if self._handle is not None else model_uid
+        endpoint = (_handle_endpoint(self._handle) if self._handle is not None
+                    else (client.endpoint if is_remote(client) else None))
+        self.title = f"chat with {self.model_uid}" + (f" on {endpoint}" if endpoint else "")
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.last: Optional[ChatView] = None
         self.generate_config = dict(generate_config or {})
-        self.transcript = W.HTML(ChatTranscript(self.messages, title=f"chat with {model_uid}")._repr_html_(),
+        self.transcript = W.HTML(ChatTranscript(self.messages, title=self.title)._repr_html_(),
                                  layout=W.Layout(width="100%"))
         self.input = W.Textarea(value="", placeholder="Your message…", layout=W.Layout(width="80%", height="4em"))
         self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -45,7 +62,7 @@ class ChatBox(W.VBox):
         return self._client
 
     def _render(self, pending: Optional[ChatView] = None) -> None:
-        html = ChatTranscript(self.messages, title=f"chat with {self.model_uid}")._repr_html_()
+        html = ChatTranscript(self.messages, title=self.title)._repr_html_()
         if pending is not None:
             html += pending._repr_html_()
         self.transcript.value = html
@@ -61,7 +78,7 @@ class ChatBox(W.VBox):
         self.send_button.disabled = True
         self.status.value = status_html("…")
         try:
-            handle = self.client.get_model(self.model_uid)
+            handle = self._handle if self._handle is not None else self.client.get_model(self.model_uid)
             result = handle.chat(self.messages + [user], generate_config=config)
             self.messages.append(user)
             if config.get("stream"):
@@ -99,20 +116,34 @@ class ChatBox(W.VBox):
 
 class CompareView(W.VBox):
     """One prompt to several launched models, answers in columns. From code: ``run("prompt")``
-    returns one row per model: {"model_uid", "content", "ttft_s", "tokens_per_s", "completion_tokens",
-    "memory_bytes", "error"}."""
+    returns one row per model: {"model_uid", "endpoint", "label", "content", "ttft_s", "tokens_per_s",
+    "completion_tokens", "memory_bytes", "error"}.
 
-    def __init__(self, uids: Optional[list[str]] = None, client: Any = None, max_tokens: int = 128,
-                 generate_config: Optional[dict] = None):
+    Models may live in different places: ``uids`` entries are uids of ``client``'s models,
+    ``(client, uid)`` pairs, or model handles (in-kernel or remote), mixed freely; ``clients`` adds
+    every running LLM of more clients to the choices, e.g.
+    ``CompareView(clients=[Client(), Client("http://gpu-box:9997")])``. A model not of ``client`` is
+    labelled ``uid @ endpoint`` (``uid @ kernel`` for an in-kernel one)."""
+
+    def __init__(self, uids: Optional[list[Any]] = None, client: Any = None, max_tokens: int = 128,
+                 generate_config: Optional[dict] = None, clients: Optional[list[Any]] = None):
         self._client = client
         self.generate_config = dict(generate_config or {})
         self.results: list[dict] = []
-        running = self._running()
-        options = [u for u, d in running.items() if (d or {}).get("model_type", "LLM") == "LLM"] or list(running)
-        for u in uids or []:
-            if u not in options:
-                options.append(u)
-        self.models = W.SelectMultiple(options=options, value=tuple(uids or options), description="models",
+        self.targets: dict[str, tuple[Any, str, Any]] = {}   # label -> (client, uid, handle or None)
+        options: list[str] = []
+        for c in [None] + list(clients or []):
+            running = self._running(c)
+            llms = [u for u, d in running.items() if (d or {}).get("model_type", "LLM") == "LLM"] or list(running)
+            for u in llms:
+                label = self._add(c, u)
+                if label not in options:
+                    options.append(label)
+        chosen = [self._add_entry(entry) for entry in uids or []]
+        for label in chosen:
+            if label not in options:
+                options.append(label)
+        self.models = W.SelectMultiple(options=options, value=tuple(chosen or options), description="models",
                                        rows=min(6, max(2, len(options))))
         self.prompt = W.Textarea(value="", placeholder="One prompt for every model…",
                                  layout=W.Layout(width="90%", height="4em"))
@@ -131,15 +162,41 @@ class CompareView(W.VBox):
         self._client = default_client(self._client)
         return self._client
 
-    def _running(self) -> dict:
+    # ------------------------------------------------------------------ targets
+    def _place(self, client: Any) -> str:
+        return where(self._client) if client is None else where(client)
+
+    def _label(self, place: str, uid: str) -> str:
+        return uid if place == self._place(None) else f"{uid} @ {place}"
+
+    def _add(self, client: Any, uid: str) -> str:
+        label = self._label(self._place(client), uid)
+        self.targets.setdefault(label, (client, uid, None))
+        return label
+
+    def _add_entry(self, entry: Any) -> str:
+        if isinstance(entry, str):
+            return self._add(None, entry)
+        if isinstance(entry, tuple) and len(entry) == 2:
+            return self._add(entry[0], entry[1])
+        if _is_handle(entry):
+            label = self._label(_handle_endpoint(entry) or "kernel", entry.model_uid)
+            self.targets[label] = (None, entry.model_uid, entry)
+            return label
+        raise TypeError(f"CompareView: {entry!r} is not a uid, a (client, uid) pair or a model handle")
+
+    def _client_of(self, client: Any) -> Any:
+        return self.client if client is None else client
+
+    def _running(self, client: Any = None) -> dict:
         try:
-            return dict(self.client.list_models())
+            return dict(self._client_of(client).list_models())
         except XinfError:
             return {}
 
     @staticmethod
     def _column_html(row: dict, pending: Optional[ChatView] = None) -> str:
-        head = f"<div style='font-weight:600'>{esc(row['model_uid'])}</div>"
+        head = f"<div style='font-weight:600'>{esc(row.get('label') or row['model_uid'])}</div>"
         if row.get("error"):
             return head + f"<div style='color:#c0392b'>{esc(row['error'])}</div>"
         body = (pending._repr_html_() if pending is not None else "")
@@ -159,20 +216,31 @@ class CompareView(W.VBox):
         if not prompt.strip() or not uids:
             self.status.value = status_html("choose at least one model and write a prompt", "error")
             return []
-        running = self._running()
+        running_of: dict[int, dict] = {}
         cells = [W.HTML("", layout=W.Layout(flex="1 1 0", min_width="200px", margin="0 6px")) for _ in uids]
         self.columns.children = cells
         self.results = []
         messages = [{"role": "user", "content": prompt}]
         self.run_button.disabled = True
         try:
-            for uid, cell in zip(uids, cells):
-                row: dict[str, Any] = {"model_uid": uid, "content": None, "ttft_s": None, "tokens_per_s": None,
-                                       "completion_tokens": None,
-                                       "memory_bytes": (running.get(uid) or {}).get("memory_bytes"), "error": None}
-                self.status.value = status_html(f"asking {uid}…")
+            for label, cell in zip(uids, cells):
+                owner, uid, handle = self.targets.get(label, (None, label, None))
+                if handle is not None:
+                    endpoint = _handle_endpoint(handle)
+                    memory = None
+                else:
+                    c = self._client_of(owner)
+                    endpoint = c.endpoint if is_remote(c) else None
+                    if id(c) not in running_of:
+                        running_of[id(c)] = self._running(c)
+                    memory = (running_of[id(c)].get(uid) or {}).get("memory_bytes")
+                row: dict[str, Any] = {"model_uid": uid, "endpoint": endpoint, "label": label, "content": None,
+                                       "ttft_s": None, "tokens_per_s": None, "completion_tokens": None,
+                                       "memory_bytes": memory, "error": None}
+                self.status.value = status_html(f"asking {label}…")
                 try:
-                    handle = self.client.get_model(uid)
+                    if handle is None:
+                        handle = self._client_of(owner).get_model(uid)
                     config = dict(self.generate_config, max_tokens=int(self.max_tokens.value), stream=True)
                     t0 = time.perf_counter()
                     if hasattr(handle, "chat"):

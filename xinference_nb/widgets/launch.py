@@ -10,9 +10,9 @@ from typing import Any, Optional
 import ipywidgets as W
 
 from ..display import LaunchedModel
-from ..display._html import human_bytes
+from ..display._html import esc, human_bytes
 from ..errors import XinfError
-from ._common import default_client, status_html
+from ._common import default_client, is_remote, status_html
 
 TYPES = ["LLM", "embedding", "rerank", "image", "audio", "flexible"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx")
@@ -52,7 +52,8 @@ def _set_options(dropdown: W.Dropdown, options: list) -> None:
 
 class LaunchForm(W.VBox):
     """Launch a registered model. From code: set the dropdowns' values, then ``launch()``; the uid
-    lands in ``.uid`` and the handle in ``.model``."""
+    lands in ``.uid`` and the handle in ``.model``. With a remote ``client`` the registrations, the
+    engines and the launch are the server's (no memory estimate here: the files are there)."""
 
     def __init__(self, client: Any = None, model_type: str = "LLM", model_name: Optional[str] = None,
                  show_builtin: bool = False):
@@ -60,6 +61,7 @@ class LaunchForm(W.VBox):
         self.uid: Optional[str] = None
         self.model: Any = None
         self._spec_docs: list[dict] = []
+        self._engines_cache: dict[tuple, Any] = {}
         self.model_type = W.Dropdown(options=TYPES, value=model_type, description="model type")
         self.show_builtin = W.Checkbox(value=show_builtin, description="show built-in", indent=False)
         self.model_name = W.Dropdown(options=[], description="model")
@@ -82,7 +84,8 @@ class LaunchForm(W.VBox):
             w.observe(lambda _: self._on_spec(), "value")
         self.launch_button.on_click(lambda _: self.launch())
         self.add_class("xnb-launch-form")
-        super().__init__([W.HTML("<b>Launch a model</b>"), W.HBox([self.model_type, self.show_builtin]),
+        title = "<b>Launch a model</b>" + (f" on <code>{esc(client.endpoint)}</code>" if is_remote(client) else "")
+        super().__init__([W.HTML(title), W.HBox([self.model_type, self.show_builtin]),
                           self.model_name, self.engine, W.HBox([self.model_format, self.size]), self.quantization,
                           self.model_path, W.HBox([self.model_uid, self.n_gpu]), self.memory,
                           W.HBox([self.launch_button, self.progress]), self.status])
@@ -99,6 +102,7 @@ class LaunchForm(W.VBox):
     # ------------------------------------------------------------------ choices
     def refresh(self, select: Optional[str] = None) -> None:
         """Reload the registrations of the chosen type (custom ones first)."""
+        self._engines_cache.clear()
         try:
             rows = self.client.list_model_registrations(self.model_type.value)
         except XinfError as exc:
@@ -153,14 +157,43 @@ class LaunchForm(W.VBox):
             quants += [q for q in ("4-bit", "8-bit") if q not in quants]
         _set_options(self.quantization, quants or ["none"])
         fmt = None if self.model_format.value == "(default)" else self.model_format.value
-        family = self._doc.get("model_family") if hasattr(self, "_doc") else None
-        engines = engines_for(self.model_type.value, fmt, family)
-        names = []
-        for e in engines:
-            label = e.name if e.available() else f"{e.name} (not installed: pip install {e.package})"
-            names.append((label, e.name))
+        if is_remote(self.client):
+            names = self._remote_engines(fmt)
+        else:
+            family = self._doc.get("model_family") if hasattr(self, "_doc") else None
+            engines = engines_for(self.model_type.value, fmt, family)
+            names = []
+            for e in engines:
+                label = e.name if e.available() else f"{e.name} (not installed: pip install {e.package})"
+                names.append((label, e.name))
         _set_options(self.engine, names or [("(default)", None)])
         self.update_memory()
+
+    def _remote_engines(self, fmt: Optional[str]) -> list[tuple[str, str]]:
+        """The server's engines for the chosen model and format (query_engine_by_model_name), those it
+        cannot run labelled with why."""
+        name = self.model_name.value
+        if not name:
+            return []
+        key = (self.model_type.value, name)
+        if key not in self._engines_cache:
+            try:
+                self._engines_cache[key] = self.client.query_engine_by_model_name(name, self.model_type.value)
+            except XinfError:
+                self._engines_cache[key] = {}
+        out = []
+        for engine, choices in (self._engines_cache[key] or {}).items():
+            if not isinstance(choices, list):  # Xinference lists an engine it cannot run with the reason
+                out.append((f"{engine} (unavailable on the server: {str(choices)[:80]})", engine))
+                continue
+            rows = [c for c in choices if isinstance(c, dict)]
+            if fmt and rows and not any(c.get("model_format") in (None, fmt) for c in rows):
+                continue
+            if rows and all(c.get("available") is False for c in rows):
+                out.append((f"{engine} (not installed on the server)", engine))
+            else:
+                out.append((engine, engine))
+        return out
 
     # ------------------------------------------------------------------ memory
     def _local_path(self) -> Optional[str]:
@@ -179,7 +212,9 @@ class LaunchForm(W.VBox):
 
     def estimate(self) -> Any:
         """The manager's memory estimate (weights, KV cache, overhead) for the current choices, or
-        None when the files are not local."""
+        None when the files are not local (or the client is remote: they are the server's)."""
+        if is_remote(self.client):
+            return None
         path = self._local_path()
         if not path:
             return None
@@ -203,6 +238,10 @@ class LaunchForm(W.VBox):
         return None if est is None else int(est.total_bytes)
 
     def update_memory(self) -> None:
+        if is_remote(self.client):
+            self.memory.value = (f"<span style='font-size:12px'>memory: the server at {esc(self.client.endpoint)} "
+                                 "loads the files; it checks its own memory at launch</span>")
+            return
         est = self.estimate()
         free = free_memory()
         if est is None:
@@ -258,6 +297,7 @@ class LaunchForm(W.VBox):
             mem = (self.client.list_models().get(uid) or {}).get("memory_bytes")
         except XinfError:
             pass
-        self._say(f"launched {kwargs['model_name']!r} as uid {uid!r} in {time.perf_counter() - t0:.1f} s"
+        where = f" on {self.client.endpoint}" if is_remote(self.client) else ""
+        self._say(f"launched {kwargs['model_name']!r}{where} as uid {uid!r} in {time.perf_counter() - t0:.1f} s"
                   + (f", {human_bytes(mem)}" if mem else ""), "ok")
         return LaunchedModel(uid, {k: kwargs.get(k) for k in ("model_name", "model_type", "model_engine")})

@@ -8,8 +8,9 @@ from typing import Any, Optional
 import ipywidgets as W
 
 from ..display import flatten_document
+from ..display._html import esc
 from ..errors import FieldIssue, SpecError, XinfError
-from ._common import FieldEditor, default_client, status_html
+from ._common import FieldEditor, default_client, is_remote, parse_where, parse_with, status_html
 
 HIDDEN = ("version", "is_builtin", "virtualenv", "cache_config", "featured", "updated_at")
 TYPES = ["auto", "LLM", "embedding", "rerank", "image", "audio", "flexible"]
@@ -68,11 +69,16 @@ def _smoke_call(handle: Any, model_type: str, doc: dict) -> str:
 
 class RegisterForm(W.VBox):
     """Register a custom model from its files. Drive it from code too: set ``path.value``, call
-    ``parse()`` (or click ``parse_button``), edit ``fields[...]``, then ``register()``."""
+    ``parse()`` (or click ``parse_button``), edit ``fields[...]``, then ``register()``.
+
+    With a remote ``client`` (``Client("http://...")``) the model is registered on that server, and
+    ``parse_on`` says where the files are read: "auto" (here when the path exists on this machine,
+    else on the server through its auto-parse route), "here" or "server"."""
 
     def __init__(self, client: Any = None, path: str = "", model_type: Optional[str] = None, model_family: str = "",
-                 model_name: str = "", preview_messages: Optional[list] = None):
+                 model_name: str = "", preview_messages: Optional[list] = None, parse_on: str = "auto"):
         self._client = client
+        self.parsed_on: Optional[str] = None
         self.parsed: Any = None
         self.fields: dict[str, FieldEditor] = {}
         self.hidden: dict[str, Any] = {}
@@ -89,6 +95,10 @@ class RegisterForm(W.VBox):
                              style=wide)
         self.name = W.Text(value=model_name, description="name", placeholder="optional: default from the folder")
         self.parse_button = W.Button(description="Parse", button_style="info", icon="search")
+        remote = is_remote(client)
+        self.parse_on = W.Dropdown(options=[("auto (where the files are)", "auto"), ("this kernel", "here"),
+                                            ("the server", "server")], value=parse_on, description="parse on",
+                                   style=wide, layout=W.Layout(display=None if remote else "none"))
         self.status = W.HTML("")
         self.fields_box = W.VBox([])
         self.preview = W.Textarea(value="", description="preview", disabled=True,
@@ -109,8 +119,8 @@ class RegisterForm(W.VBox):
         self.preview_button.on_click(lambda _: self.render_preview())
         self.add_class("xnb-register-form")
         super().__init__([
-            W.HTML("<b>Register a custom model</b>"),
-            W.HBox([self.model_type, self.parse_button]), self.path, W.HBox([self.family, self.name]),
+            W.HTML("<b>Register a custom model</b>" + (f" on <code>{esc(client.endpoint)}</code>" if remote else "")),
+            W.HBox([self.model_type, self.parse_button]), self.path, self.parse_on, W.HBox([self.family, self.name]),
             self.status, self.fields_box, W.HBox([self.preview_button]), self.preview,
             W.HBox([self.persist, self.overwrite]), self.smoke,
             W.HBox([self.validate_button, self.register_button]),
@@ -133,27 +143,29 @@ class RegisterForm(W.VBox):
 
     # ------------------------------------------------------------------ parse
     def parse(self) -> Any:
-        """parse_model(path, type, family, name) and fill the fields from it."""
-        from ..parse import parse_model
-
+        """parse_model(path, type, family, name) — here, or on the server of a remote client (see
+        ``parse_on``) — and fill the fields from it."""
         path = self.path.value.strip()
         if not path:
             self._say("give a model folder, a .gguf file or a hub id first", "error")
             return None
         mtype = None if self.model_type.value == "auto" else self.model_type.value
         try:
-            parsed = parse_model(path, model_type=mtype, model_family=self.family.value.strip() or None,
-                                 model_name=self.name.value.strip() or None)
+            on = parse_where(self.client, path, self.parse_on.value)
+            parsed = parse_with(self.client, path, model_type=mtype, model_family=self.family.value.strip() or None,
+                                model_name=self.name.value.strip() or None, where_=on)
         except (XinfError, OSError, ValueError) as exc:
             self._say(str(exc), "error")
             return None
-        self.parsed = parsed
+        self.parsed, self.parsed_on = parsed, on
         if self.model_type.value == "auto" and getattr(parsed, "model_type", None) in TYPES:
             self.model_type.value = parsed.model_type
         self._fill(self._document_of(parsed), getattr(parsed, "sources", {}) or {})
         warnings = list(getattr(parsed, "warnings", []) or [])
         n_from = sum(1 for f in self.fields.values() if f.source_hint)
         text = f"parsed a {parsed.model_type} model: {len(self.fields)} fields, {n_from} read from its files"
+        if on == "server":
+            text += f" (parsed on the server at {self.client.endpoint})"
         self._say(text + ("".join(f"\n⚠ {w}" for w in warnings)), "warning" if warnings else "ok")
         self.render_preview()
         return parsed
@@ -209,7 +221,8 @@ class RegisterForm(W.VBox):
         try:
             doc = self.document()
             spec = load_spec(self.current_type or "LLM", doc)
-            issues = path_issues(spec)
+            # a remote client's paths are the server's files: the server checks them when registering
+            issues = [] if is_remote(self.client) else path_issues(spec)
         except SpecError as exc:
             issues = exc.issues
         elsewhere = []
@@ -295,6 +308,8 @@ class RegisterForm(W.VBox):
             return False
         self.registered = name
         where = "persisted" if self.persist.value else "for this session"
+        if is_remote(client):
+            where += f", on {client.endpoint}"
         self._say(f"registered custom {mtype} model {name!r} ({where}){extra}", "ok")
         return True
 
@@ -309,7 +324,7 @@ class RegisterForm(W.VBox):
         name = doc["model_name"]
         client.register_model(mtype, json.dumps(doc), persist=False, overwrite=True)
         kwargs: dict[str, Any] = {}
-        if mtype == "LLM":
+        if mtype == "LLM" and not is_remote(client):  # a server picks among its own engines
             fmt = (doc.get("model_specs") or [{}])[0].get("model_format")
             engines = [e for e in engines_for("LLM", fmt) if e.available()] or engines_for("LLM", fmt)
             if engines:
