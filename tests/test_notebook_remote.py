@@ -23,6 +23,7 @@ from xinference_nb.client import Client  # noqa: E402
 from xinference_nb.remote import RemoteClient, RemoteLLMHandle  # noqa: E402
 from xinference_nb.widgets import ChatBox, CompareView, LaunchForm, RegisterForm  # noqa: E402
 from xinference_nb.widgets import _common  # noqa: E402
+from xinference_nb.parse import where as where_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def test_register_form_parses_on_the_server_and_registers_there(rc, tiny_llama_d
     assert server_doc(rc, "srv-parsed")["model_specs"][0]["model_format"] == "pytorch"
 
     # auto: a path this machine does not have is parsed where the files are, on the server
-    monkeypatch.setattr(_common, "path_is_local", lambda path: False)
+    monkeypatch.setattr(where_module, "path_is_local", lambda path: False)
     form = RegisterForm(client=rc, path=str(tiny_llama_dir), model_name="srv-auto")
     assert isinstance(form.parse(), _common.ServerParsed) and form.parsed_on == "server"
     # a server's missing path is the server's error, shown in the form

@@ -374,17 +374,13 @@ class XinfMagics(Magics):
 
     def _do_parse(self, args, cell):
         from .parse import parse_model
+        from .parse.where import parse_with
 
         endpoint = self.resolve(args.endpoint)
         if endpoint is None:
             parsed = parse_model(args.path, model_type=args.model_type, model_family=args.model_family,
                                  model_name=args.model_name)
         else:  # a server: parse where the files are (here when the path exists here)
-            try:
-                from .widgets._common import parse_with
-            except ImportError as exc:
-                raise XinfError(f"parsing on a server needs ipywidgets ({exc}); pip install "
-                                "'xinference_nb[widgets]', or parse here with -e kernel") from None
             parsed = parse_with(self._client_of(args), args.path, model_type=args.model_type,
                                 model_family=args.model_family, model_name=args.model_name, where_=args.parse_on)
         if args.name:

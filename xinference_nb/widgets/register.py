@@ -10,7 +10,8 @@ import ipywidgets as W
 from ..display import flatten_document
 from ..display._html import esc
 from ..errors import FieldIssue, SpecError, XinfError
-from ._common import FieldEditor, default_client, is_remote, parse_where, parse_with, status_html
+from ..parse.where import is_remote, parse_where, parse_with
+from ._common import FieldEditor, default_client, status_html
 
 HIDDEN = ("version", "is_builtin", "virtualenv", "cache_config", "featured", "updated_at")
 TYPES = ["auto", "LLM", "embedding", "rerank", "image", "audio", "flexible"]
