@@ -218,6 +218,48 @@ def test_launch_llm_without_engine_like_in_kernel(live, monkeypatch):
         rc.terminate_model(uid)
 
 
+def test_remote_launch_shows_the_servers_progress(live, monkeypatch, capfd):
+    """The same tqdm bar as an in-kernel launch, fed by polling the server's progress route."""
+    monkeypatch.setenv("XINFERENCE_NB_HOME", live.home)
+    from xinference_nb import progress, remote
+
+    seen = []
+    real_call = progress.LaunchProgress.__call__
+
+    def record(self, step, fraction):
+        seen.append((step, fraction))
+        return real_call(self, step, fraction)
+
+    monkeypatch.setattr(progress.LaunchProgress, "__call__", record)
+    monkeypatch.setattr(remote._ProgressFollower, "interval_s", 0.005)
+    # a warm tiny model loads in milliseconds: hold the real load a moment so the poller sees it run
+    from xinference_nb.engines import transformers_llm
+
+    real_load = transformers_llm.load
+
+    def slow_load(request):
+        time.sleep(0.3)
+        return real_load(request)
+
+    monkeypatch.setattr(transformers_llm, "load", slow_load)
+    rc = RemoteClient(live.url)
+    uid = rc.launch_model("rc-tiny-llama", model_engine="transformers", model_uid="rc-progress", n_gpu=None,
+                          show_progress=True)
+    try:
+        steps = [step for step, _ in seen]
+        assert steps[0] == "launching on the server" and steps[-1] == "ready" and seen[-1][1] == 1.0
+        assert "loading on the server" in steps, seen  # a sample of the server's own progress
+        assert f"rc-progress @ {live.url}" in capfd.readouterr().err
+    finally:
+        rc.terminate_model(uid)
+    seen.clear()
+    uid = rc.launch_model("rc-tiny-llama", model_engine="transformers", model_uid="rc-quiet", n_gpu=None,
+                          show_progress=False)
+    rc.terminate_model(uid)
+    # (the in-process server's own launch still reports to its manager; the client shows no bar)
+    assert not [step for step, _ in seen if step.endswith("on the server")]
+
+
 def test_parse_on_server(live, tiny_llama_dir):
     doc = RemoteClient(live.url).parse_model(str(tiny_llama_dir), "my-tiny")
     assert doc["model_specs"][0]["model_format"] == "pytorch" and doc["context_length"] > 0

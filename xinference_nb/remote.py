@@ -98,6 +98,55 @@ def raise_for_response(resp: Any, what: str = "") -> None:
     raise _make_error(kind, detail, resp.status_code, resp.headers.get("x-xinf-issues"))
 
 
+class _ProgressFollower:
+    """Polls GET /v1/models/{uid}/progress in a thread while a launch request is in flight and
+    drives the same LaunchProgress bar an in-kernel launch shows. Polling errors (the uid is not
+    known yet, an older server without the route) only leave the bar where it is."""
+
+    interval_s = 0.5
+
+    def __init__(self, http: "_HTTP", uid: str):
+        import threading
+
+        self.http, self.uid = http, uid
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"xinf-progress-{uid}", daemon=True)
+        self.bar: Any = None
+
+    def __enter__(self) -> "_ProgressFollower":
+        import httpx
+
+        from .progress import LaunchProgress
+
+        # its own connection: the launch request holds the main one until the model is ready
+        self._client = httpx.Client(base_url=self.http.endpoint, headers=self.http.headers, timeout=5.0,
+                                    trust_env=False)
+        self.bar = LaunchProgress(f"{self.uid} @ {self.http.endpoint}", show=True)
+        self.bar("launching on the server", 0.01)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+        self._client.close()
+        if exc_type is None:
+            self.bar("ready", 1.0)
+        self.bar.close()
+
+    def _poll(self) -> None:
+        import httpx
+
+        while not self._done.wait(self.interval_s):
+            try:
+                resp = self._client.get(f"/v1/models/{_q(self.uid)}/progress")
+                fraction = float(resp.json().get("progress", 0.0)) if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+                fraction = None
+            if fraction is not None and not self._done.is_set():
+                self.bar("loading on the server", min(fraction, 0.99))
+
+
 class _HTTP:
     """A small httpx wrapper: base URL, bearer token, errors mapped to our classes."""
 
@@ -260,7 +309,10 @@ class RemoteClient:
                      quantization: Optional[str] = None, model_uid: Optional[str] = None,
                      model_path: Optional[str] = None, n_gpu: Optional[Union[int, str]] = "auto",
                      gpu_idx: Optional[Union[int, list[int]]] = None, replica: int = 1,
-                     wait_ready: bool = True, **kwargs: Any) -> str:
+                     wait_ready: bool = True, show_progress: Optional[bool] = None, **kwargs: Any) -> str:
+        """Launch on the server and return the uid. While the server loads, the same tqdm bar as an
+        in-kernel launch follows its progress route (``show_progress=False`` or
+        XINFERENCE_NB_PROGRESS=0 turns it off)."""
         if isinstance(model_size_in_billions, float):
             model_size_in_billions = (int(model_size_in_billions) if model_size_in_billions.is_integer()
                                       else str(model_size_in_billions).replace(".", "_"))
@@ -274,7 +326,13 @@ class RemoteClient:
         }
         payload.update(kwargs)
         params = None if wait_ready else {"wait_ready": "false"}
-        return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+        from .progress import progress_enabled
+
+        if not (wait_ready and progress_enabled(show_progress)):
+            return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+        # both servers name a model after model_name unless told otherwise: follow that uid's progress
+        with _ProgressFollower(self._http, model_uid or model_name):
+            return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
 
     def _default_engine(self, model_name: str, model_format: Optional[str]) -> Optional[str]:
         """Xinference's server wants model_engine for an LLM; the in-kernel client picks one. Pick the
