@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from xinference_nb.errors import InferenceError, LaunchError
+from public_api import launch, terminate  # noqa: E402
 
 pytest.importorskip("sentence_transformers")
 
@@ -17,21 +18,6 @@ pytest.importorskip("sentence_transformers")
 # ------------------------------------------------------------------------------------------------
 # Everything goes through the public Client: register, launch, get_model, terminate.
 # ------------------------------------------------------------------------------------------------
-def launch(model_type, doc, **kwargs):
-    from xinference_nb.client import Client
-
-    client = Client()
-    client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
-    uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, n_gpu=None, **kwargs)
-    return uid, client.get_model(uid)
-
-
-def terminate(uid, handle):
-    from xinference_nb.client import Client
-
-    Client().terminate_model(uid)
-
-
 def embedding_doc(path, name="my-minilm", dimensions=384, max_tokens=256):
     return {
         "version": 2, "model_name": name, "dimensions": dimensions, "max_tokens": max_tokens, "language": ["en"],

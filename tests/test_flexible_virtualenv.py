@@ -9,26 +9,12 @@ import sys
 import pytest
 
 from xinference_nb.errors import InferenceError, LaunchError
+from public_api import launch, terminate  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
 # Everything goes through the public Client: register, launch, get_model, terminate.
 # ------------------------------------------------------------------------------------------------
-def launch(model_type, doc, **kwargs):
-    from xinference_nb.client import Client
-
-    client = Client()
-    client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
-    uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, n_gpu=None, **kwargs)
-    return uid, client.get_model(uid)
-
-
-def terminate(uid, handle):
-    from xinference_nb.client import Client
-
-    Client().terminate_model(uid)
-
-
 def flexible_doc(name, launcher, launcher_args=None, model_uri=None, virtualenv=None):
     doc = {"version": 2, "model_name": name, "model_description": "test model", "model_uri": model_uri,
            "launcher": launcher, "launcher_args": json.dumps(launcher_args or {}), "is_builtin": False}

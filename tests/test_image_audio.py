@@ -11,26 +11,12 @@ import numpy as np
 import pytest
 
 from xinference_nb.errors import EngineUnavailable, InferenceError
+from public_api import launch, terminate  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
 # Everything goes through the public Client: register, launch, get_model, terminate.
 # ------------------------------------------------------------------------------------------------
-def launch(model_type, doc, **kwargs):
-    from xinference_nb.client import Client
-
-    client = Client()
-    client.register_model(model_type, json.dumps(doc), persist=False, overwrite=True)
-    uid = client.launch_model(model_name=doc["model_name"], model_type=model_type, n_gpu=None, **kwargs)
-    return uid, client.get_model(uid)
-
-
-def terminate(uid, handle):
-    from xinference_nb.client import Client
-
-    Client().terminate_model(uid)
-
-
 def image_doc(path, name="tiny-sd", **extra):
     doc = {"version": 2, "model_name": name, "model_family": "stable_diffusion", "model_uri": str(path),
            "model_ability": ["text2image", "image2image"],

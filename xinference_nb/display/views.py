@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ._html import esc, human_bytes, markdown, table, text_table, wrap
+from ..parse.where import flatten_document
 
 
 class _View:
@@ -729,19 +730,6 @@ class RegistrationsTable(_ListView):
 
 
 # ------------------------------------------------------------------------------------------ parsed spec
-def flatten_document(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """{"a": 1, "model_specs": [{"b": 2}]} → {"a": 1, "model_specs[0].b": 2} (other nesting kept whole)."""
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key == "model_specs" and isinstance(value, list):
-            for i, spec in enumerate(value):
-                for k, v in (spec or {}).items():
-                    out[f"model_specs[{i}].{k}"] = v
-        else:
-            out[key] = value
-    return out
-
-
 def _short(value: Any, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -14,7 +14,8 @@ def is_remote(client: Any) -> bool:
     return bool(getattr(client, "endpoint", None))
 
 
-def _flatten(doc: dict) -> dict[str, Any]:
+def flatten_document(doc: dict) -> dict[str, Any]:
+    """{"a": 1, "model_specs": [{"b": 2}]} → {"a": 1, "model_specs[0].b": 2} (other nesting kept whole)."""
     out: dict[str, Any] = {}
     for key, value in doc.items():
         if key == "model_specs" and isinstance(value, list):
@@ -47,7 +48,7 @@ class ServerParsed:
     def __init__(self, document: dict, endpoint: str, path: str):
         self.document = dict(document or {})
         self.endpoint, self.path = endpoint, path
-        self.sources = {key: f"the server (auto-parse of {path})" for key in _flatten(self.document)}
+        self.sources = {key: f"the server (auto-parse of {path})" for key in flatten_document(self.document)}
         self.warnings: list[str] = []
 
     def to_json(self) -> str:
