@@ -9,6 +9,8 @@ second-worker test. What is checked:
   listed below with its reason;
 * our Client driving Xinference: launch (n_gpu / replica / model_uid passed through), list,
   describe, embeddings equal to in-kernel ones, LLM chat / stream / generate, terminate, errors;
+* rerank (order and scores equal to in-kernel ones), text_to_image and transcriptions handles on
+  Xinference's own rerank / image / audio models (tiny fixtures); TTS is skipped (no VITS family);
 * placement on a second worker with ``worker_ip``, with Xinference's own client and with ours.
 """
 from __future__ import annotations
@@ -712,3 +714,173 @@ def test_second_worker(cluster, minilm_dir):
         assert _on_worker(cluster, first) == [] and _on_worker(cluster, second) == []
     finally:
         _unregister_quietly(theirs, "embedding", "my-minilm")
+
+
+# --------------------------------------------------------------------------------------------------
+# (e) Our Client driving Xinference's rerank, image and audio models (tiny fixtures)
+# --------------------------------------------------------------------------------------------------
+QUERY = "Where is the railway station?"
+PASSAGES = ["The railway station is two streets north of the market.",
+            "Bananas are rich in potassium.",
+            "Trains leave the central station every ten minutes.",
+            "The museum is closed on Mondays."]
+
+
+def rerank_document(path: Path, name: str = "my-tiny-reranker") -> dict:
+    """The seed's rerank template pointing at the cross-encoder fixture (a CrossEncoder: type normal)."""
+    doc = copy.deepcopy(seed("rerank"))
+    doc.update(model_name=name, type="normal", language=["en"], max_tokens=512)
+    doc["model_specs"][0]["model_uri"] = f"file://{path}"
+    return doc
+
+
+def _doc_text(document: Any) -> str:
+    return document["text"] if isinstance(document, dict) else document
+
+
+def test_rerank_through_our_client(xclient, ours, cross_encoder_dir):
+    from xinference_nb.client import Client
+
+    doc = rerank_document(cross_encoder_dir)
+    _unregister_quietly(xclient, "rerank", doc["model_name"])
+    ours.register_model("rerank", doc)
+    uid = "reranker-remote"
+    try:
+        assert ours.launch_model(doc["model_name"], model_type="rerank", model_uid=uid, n_gpu=None) == uid
+        assert ours.describe_model(uid)["model_type"] == "rerank"
+        remote = ours.get_model(uid).rerank(PASSAGES, QUERY, return_documents=True, top_n=2)
+        full = ours.get_model(uid).rerank(PASSAGES, QUERY)
+    finally:
+        try:
+            ours.terminate_model(uid)
+        finally:
+            ours.unregister_model("rerank", doc["model_name"])
+
+    assert isinstance(remote["id"], str) and remote["id"]
+    assert len(remote["results"]) == 2
+    for item in remote["results"]:
+        assert {"index", "relevance_score", "document"} <= set(item)
+        assert _doc_text(item["document"]) == PASSAGES[item["index"]]
+    scores = [r["relevance_score"] for r in remote["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(full["results"]) == len(PASSAGES)
+    assert all(r.get("document") is None for r in full["results"])  # not asked for
+
+    client = Client()
+    client.register_model("rerank", doc, overwrite=True)
+    local_uid = client.launch_model(doc["model_name"], model_type="rerank")
+    try:
+        local = client.get_model(local_uid).rerank(PASSAGES, QUERY, return_documents=True, top_n=2)
+    finally:
+        client.terminate_model(local_uid)
+    assert [r["index"] for r in remote["results"]] == [r["index"] for r in local["results"]]
+    np.testing.assert_allclose(scores, [r["relevance_score"] for r in local["results"]], atol=1e-4)
+    assert [_doc_text(r["document"]) for r in remote["results"]] == \
+        [_doc_text(r["document"]) for r in local["results"]]
+
+
+def _xinference_cache_dir(xinf) -> None:
+    """Xinference 4.1 links a local image/audio model_uri to XINFERENCE_HOME/cache/v2/<name> without
+    making cache/v2 first ("[Errno 2] No such file or directory: '<uri>' -> '.../cache/v2/<name>'" when
+    no earlier launch made it): make it, so these tests pass alone or in any order."""
+    (xinf.home / "cache" / "v2").mkdir(parents=True, exist_ok=True)
+
+
+def image_document(path: Path, name: str = "my-tiny-sd") -> dict:
+    """The seed's image template pointing at the tiny StableDiffusionPipeline fixture."""
+    doc = copy.deepcopy(seed("image"))
+    doc.update(model_name=name, model_family="stable_diffusion", model_ability=["text2image"],
+               model_uri=f"file://{path}")
+    return doc
+
+
+def test_text_to_image_through_our_client(xinf, xclient, ours, tiny_sd_dir):
+    import base64
+    import io
+
+    from PIL import Image
+
+    if not _xinference_imports("diffusers"):
+        pytest.skip("diffusers is not installed in .venv-xinference: rerun ./scripts/install-xinference.sh")
+    _xinference_cache_dir(xinf)
+    doc = image_document(tiny_sd_dir)
+    _unregister_quietly(xclient, "image", doc["model_name"])
+    ours.register_model("image", doc)
+    uid = "tiny-sd-remote"
+    try:
+        assert ours.launch_model(doc["model_name"], model_type="image", model_uid=uid, n_gpu=None) == uid
+        out = ours.get_model(uid).text_to_image("a red square", n=1, size="64*64", response_format="b64_json",
+                                                num_inference_steps=2)
+    finally:
+        try:
+            ours.terminate_model(uid)
+        finally:
+            ours.unregister_model("image", doc["model_name"])
+    assert isinstance(out["created"], int) and len(out["data"]) == 1
+    img = Image.open(io.BytesIO(base64.b64decode(out["data"][0]["b64_json"])))
+    # Xinference 4.1 encodes an image without transparency as JPEG (PNG only for RGBA/LA/P with
+    # transparency; model/image/utils.py handle_image_result); ours writes PNG in-kernel.
+    assert img.format == "JPEG" and img.size == (64, 64)
+
+
+def _xinference_imports(module: str) -> bool:
+    import subprocess
+
+    return subprocess.run([str(xc.xinference_python()), "-c", f"import {module}"],
+                          check=False, capture_output=True).returncode == 0
+
+
+def _tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    import io
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def audio_document(path: Path, name: str, family: str, abilities: list[str]) -> dict:
+    doc = copy.deepcopy(seed("audio"))
+    doc.update(model_name=name, model_family=family, model_ability=abilities, multilingual=False,
+               model_uri=f"file://{path}")
+    return doc
+
+
+def test_transcriptions_through_our_client(xinf, xclient, ours, tiny_whisper_dir):
+    _xinference_cache_dir(xinf)
+    doc = audio_document(tiny_whisper_dir, "my-tiny-whisper", "whisper", ["audio2text"])
+    _unregister_quietly(xclient, "audio", doc["model_name"])
+    ours.register_model("audio", doc)
+    uid = "tiny-whisper-remote"
+    error = None
+    try:
+        assert ours.launch_model(doc["model_name"], model_type="audio", model_uid=uid, n_gpu=None) == uid
+        try:
+            out = ours.get_model(uid).transcriptions(_tone_wav())
+        except XinfError as exc:
+            error = exc
+    finally:
+        try:
+            ours.terminate_model(uid)
+        finally:
+            ours.unregister_model("audio", doc["model_name"])
+    if error is not None and "ffmpeg" in str(error):
+        # Xinference's whisper model hands the uploaded bytes to transformers' ASR pipeline, which
+        # decodes any bytes with the ffmpeg binary; our request reached the model (multipart accepted).
+        pytest.skip(f"Xinference 4.1 needs the ffmpeg binary to decode uploaded audio (rerun "
+                    f"./scripts/install-xinference.sh, which links one into .venv-xinference/bin): {error}")
+    assert error is None, error
+    assert set(out) >= {"text"} and isinstance(out["text"], str)
+
+
+def test_speech_through_our_client():
+    pytest.skip("Xinference 4.1 has no audio family that runs a transformers VitsModel (tiny_vits_dir): "
+                "create_audio_model_instance dispatches on model_family to ChatTTS, CosyVoice, Kokoro, "
+                "MeloTTS, F5-TTS, ... each needing its own package and weights layout, and any other "
+                "family raises 'Unsupported audio model family'")
