@@ -182,36 +182,31 @@ class _HTTP:
         except ValueError:
             return resp.text
 
+    def _open_stream(self, path: str, body: dict[str, Any]) -> tuple[Any, Any]:
+        """POST ``body`` as a streamed request: (context manager, response), or our error for an
+        error status (raised before any data, with the connection closed)."""
+        try:
+            cm = self.client.stream("POST", path, json=body)
+            resp = cm.__enter__()
+        except self._httpx.TransportError as exc:
+            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint}: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                resp.read()
+                raise_for_response(resp)
+            finally:
+                cm.__exit__(None, None, None)
+        return cm, resp
+
     def stream_sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST ``body``; yield the JSON of each ``data:`` line until ``[DONE]``. Raises before the
         first chunk for an error status; closing the iterator closes the connection (which
         stops the generation on the server)."""
-        try:
-            cm = self.client.stream("POST", path, json=body)
-            resp = cm.__enter__()
-        except self._httpx.TransportError as exc:
-            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint}: {exc}") from None
-        if resp.status_code >= 400:
-            try:
-                resp.read()
-                raise_for_response(resp)
-            finally:
-                cm.__exit__(None, None, None)
-        return self._iter_sse(cm, resp)
+        return self._iter_sse(*self._open_stream(path, body))
 
     def stream_bytes(self, path: str, body: dict[str, Any]) -> Iterator[bytes]:
         """POST ``body``; yield the response body in pieces as they arrive."""
-        try:
-            cm = self.client.stream("POST", path, json=body)
-            resp = cm.__enter__()
-        except self._httpx.TransportError as exc:
-            raise ServerUnreachable(f"Cannot reach the server at {self.endpoint}: {exc}") from None
-        if resp.status_code >= 400:
-            try:
-                resp.read()
-                raise_for_response(resp)
-            finally:
-                cm.__exit__(None, None, None)
+        cm, resp = self._open_stream(path, body)
 
         def pieces() -> Iterator[bytes]:
             try:
