@@ -91,6 +91,8 @@ def raise_for_response(resp: Any, what: str = "") -> None:
             kind = "ModelNotFound"
         elif resp.status_code == 400:
             kind = {"register": "SpecError", "launch": "LaunchError"}.get(what, "InferenceError")
+        elif resp.status_code >= 500 and what == "launch":
+            kind = "LaunchError"  # Xinference answers 500 when a model cannot be loaded
         else:
             kind = ""
     if resp.status_code == 401:
