@@ -7,11 +7,11 @@ import io
 import json
 import wave
 
-import numpy as np
 import pytest
 
 from xinference_nb.errors import EngineUnavailable, InferenceError
 from public_api import launch, terminate  # noqa: E402
+from tiny_models import tone_wav  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,29 +115,19 @@ def test_speech_vits_wav_flac(tiny_vits_dir):
         terminate(uid, h)
 
 
-def _tone_wav(seconds=1.0, rate=16000):
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def test_transcriptions_whisper(tiny_whisper_dir, tmp_path):
     uid, h = launch("audio", audio_doc(tiny_whisper_dir, "tiny-whisper", "whisper", ["audio2text"]))
     try:
-        audio = _tone_wav()
+        audio = tone_wav()
         out = h.transcriptions(audio)
         assert set(out) == {"text"} and isinstance(out["text"], str)
         text = h.transcriptions(audio, language="en", response_format="text")
         assert isinstance(text, str)
         # a 8 kHz file path is resampled to the model's 16 kHz
         path = tmp_path / "tone.wav"
-        path.write_bytes(_tone_wav(rate=8000))
+        path.write_bytes(tone_wav(rate=8000))
         verbose = h.transcriptions(str(path), response_format="verbose_json")
         assert verbose["task"] == "transcribe" and verbose["duration"] == pytest.approx(1.0, abs=1e-3)
         assert isinstance(verbose["text"], str) and verbose["segments"]

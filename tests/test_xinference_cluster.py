@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - tests/ imported as a package
 
 from xinference_nb.errors import ModelNotFound, SpecError, XinfError
 from xinference_nb.spec import load_spec
+from tiny_models import tone_wav  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -830,19 +831,6 @@ def _xinference_imports(module: str) -> bool:
                           check=False, capture_output=True).returncode == 0
 
 
-def _tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
-    import io
-    import wave
-
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def audio_document(path: Path, name: str, family: str, abilities: list[str]) -> dict:
@@ -862,7 +850,7 @@ def test_transcriptions_through_our_client(xinf, xclient, ours, tiny_whisper_dir
     try:
         assert ours.launch_model(doc["model_name"], model_type="audio", model_uid=uid, n_gpu=None) == uid
         try:
-            out = ours.get_model(uid).transcriptions(_tone_wav())
+            out = ours.get_model(uid).transcriptions(tone_wav())
         except XinfError as exc:
             error = exc
     finally:

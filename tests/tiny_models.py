@@ -894,3 +894,21 @@ def build_local_package(path: Path) -> Path:
     )
     (path / "README.md").write_text("xnb-tiny-pkg: a tiny package for xinference_nb tests.\n")
     return path
+
+
+def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A 440 Hz tone as 16-bit mono WAV bytes: speech-recognition input that needs no file."""
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
