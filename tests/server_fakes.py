@@ -12,6 +12,16 @@ from xinference_nb.client import Client
 from xinference_nb.errors import InferenceError, ModelNotFound
 
 
+def wait_until(cond, timeout=10.0):
+    """Poll ``cond`` until it is true or ``timeout`` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
 def fake_vector(text: str, dim: int = 8) -> list[float]:
     digest = hashlib.sha256(text.encode()).digest()
     return [b / 255.0 for b in digest[:dim]]

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from server_fakes import FakeClient, LiveModels, embedding_doc, fake_vector  # noqa: E402
+from server_fakes import FakeClient, LiveModels, embedding_doc, fake_vector, wait_until  # noqa: E402
 
 from xinference_nb.errors import InferenceError, ModelNotFound, RegistryError, SpecError, XinfError  # noqa: E402
 from xinference_nb.remote import (RemoteClient, RemoteEmbeddingHandle, RemoteError, RemoteLLMHandle,  # noqa: E402
@@ -45,14 +45,6 @@ def live(tmp_path_factory, tiny_llama_dir, minilm_dir, cross_encoder_dir):
     mp.undo()
 
 
-def _wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
 
 # ------------------------------------------------------------------------------------------------
 # Against fake models: method shapes and error mapping
@@ -86,7 +78,7 @@ def test_models_and_handles(fake):
     assert "tmp-emb" not in rc.list_models()
     uid = rc.launch_model("bg", model_type="embedding", wait_ready=False)  # launches in the background
     assert uid.startswith("bg-")
-    assert _wait(lambda: uid in rc.list_models())
+    assert wait_until(lambda: uid in rc.list_models())
     rc.terminate_model(uid)
 
 
@@ -142,8 +134,8 @@ def test_closing_a_stream_stops_generation(fake):
     next(it)
     next(it)
     it.close()
-    assert _wait(lambda: llm_model.closed == before + 1)
-    assert _wait(lambda: fake.app.state.streams_open == 0)
+    assert wait_until(lambda: llm_model.closed == before + 1)
+    assert wait_until(lambda: fake.app.state.streams_open == 0)
 
 
 def test_api_key_and_unreachable():

@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from server_fakes import FakeClient, fake_vector  # noqa: E402
+from server_fakes import FakeClient, fake_vector, wait_until  # noqa: E402
 
 from xinference_nb.server.app import create_app  # noqa: E402
 from xinference_nb.server.runner import ServerError, serve, start_in_thread, stop_server  # noqa: E402
@@ -41,14 +41,6 @@ def shared_fake_server(tmp_path_factory):
     yield running
     running.stop()
 
-
-def _wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,12 +143,12 @@ def test_dropped_stream_cancels_generation_and_frees_its_slot(fake_server):
             got = [next(lines) for _ in range(3)]
             assert got[0].startswith("data: ")
     # the client is gone: the generator is closed, long before its 100000 chunks
-    assert _wait(lambda: llm.closed == 1), "generation was not stopped"
+    assert wait_until(lambda: llm.closed == 1), "generation was not stopped"
     assert llm.produced < 5000
-    assert _wait(lambda: app.state.streams_open == 0)
+    assert wait_until(lambda: app.state.streams_open == 0)
     assert app.state.streams_cancelled >= 1
     sem = app.state.llm_limits["llm"]
-    assert _wait(lambda: sem._value == app.state.settings.llm_concurrency), "slot not freed"
+    assert wait_until(lambda: sem._value == app.state.settings.llm_concurrency), "slot not freed"
     # and the model serves the next request
     with httpx.Client(base_url=fake_server.url) as c:
         r = c.post("/v1/completions", json={"model": "llm", "prompt": "abc"})
@@ -206,7 +198,7 @@ def test_llm_requests_beyond_the_limit_queue_first_come_first_served():
         assert started.wait(10)  # request 0 holds the model's only slot
         for i in range(1, 4):
             threads[i].start()  # each waits in line before the next one arrives
-            assert _wait(lambda: len(app.state.llm_limits["llm"]._waiters or ()) == i, 10)
+            assert wait_until(lambda: len(app.state.llm_limits["llm"]._waiters or ()) == i, 10)
         for t in threads:
             t.join(30)
         assert order == [0, 1, 2, 3]
@@ -654,10 +646,10 @@ def test_dropped_stream_on_a_real_llm_frees_the_model(live):
                 "stream": True}) as resp:
             lines = resp.iter_lines()
             assert next(lines).startswith("data: ")
-    assert _wait(lambda: app.state.streams_open == 0, 30)
+    assert wait_until(lambda: app.state.streams_open == 0, 30)
     sem = app.state.llm_limits[uid]
-    assert _wait(lambda: sem._value == app.state.settings.llm_concurrency, 30)
-    assert _wait(lambda: not live.models.client.describe_model(uid)["busy"], 30)
+    assert wait_until(lambda: sem._value == app.state.settings.llm_concurrency, 30)
+    assert wait_until(lambda: not live.models.client.describe_model(uid)["busy"], 30)
     with httpx.Client(base_url=live.url, timeout=60) as c:
         r = c.post("/v1/chat/completions", json={"model": uid, "messages": [{"role": "user", "content": "x"}],
                                                  "max_tokens": 2})
