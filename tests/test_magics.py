@@ -220,7 +220,9 @@ def test_chat_cell_streams_and_keeps_the_conversation(shell, capsys):
     view = run(shell, "%%xinf chat m1 --no-stream --temperature 0.5\nFresh start")
     assert isinstance(view, d.ChatView) and view.content == "answer 1"
     _, _, messages, config = shell.fake.calls[-1]
-    assert messages == [{"role": "user", "content": "Fresh start"}] and config == {"temperature": 0.5}
+    # max_tokens defaults to 512 as in the xinference CLI (xinference_nb.commands: one default for xinf and %xinf)
+    assert messages == [{"role": "user", "content": "Fresh start"}] and config == {"max_tokens": 512,
+                                                                                   "temperature": 0.5}
     assert "answer" in capsys.readouterr().out  # the streamed answer was displayed
 
 

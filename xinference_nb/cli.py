@@ -5,14 +5,17 @@
     xinf registrations -t LLM
     xinf launch -n my-llm -en transformers [-mp /path] [-u uid]
     xinf list
-    xinf chat --model-uid UID            # reads messages from stdin, one per line
-    xinf generate --model-uid UID
-    xinf terminate --model-uid UID
+    xinf describe UID
+    xinf chat UID                         # reads messages from stdin, one per line (or -m TEXT)
+    xinf generate UID
+    xinf terminate UID
     xinf unregister -t LLM -n my-llm
     xinf parse /path/to/model [--model-family F]                # prints the parsed document (JSON)
 
-Every command but ``serve`` and ``parse`` talks to ``-e/--endpoint`` (default ``$XINFERENCE_NB_ENDPOINT``
-or http://127.0.0.1:9997). A thin shell over ``RemoteClient``: errors print one line and exit 1.
+The sub-commands and flags are those of the ``%xinf`` magics, from the one grammar in
+xinference_nb.commands; this module only prints. Every command but ``serve`` and ``parse`` talks to
+``-e/--endpoint`` (default ``$XINFERENCE_NB_ENDPOINT`` or http://127.0.0.1:9997). A thin shell over
+``RemoteClient``: errors print one line and exit 1.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from . import commands
 from .errors import XinfError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
@@ -52,7 +56,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _client(args: argparse.Namespace):
     from .remote import RemoteClient
 
-    return RemoteClient(args.endpoint, api_key=args.api_key)
+    endpoint = args.endpoint or _endpoint_default()
+    if endpoint.strip().lower() in commands.KERNEL:
+        raise XinfError(f"-e {endpoint}: 'kernel' names a notebook's kernel (%xinf); xinf needs a server URL")
+    return RemoteClient(endpoint, api_key=args.api_key or os.environ.get("XINFERENCE_NB_API_KEY"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,47 +67,7 @@ def _client(args: argparse.Namespace):
 # ------------------------------------------------------------------------------------------------
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    kwargs: dict[str, Any] = {}
-    if args.context_length is not None:
-        kwargs["context_length"] = args.context_length
-    if args.trust_remote_code:
-        kwargs["trust_remote_code"] = True
-    if args.enable_thinking is not None:
-        kwargs["enable_thinking"] = args.enable_thinking
-    if args.quantization_config:
-        kwargs["quantization_config"] = {k: _value(v) for k, v in args.quantization_config}
-    if args.lora_modules:
-        kwargs["peft_model_config"] = {"lora_list": [{"lora_name": n, "local_path": p} for n, p in args.lora_modules]}
-    if args.env:
-        kwargs["envs"] = {k: v for k, v in args.env}
-    if args.enable_virtual_env is not None:
-        kwargs["enable_virtual_env"] = args.enable_virtual_env
-    if args.virtual_env_package:
-        kwargs["virtual_env_packages"] = args.virtual_env_package
-    if args.worker_ip:
-        kwargs["worker_ip"] = args.worker_ip
-    if args.n_worker != 1:
-        kwargs["n_worker"] = args.n_worker
-    for extra in args.extra or []:  # --key value pairs Xinference passes through
-        k, v = extra
-        kwargs[k.lstrip("-").replace("-", "_")] = _value(v)
-    n_gpu: Any = args.n_gpu
-    if isinstance(n_gpu, str) and n_gpu.lower() == "none":
-        n_gpu = None
-    elif isinstance(n_gpu, str) and n_gpu.isdigit():
-        n_gpu = int(n_gpu)
-    gpu_idx = [int(x) for x in args.gpu_idx.split(",")] if args.gpu_idx else None
-    size: Any = args.size_in_billions
-    if size is not None:
-        try:
-            size = int(size)
-        except ValueError:
-            size = size.replace(".", "_")
-    uid = _client(args).launch_model(
-        model_name=args.model_name, model_type=args.model_type, model_engine=args.model_engine,
-        model_uid=args.model_uid, model_size_in_billions=size, model_format=args.model_format,
-        quantization=args.quantization, replica=args.replica, n_gpu=n_gpu, gpu_idx=gpu_idx,
-        model_path=args.model_path, **kwargs)
+    uid = _client(args).launch_model(**commands.launch_kwargs(args))
     print(f"Model uid: {uid}")
     return 0
 
@@ -108,7 +75,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     with open(args.file, encoding="utf-8") as fh:
         model = fh.read()
-    _client(args).register_model(args.model_type, model, persist=args.persist, worker_ip=args.worker_ip)
+    _client(args).register_model(args.model_type, model, **commands.register_kwargs(args))
     name = ""
     try:
         name = json.loads(model).get("model_name", "")
@@ -126,6 +93,8 @@ def cmd_unregister(args: argparse.Namespace) -> int:
 
 def cmd_registrations(args: argparse.Namespace) -> int:
     rows_in = _client(args).list_model_registrations(args.model_type, detailed=True)
+    if args.custom:
+        rows_in = [r for r in rows_in if not r.get("is_builtin")]
     if args.json:
         print(json.dumps(rows_in, indent=2))
         return 0
@@ -160,13 +129,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_terminate(args: argparse.Namespace) -> int:
-    _client(args).terminate_model(args.model_uid)
-    print(f"Terminated model {args.model_uid}")
+def cmd_describe(args: argparse.Namespace) -> int:
+    print(json.dumps(_client(args).describe_model(commands.model_uid(args)), indent=2, default=str))
     return 0
 
 
-def _prompts(prompt_label: str):
+def cmd_terminate(args: argparse.Namespace) -> int:
+    uid = commands.model_uid(args)
+    _client(args).terminate_model(uid)
+    print(f"Terminated model {uid}")
+    return 0
+
+
+def _prompts(prompt_label: str, prompt: Optional[str] = None):
+    """The prompts: ``-m TEXT`` alone, else one per stdin line until end of input or exit/quit."""
+    if prompt is not None:
+        if prompt.strip():
+            yield prompt
+        return
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -186,18 +166,11 @@ def _prompts(prompt_label: str):
             yield line
 
 
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"max_tokens": args.max_tokens, "stream": args.stream}
-    if args.temperature is not None:
-        cfg["temperature"] = args.temperature
-    return cfg
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    model = _client(args).get_model(args.model_uid)
-    for prompt in _prompts("Prompt: "):
-        cfg = _config(args)
-        if cfg["stream"]:
+    model = _client(args).get_model(commands.model_uid(args))
+    for prompt in _prompts("Prompt: ", args.prompt):
+        cfg = commands.generate_config(args)
+        if cfg.get("stream"):
             for chunk in model.generate(prompt, generate_config=cfg):
                 choice = (chunk.get("choices") or [{}])[0]
                 print(choice.get("text") or "", end="", flush=True)
@@ -208,23 +181,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    model = _client(args).get_model(args.model_uid)
+    model = _client(args).get_model(commands.model_uid(args))
     messages: list[dict[str, str]] = []
     if args.system_prompt:
         messages.append({"role": "system", "content": args.system_prompt})
-    for text in _prompts("User: "):
+    for text in _prompts("User: ", args.prompt):
         messages.append({"role": "user", "content": text})
-        cfg = _config(args)
-        if cfg["stream"]:
+        cfg = commands.generate_config(args)
+        if cfg.get("stream"):
             reply = ""
-            for chunk in model.chat(messages, generate_config=cfg):
+            for chunk in model.chat(messages, generate_config=cfg, **commands.chat_kwargs(args)):
                 delta = ((chunk.get("choices") or [{}])[0].get("delta") or {})
                 piece = delta.get("content") or ""
                 reply += piece
                 print(piece, end="", flush=True)
             print()
         else:
-            reply = model.chat(messages, generate_config=cfg)["choices"][0]["message"].get("content") or ""
+            answer = model.chat(messages, generate_config=cfg, **commands.chat_kwargs(args))
+            reply = answer["choices"][0]["message"].get("content") or ""
             print(reply)
         messages.append({"role": "assistant", "content": reply})
     return 0
@@ -252,140 +226,39 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server.runner import serve_forever
+    from .server.runner import RootTooBroad, serve_forever
 
-    serve_forever(host=args.host, port=args.port, api_key=args.api_key, log_level=args.log_level,
-                  allowed_roots=args.allowed_root or None, allow_any_path=args.allow_any_path,
-                  allow_flexible=args.allow_flexible, allow_trust_remote_code=args.allow_trust_remote_code)
+    try:
+        serve_forever(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("XINFERENCE_NB_API_KEY"),
+                      log_level=args.log_level or "info", **commands.serve_options(args))
+    except RootTooBroad as exc:  # a refused setting is a usage error, like argparse's (exit code 2)
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 # ------------------------------------------------------------------------------------------------
-# Parser
+# Parser: the grammar of xinference_nb.commands, shared with %xinf
 # ------------------------------------------------------------------------------------------------
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _bool_flag(p: argparse.ArgumentParser, name: str, help_: str) -> None:
-    p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None,
-                   help=help_)
+HANDLERS = {"launch": cmd_launch, "register": cmd_register, "unregister": cmd_unregister,
+            "registrations": cmd_registrations, "list": cmd_list, "describe": cmd_describe,
+            "terminate": cmd_terminate, "generate": cmd_generate, "chat": cmd_chat, "parse": cmd_parse,
+            "serve": cmd_serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xinf", description="Xinference-compatible CLI for xinference_nb.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-e", "--endpoint", default=_endpoint_default(),
-                       help="server URL (default: $XINFERENCE_NB_ENDPOINT or %(default)s)")
-        p.add_argument("-ak", "--api-key", default=os.environ.get("XINFERENCE_NB_API_KEY"), help="API key")
-
-    p = sub.add_parser("launch", help="launch a model on the server")
-    common(p)
-    p.add_argument("-n", "--model-name", required=True)
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-en", "--model-engine")
-    p.add_argument("-u", "--model-uid")
-    p.add_argument("-s", "--size-in-billions")
-    p.add_argument("-f", "--model-format")
-    p.add_argument("-q", "--quantization")
-    p.add_argument("--context-length", type=int)
-    p.add_argument("-r", "--replica", type=int, default=1)
-    p.add_argument("--n-worker", type=int, default=1)
-    p.add_argument("--n-gpu", default="auto", help='"auto", a number, or "none" for CPU only')
-    p.add_argument("-lm", "--lora-modules", nargs=2, action="append", metavar=("NAME", "PATH"))
-    p.add_argument("-qc", "--quantization-config", nargs=2, action="append", metavar=("KEY", "VALUE"))
-    p.add_argument("--worker-ip")
-    p.add_argument("--gpu-idx", help="comma-separated GPU indexes")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("-mp", "--model-path")
-    _bool_flag(p, "enable-thinking", "enable/disable thinking for hybrid reasoning models")
-    p.add_argument("--enable-virtual-env", dest="enable_virtual_env", action="store_true", default=None)
-    p.add_argument("--disable-virtual-env", dest="enable_virtual_env", action="store_false")
-    p.add_argument("-vp", "--virtual-env-package", action="append")
-    p.add_argument("-ev", "--env", nargs=2, action="append", metavar=("KEY", "VALUE"))
-    p.add_argument("--extra", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                   help="any other launch keyword (JSON values accepted)")
-    p.set_defaults(func=cmd_launch)
-
-    p = sub.add_parser("register", help="register a custom model from a JSON file")
-    common(p)
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-f", "--file", required=True)
-    p.add_argument("-w", "--worker-ip")
-    p.add_argument("-p", "--persist", action="store_true")
-    p.set_defaults(func=cmd_register)
-
-    p = sub.add_parser("unregister", help="remove a custom registration")
-    common(p)
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-n", "--model-name", required=True)
-    p.add_argument("-w", "--worker-ip")
-    p.set_defaults(func=cmd_unregister)
-
-    p = sub.add_parser("registrations", help="list built-in and custom registrations of a type")
-    common(p)
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_registrations)
-
-    p = sub.add_parser("list", help="list running models")
-    common(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("terminate", help="terminate a running model")
-    common(p)
-    p.add_argument("-u", "--model-uid", required=True)
-    p.set_defaults(func=cmd_terminate)
-
-    for name, func, label in (("generate", cmd_generate, "complete prompts read from stdin"),
-                              ("chat", cmd_chat, "chat with a model, one message per stdin line")):
-        p = sub.add_parser(name, help=label)
-        common(p)
-        p.add_argument("-u", "--model-uid", required=True)
-        p.add_argument("--max_tokens", "--max-tokens", dest="max_tokens", type=int, default=512)
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True)
-        if name == "chat":
-            p.add_argument("--system-prompt")
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("parse", help="read a model's files into a (partial) registration document")
-    common(p)
-    p.add_argument("model_path")
-    p.add_argument("-t", "--model-type", help="detected when omitted")
-    p.add_argument("--model-family")
-    p.add_argument("-n", "--model-name")
-    p.add_argument("-o", "--output", help="write the JSON to this file")
-    p.add_argument("--on-server", action="store_true", help="parse on the server (auto-register route)")
-    p.set_defaults(func=cmd_parse)
-
-    p = sub.add_parser("serve", help="run the REST server in the foreground")
-    p.add_argument("-H", "--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
-    p.add_argument("-p", "--port", type=int, default=9997)
-    p.add_argument("-ak", "--api-key", default=os.environ.get("XINFERENCE_NB_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on every route")
-    p.add_argument("--allowed-root", action="append", help="folder model paths may be under (repeatable)")
-    p.add_argument("--allow-any-path", action="store_true", help="accept model paths anywhere")
-    p.add_argument("--allow-flexible", action="store_true", help="accept flexible registrations over REST")
-    p.add_argument("--allow-trust-remote-code", action="store_true", help="accept trust_remote_code over REST")
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=cmd_serve)
-    return parser
+    return commands.build(commands.CLI, "xinf", "Xinference-compatible CLI for xinference_nb.", required=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = commands.check(args)
+    if problem:
+        parser.commands[args.command].error(problem)
     try:
-        return args.func(args) or 0
+        return HANDLERS[args.command](args) or 0
     except XinfError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ from .chat import (
     parse_tool_calls,
     split_reasoning,
     usage,
+    validate_messages,
+    validate_tools,
 )
 from .errors import InferenceError
 
@@ -48,7 +50,7 @@ class ModelHandle:
 
     def _use(self):
         """Context manager: the engine model, marked busy and recently used for the call."""
-        return self._manager._use(self.model_uid)
+        return self._manager.use_model(self.model_uid)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         with self._use() as model:
@@ -103,24 +105,21 @@ class ToolCallHold:
         return pending
 
 
-def _flatten_content(message: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI content parts ``[{"type": "text", "text": ...}]`` become one string for text templates."""
-    content = message.get("content")
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return dict(message, content="".join(str(p.get("text", "")) for p in content))
-    return message
-
-
 class LLMHandle(ModelHandle):
     """``generate(prompt, generate_config)`` and ``chat(messages, tools, enable_thinking, generate_config)``."""
 
     model_type = "LLM"
 
     def _llm(self) -> ChatLLM:
-        model = self._manager._peek(self.model_uid)
+        model = self._manager.engine_model(self.model_uid)
         if not isinstance(model, ChatLLM):
             raise InferenceError(f"model {self.model_uid!r} is not a chat/generate LLM")
         return model
+
+    def _abilities(self, model: ChatLLM) -> tuple[str, ...]:
+        """The model's abilities: its registration's model_ability, else its engine's."""
+        declared = getattr(self._manager.running_model(self.model_uid).spec, "model_ability", None)
+        return tuple(declared) if declared else tuple(getattr(model, "abilities", ()) or ())
 
     # ------------------------------------------------------------------ generate
     def generate(self, prompt: str, generate_config: Optional[dict[str, Any]] = None
@@ -160,24 +159,24 @@ class LLMHandle(ModelHandle):
             finally:
                 tokens.close()
             yield completion_chunk(cid, created, uid, "", finish or tokens.finish_reason,
-                                   usage(tokens.prompt_tokens, tokens.completion_tokens))
+                                   usage(tokens.prompt_tokens, tokens.completion_tokens) if params.include_usage
+                                   else None)
 
     # ------------------------------------------------------------------ chat
     def chat(self, messages: Messages, tools: Optional[list[dict[str, Any]]] = None,
              enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
         """An OpenAI chat completion for ``messages`` (an iterator of chunks with ``{"stream": True}``)."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages) or not messages:
-            raise InferenceError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts "
-                                 "(or a string for one user message)")
-        messages = [_flatten_content(m) for m in messages]
         model = self._llm()
+        messages = validate_messages(messages, model_uid=self.model_uid, abilities=self._abilities(model))
+        tools = validate_tools(tools)
+        if enable_thinking is not None and not isinstance(enable_thinking, bool):
+            raise InferenceError(f"enable_thinking must be true, false or None, got {type(enable_thinking).__name__} "
+                                 f"{enable_thinking!r:.60}")
         fmt = model.chat_format
         params, stream = parse_generate_config(generate_config, fmt)
         extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-        prompt = fmt.render(messages, tools=tools or None, add_generation_prompt=True, **extra)
+        prompt = fmt.render(messages, tools=tools, add_generation_prompt=True, **extra)
         opened = fmt.reasoning_opened_by(prompt)
         use_tools = bool(tools) and fmt.tool_call_tags is not None
         if stream:
@@ -243,7 +242,8 @@ class LLMHandle(ModelHandle):
                 if calls:
                     finish = "tool_calls"
                     yield chat_chunk(cid, created, uid, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]})
-            yield chat_chunk(cid, created, uid, {}, finish, usage(tokens.prompt_tokens, tokens.completion_tokens))
+            yield chat_chunk(cid, created, uid, {}, finish, usage(tokens.prompt_tokens, tokens.completion_tokens)
+                             if params.include_usage else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,15 +314,10 @@ class FlexibleHandle(ModelHandle):
         return self._call("infer", *args, **kwargs)
 
 
-HANDLES: dict[str, type[ModelHandle]] = {
-    "LLM": LLMHandle,
-    "embedding": EmbeddingHandle,
-    "rerank": RerankHandle,
-    "image": ImageHandle,
-    "audio": AudioHandle,
-    "flexible": FlexibleHandle,
-}
-
-
 def handle_for(manager: "ModelManager", model_uid: str, model_type: str) -> ModelHandle:
-    return HANDLES.get(model_type, FlexibleHandle)(manager, model_uid, model_type)
+    """The handle class the model-type table names for ``model_type`` (FlexibleHandle for an unknown type)."""
+    from .model_types import find_model_type
+
+    row = find_model_type(model_type)
+    cls: type[ModelHandle] = globals()[row.handle] if row is not None else FlexibleHandle
+    return cls(manager, model_uid, model_type)

@@ -14,8 +14,9 @@ Without either, commands run in this kernel until ``%xinf endpoint URL`` sets a 
 XINFERENCE_NB_ENDPOINT variable (the ``xinf`` CLI's default) is deliberately not read here, so a
 notebook never leaves the kernel unless it says so.
 
-Argument parsing (``build_parser``) is kept apart from the actions (``XinfMagics._do_*``); actions
-call Client / parse_model and return display objects (xinference_nb.display), never print results.
+The sub-commands and flags are the ``xinf`` CLI's, from the one grammar in xinference_nb.commands
+(``build_parser`` renders it); the actions (``XinfMagics._do_*``) call Client / parse_model with the
+arguments that grammar builds and return display objects (xinference_nb.display), never print results.
 Bad flags print the usage and one clear error line; a user mistake (XinfError) prints its message,
 never a traceback. ``{var}`` in a line is expanded from the notebook's variables by IPython.
 """
@@ -29,13 +30,12 @@ from typing import Any, Callable, Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from . import commands
 from . import display as d
 from .errors import XinfError
 
-SUBCOMMANDS = ("launch", "register", "unregister", "registrations", "list", "describe", "terminate", "parse",
-               "generate", "chat", "serve", "stop-server", "register-form", "launch-form", "chatbox", "compare",
-               "endpoint", "help")
-KERNEL = ("kernel", "local")  # -e kernel: this kernel's models, whatever the default endpoint
+SUBCOMMANDS = commands.names(commands.MAGIC)
+KERNEL = commands.KERNEL  # -e kernel: this kernel's models, whatever the default endpoint
 
 
 class UsageError(Exception):
@@ -64,148 +64,11 @@ class _Parser(argparse.ArgumentParser):
         raise _HelpShown()
 
 
-def _size(text: str) -> Any:
-    """-s 7 → 7, -s 0.5 → 0.5, -s 0_5 → "0_5" (Xinference's string form)."""
-    if "_" in text and text.replace("_", "").isdigit():
-        return text
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if text.replace("_", "").isdigit():
-        return text
-    raise argparse.ArgumentTypeError(f"{text!r} is not a size in billions (e.g. 7, 0.5 or 0_5)")
-
-
-def _n_gpu(text: str) -> Any:
-    if text.lower() == "auto":
-        return "auto"
-    if text.lower() in ("none", "cpu", "0"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use auto, none (CPU only) or a number of GPUs") from None
-
-
-def _gpu_idx(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use GPU indexes such as 0 or 0,1") from None
-
-
-def _var_name(text: str) -> str:
-    if not text.isidentifier():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a Python variable name")
-    return text
-
-
 def build_parser() -> _Parser:
-    """The argument parser of ``%xinf``; flags and short forms are those of the ``xinference`` CLI."""
-    root = _Parser(prog="%xinf", description="Xinference commands in the notebook (a cell body is the message "
-                   "for chat/generate).", add_help=True)
-    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    root.commands = {}
-
-    def cmd(name: str, help: str) -> _Parser:
-        p = sub.add_parser(name, help=help, description=help, prog=f"%xinf {name}")
-        root.commands[name] = p
-        if name not in ("endpoint", "serve", "stop-server", "help"):
-            p.add_argument("-e", "--endpoint", help="a server URL, or 'kernel' (default: this kernel, or the "
-                           "endpoint set with %%xinf endpoint)")
-            p.add_argument("-ak", "--api-key", help="the server's API key")
-        return p
-
-    p = cmd("launch", "launch a registered or built-in model (in this kernel, or on the server of -e)")
-    p.add_argument("-n", "--model-name", required=True)
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-en", "--model-engine")
-    p.add_argument("-u", "--model-uid")
-    p.add_argument("-s", "--size-in-billions", type=_size, dest="model_size_in_billions")
-    p.add_argument("-f", "--model-format")
-    p.add_argument("-q", "--quantization")
-    p.add_argument("-mp", "--model-path")
-    p.add_argument("--context-length", type=int)
-    p.add_argument("-r", "--replica", type=int, default=1)
-    p.add_argument("--n-gpu", type=_n_gpu, default="auto")
-    p.add_argument("--gpu-idx", type=_gpu_idx)
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
-    p.add_argument("--enable-thinking", action="store_true", default=None)
-    p.add_argument("--name", type=_var_name, help="store the model handle in this notebook variable")
-
-    p = cmd("register", "register a custom model from a JSON document")
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-f", "--file", required=True, help="the JSON document")
-    p.add_argument("-p", "--persist", action="store_true", help="keep it across sessions")
-    p.add_argument("--overwrite", action="store_true", help="replace a custom registration of the same name")
-
-    p = cmd("unregister", "remove a custom registration")
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("-n", "--model-name", required=True)
-
-    p = cmd("registrations", "list registrations of a model type (a table)")
-    p.add_argument("-t", "--model-type", default="LLM")
-    p.add_argument("--custom", action="store_true", help="custom registrations only")
-    p.add_argument("--detailed", action="store_true")
-
-    cmd("list", "list running models (a table)")
-
-    for name, help in (("describe", "describe a running model"), ("terminate", "terminate a running model")):
-        p = cmd(name, help)
-        p.add_argument("uid", nargs="?")
-        p.add_argument("-u", "--model-uid")
-
-    p = cmd("parse", "parse a model folder or file into a document, showing where each field came from")
-    p.add_argument("path")
-    p.add_argument("-t", "--model-type")
-    p.add_argument("--family", "--model-family", dest="model_family")
-    p.add_argument("-n", "--model-name")
-    p.add_argument("--name", type=_var_name, help="store the ParsedModel in this notebook variable")
-    p.add_argument("--parse-on", choices=("auto", "here", "server"), default="auto",
-                   help="with a server (-e or %%xinf endpoint): auto reads the files here when the path exists "
-                        "here, else on the server (its auto-parse route, LLMs only)")
-
-    for name, help in (("generate", "complete a prompt (the cell body, or --prompt)"),
-                       ("chat", "chat with a model; the cell body is your message, the conversation goes on "
-                                "across cells until --reset")):
-        p = cmd(name, help)
-        p.add_argument("uid", nargs="?")
-        p.add_argument("-u", "--model-uid")
-        p.add_argument("-m", "--prompt", "--message", dest="prompt")
-        p.add_argument("--max-tokens", type=int)
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--no-stream", action="store_true")
-        if name == "chat":
-            p.add_argument("--system", help="system message (when the conversation starts)")
-            p.add_argument("--reset", action="store_true", help="forget the conversation")
-            p.add_argument("--enable-thinking", action="store_true", default=None)
-
-    p = cmd("serve", "start the REST server for this kernel's models")
-    p.add_argument("-H", "--host", default="127.0.0.1")
-    p.add_argument("-p", "--port", type=int, default=9997)
-    cmd("stop-server", "stop the REST server")
-
-    p = cmd("register-form", "show the registration form (a widget); with -e it registers on that server")
-    p.add_argument("path", nargs="?")
-    p.add_argument("-t", "--model-type")
-    p.add_argument("--parse-on", choices=("auto", "here", "server"), default="auto",
-                   help="where the files are read (auto: here when the path exists here, else on the server)")
-    p = cmd("launch-form", "show the launch form (a widget); with -e it launches on that server")
-    p.add_argument("-t", "--model-type", default="LLM")
-    p = cmd("chatbox", "show a chat box for a launched model (a widget)")
-    p.add_argument("uid")
-    p = cmd("compare", "compare launched models on one prompt (a widget); UID@URL or UID@kernel names a "
-            "model elsewhere than -e, so in-kernel and remote models can be compared")
-    p.add_argument("uids", nargs="*")
-    p = cmd("endpoint", "set the default server for the commands and widgets (no URL: show it)")
-    p.add_argument("url", nargs="?", help="a server URL, or 'kernel' (same as --reset)")
-    p.add_argument("-ak", "--api-key", help="the server's API key")
-    p.add_argument("--reset", action="store_true", help="back to this kernel")
-    cmd("help", "show this help")
-    return root
+    """The argument parser of ``%xinf``, built from the one grammar (xinference_nb.commands) that the
+    ``xinf`` CLI uses too; flags and short forms are those of the ``xinference`` CLI."""
+    return commands.build(commands.MAGIC, "%xinf", "Xinference commands in the notebook (a cell body is the "
+                          "message for chat/generate).", parser_class=_Parser)
 
 
 def _clean_error(exc: BaseException) -> None:
@@ -268,8 +131,12 @@ class XinfMagics(Magics):
                              f"unknown command {argv[0]!r}; use one of: {', '.join(SUBCOMMANDS)}")
         if argv[0].startswith("-"):  # %xinf --help
             return self.parser.parse_args(argv)
-        args = self.parser.commands[argv[0]].parse_args(argv[1:])
+        parser = self.parser.commands[argv[0]]
+        args = parser.parse_args(argv[1:])
         args.command = argv[0]
+        problem = commands.check(args)
+        if problem:
+            raise UsageError(parser.format_usage(), problem)
         return args
 
     @line_cell_magic
@@ -301,11 +168,7 @@ class XinfMagics(Magics):
         return uid if endpoint is None else f"{uid}@{endpoint}"
 
     def _uid(self, args: argparse.Namespace) -> str:
-        uid = getattr(args, "model_uid", None) or getattr(args, "uid", None)
-        if not uid:
-            raise UsageError(self.parser.commands[args.command].format_usage(),
-                             f"{args.command}: the model uid is required")
-        return uid
+        return commands.model_uid(args)  # commands.check refused a command without one
 
     # ---------------------------------------------------------------- actions
     def _do_help(self, args, cell):
@@ -313,18 +176,8 @@ class XinfMagics(Magics):
         return None
 
     def _do_launch(self, args, cell):
-        kwargs: dict[str, Any] = dict(
-            model_name=args.model_name, model_type=args.model_type, model_engine=args.model_engine,
-            model_format=args.model_format, model_size_in_billions=args.model_size_in_billions,
-            quantization=args.quantization, model_uid=args.model_uid, model_path=args.model_path,
-            n_gpu=args.n_gpu, gpu_idx=args.gpu_idx)
-        for extra in ("context_length", "trust_remote_code", "enable_thinking"):
-            if getattr(args, extra) is not None:
-                kwargs[extra] = getattr(args, extra)
-        if args.replica != 1:
-            kwargs["replica"] = args.replica
         client = self._client_of(args)
-        uid = client.launch_model(**kwargs)
+        uid = client.launch_model(**commands.launch_kwargs(args))
         if args.name:
             self.shell.user_ns[args.name] = client.get_model(uid)
         return d.LaunchedModel(uid, {"model_name": args.model_name, "model_type": args.model_type,
@@ -338,9 +191,7 @@ class XinfMagics(Magics):
         except OSError as exc:
             raise XinfError(f"--file {args.file}: cannot read it ({exc.strerror or exc}); pass the path of the "
                             "model's JSON document") from None
-        client = self._client_of(args)
-        kwargs = {"overwrite": True} if args.overwrite else {}
-        client.register_model(args.model_type, text, persist=args.persist, **kwargs)
+        self._client_of(args).register_model(args.model_type, text, **commands.register_kwargs(args))
         import json
 
         try:
@@ -378,24 +229,14 @@ class XinfMagics(Magics):
 
         endpoint = self.resolve(args.endpoint)
         if endpoint is None:
-            parsed = parse_model(args.path, model_type=args.model_type, model_family=args.model_family,
+            parsed = parse_model(args.model_path, model_type=args.model_type, model_family=args.model_family,
                                  model_name=args.model_name)
         else:  # a server: parse where the files are (here when the path exists here)
-            parsed = parse_with(self._client_of(args), args.path, model_type=args.model_type,
+            parsed = parse_with(self._client_of(args), args.model_path, model_type=args.model_type,
                                 model_family=args.model_family, model_name=args.model_name, where_=args.parse_on)
         if args.name:
             self.shell.user_ns[args.name] = parsed
         return d.ParsedView(parsed)
-
-    def _generate_config(self, args) -> dict:
-        config: dict[str, Any] = {}
-        if args.max_tokens is not None:
-            config["max_tokens"] = args.max_tokens
-        if args.temperature is not None:
-            config["temperature"] = args.temperature
-        if not args.no_stream:
-            config["stream"] = True
-        return config
 
     def _prompt(self, args, cell) -> Optional[str]:
         text = args.prompt if args.prompt is not None else cell
@@ -408,9 +249,9 @@ class XinfMagics(Magics):
         uid = self._uid(args)
         prompt = self._prompt(args, cell)
         if prompt is None:
-            raise UsageError(self.parser.commands["generate"].format_usage(), "generate: give the prompt as the cell body (%%xinf "
-                             "generate UID) or with --prompt")
-        config = self._generate_config(args)
+            raise UsageError(self.parser.commands["generate"].format_usage(),
+                             "generate: give the prompt as the cell body (%%xinf generate UID) or with --prompt")
+        config = commands.generate_config(args)
         result = self._client_of(args).get_model(uid).generate(prompt, generate_config=config)
         if config.get("stream"):
             self.last = d.stream_chat(result, messages=[{"role": "user", "content": prompt}], title=uid)
@@ -424,16 +265,15 @@ class XinfMagics(Magics):
             self.conversations.pop(key, None)
             return d.Message(f"conversation with {uid!r} reset", "ok")
         history = self.conversations.setdefault(key, [])
-        if args.system and not history:
-            history.append({"role": "system", "content": args.system})
+        if args.system_prompt and not history:
+            history.append({"role": "system", "content": args.system_prompt})
         prompt = self._prompt(args, cell)
         if prompt is None:  # no message: show the conversation so far
             return d.ChatTranscript(history, title=f"conversation with {uid}")
         user = {"role": "user", "content": prompt}
-        config = self._generate_config(args)
-        kwargs = {"enable_thinking": True} if args.enable_thinking else {}
+        config = commands.generate_config(args)
         handle = self._client_of(args).get_model(uid)
-        result = handle.chat(history + [user], generate_config=config, **kwargs)
+        result = handle.chat(history + [user], generate_config=config, **commands.chat_kwargs(args))
         if config.get("stream"):
             view = d.stream_chat(result, messages=[user], title=uid)
         else:
@@ -448,7 +288,9 @@ class XinfMagics(Magics):
     def _do_serve(self, args, cell):
         import xinference_nb
 
-        server = xinference_nb.serve(host=args.host, port=args.port)
+        options = commands.serve_options(args)
+        options.update({k: v for k, v in (("api_key", args.api_key), ("log_level", args.log_level)) if v})
+        server = xinference_nb.serve(host=args.host, port=args.port, **options)
         url = getattr(server, "url", None) or (server if isinstance(server, str) else f"http://{args.host}:{args.port}")
         return d.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
 

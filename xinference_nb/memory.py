@@ -1,31 +1,30 @@
 """Memory: estimate a model's footprint from metadata before loading it, and probe free memory.
 
-Estimates read only headers: safetensors headers (or the index's ``total_size``), config.json
-(dtype, layers, heads) and GGUF metadata; weights are never loaded. The KV cache is counted for the
-whole context length.
+Estimates read only headers, through :mod:`xinference_nb.metadata` (the package's one reader of
+model files): safetensors headers (or the index's ``total_size``), config.json (dtype, layers,
+heads) and the GGUF header; weights are never loaded. The KV cache is counted for the whole context
+length. The metadata readers stay importable from here under their old names.
+
+"free" here is a probe (:func:`free_memory`: how many bytes are free); giving memory back after a
+model is closed is :func:`release_memory`.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .metadata.gguf import read_gguf
+from .metadata.gguf import split_parts_present as gguf_files  # the file and a split GGUF's other parts
+from .metadata.hf import read_config  # noqa: F401 - public here too
+from .metadata.safetensors import DTYPE_BYTES as SAFETENSORS_DTYPE_BYTES  # noqa: F401
+from .metadata.safetensors import read_safetensors_header  # noqa: F401
+from .metadata.weights import TORCH_DTYPE_BYTES, WEIGHT_SUFFIXES, config_dtype_bytes, safetensors_stats  # noqa: F401
+from .metadata.weights import weight_files_bytes
+
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-
-# bytes per element of safetensors dtypes
-SAFETENSORS_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1, "F4": 0.5, "F6_E2M3": 0.75,
-    "F6_E3M2": 0.75,
-}
-TORCH_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8,
-                     "float8_e4m3fn": 1, "float8_e5m2": 1, "int8": 1}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".h5")
 
 
 @dataclass
@@ -84,71 +83,19 @@ def format_bytes(n: Optional[float]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# reading metadata
+# reading metadata (through xinference_nb.metadata)
 # ----------------------------------------------------------------------------------------------
 
-def read_safetensors_header(file: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file (8-byte little-endian length, then JSON)."""
-    with open(file, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{file} is too short to be a safetensors file")
-        (length,) = struct.unpack("<Q", raw)
-        if length > 100 * MiB:
-            raise ValueError(f"{file}: implausible safetensors header length {length}")
-        return json.loads(fh.read(length))
-
-
-def safetensors_stats(folder: Path) -> Optional[tuple[int, int]]:
-    """(parameter count, stored bytes) from the safetensors headers of a folder, or None if it has none.
-    Falls back to the index's ``metadata.total_size`` when the shards' headers cannot be read."""
-    files = sorted(folder.glob("*.safetensors"))
-    params = stored = 0
-    ok = False
-    for file in files:
-        try:
-            header = read_safetensors_header(file)
-        except (OSError, ValueError):
-            continue
-        for name, info in header.items():
-            if name == "__metadata__" or not isinstance(info, dict):
-                continue
-            numel = 1
-            for d in info.get("shape", []):
-                numel *= int(d)
-            params += numel
-            begin, end = (info.get("data_offsets") or [0, 0])[:2]
-            stored += int(end) - int(begin)
-        ok = True
-    if ok:
-        return params, stored
-    for index in folder.glob("*.safetensors.index.json"):
-        try:
-            total = json.loads(index.read_text())["metadata"]["total_size"]
-            return 0, int(total)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    text_cfg = cfg.get("text_config")
-    if isinstance(text_cfg, dict):  # multimodal configs keep the LLM part here
-        merged = dict(text_cfg)
-        merged.update({k: v for k, v in cfg.items() if k not in merged})
-        return merged
-    return cfg
+def _dtype_bytes(dtype: Any) -> Optional[float]:
+    """Bytes per element of a dtype name ("bfloat16", "torch.float16") or torch dtype; None for "auto"/unknown."""
+    if dtype is None:
+        return None
+    return TORCH_DTYPE_BYTES.get(str(dtype).replace("torch.", ""))
 
 
 def _config_dtype_bytes(cfg: dict[str, Any]) -> Optional[float]:
-    dtype = cfg.get("dtype") or cfg.get("torch_dtype")
-    if isinstance(dtype, str):
-        return TORCH_DTYPE_BYTES.get(dtype.replace("torch.", ""))
-    return None
+    found = config_dtype_bytes(cfg)
+    return found[0] if found else None
 
 
 def kv_cache_bytes(layers: Optional[int], kv_heads: Optional[int], head_dim: Optional[int], context: Optional[int],
@@ -158,29 +105,15 @@ def kv_cache_bytes(layers: Optional[int], kv_heads: Optional[int], head_dim: Opt
     return int(2 * layers * kv_heads * head_dim * context * bytes_per_value)
 
 
-def weight_files_bytes(path: Path) -> int:
-    """Sum of the weight files under a folder (or the size of one file)."""
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            if name.endswith(WEIGHT_SUFFIXES):
-                try:
-                    total += (Path(root) / name).stat().st_size
-                except OSError:
-                    pass
-    return total
-
-
 # ----------------------------------------------------------------------------------------------
 # estimates
 # ----------------------------------------------------------------------------------------------
 
-def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_length: Optional[int] = None
-                    ) -> MemoryEstimate:
-    """A Hugging Face causal LM folder: weights in the dtype they load in (or 4-bit / 8-bit with
-    bitsandbytes) + the KV cache for ``context_length`` + a small overhead."""
+def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_length: Optional[int] = None,
+                    dtype: Any = None) -> MemoryEstimate:
+    """A Hugging Face causal LM folder: weights in the dtype they load in (``dtype`` as given to the
+    launch, else config.json's; or 4-bit / 8-bit with bitsandbytes) + the KV cache for
+    ``context_length`` + a small overhead."""
     folder = Path(folder)
     cfg = read_config(folder)
     stats = safetensors_stats(folder)
@@ -192,7 +125,7 @@ def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_le
         stored = weight_files_bytes(folder)
         params = 0
         source = "weight file sizes"
-    dtype_bytes = _config_dtype_bytes(cfg) or 4.0
+    dtype_bytes = _dtype_bytes(dtype) or _config_dtype_bytes(cfg) or 4.0
     if not params and stored:
         params = int(stored / dtype_bytes)
     pre_quantized = isinstance(cfg.get("quantization_config"), dict)
@@ -221,54 +154,25 @@ def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_le
 
 
 def gguf_metadata(file: Path, keys: Optional[set[str]] = None) -> dict[str, Any]:
-    """Scalar and string metadata of a GGUF file (arrays other than short ones are skipped)."""
-    from gguf import GGUFReader  # memory-maps the file: reads only what is touched
-
-    reader = GGUFReader(str(file), "r")
-    out: dict[str, Any] = {}
-    for name, fld in reader.fields.items():
-        if keys is not None and name not in keys and not any(name.endswith(k) for k in keys):
-            continue
-        try:
-            if not fld.data:
-                continue
-            if len(fld.types) == 1 and fld.types[0].name == "STRING":
-                out[name] = bytes(fld.parts[fld.data[0]]).decode("utf-8", errors="replace")
-            elif len(fld.types) == 1:
-                out[name] = fld.parts[fld.data[0]].tolist()[0]
-        except Exception:  # pragma: no cover - odd field types are not needed here
-            continue
-    return out
-
-
-def gguf_files(file: Path) -> list[Path]:
-    """The file and, for split GGUFs (``-00001-of-00003.gguf``), its sibling parts."""
-    m = re.match(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$", file.name)
-    if not m:
-        return [file]
-    parts = sorted(file.parent.glob(f"{m.group(1)}-*-of-{m.group(3)}.gguf"))
-    return parts or [file]
+    """Scalar and string metadata of a GGUF file (arrays left out), optionally only the ``keys`` (a
+    key, or the end of one such as ".context_length"). Read by :func:`metadata.read_gguf`."""
+    raw = read_gguf(Path(file)).raw
+    if keys is None:
+        return dict(raw)
+    return {k: v for k, v in raw.items() if k in keys or any(k.endswith(e) for e in keys)}
 
 
 def estimate_gguf(file: Path, n_ctx: Optional[int] = None) -> MemoryEstimate:
-    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from metadata)."""
+    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from the header)."""
     file = Path(file)
-    weights = sum(p.stat().st_size for p in gguf_files(file) if p.exists())
+    weights = sum(p.stat().st_size for p in gguf_files(file))
     kv = 0
     notes = []
     try:
-        meta = gguf_metadata(file, {"general.architecture", ".block_count", ".attention.head_count",
-                                    ".attention.head_count_kv", ".embedding_length", ".attention.key_length",
-                                    ".context_length"})
-        arch = meta.get("general.architecture", "llama")
-        layers = meta.get(f"{arch}.block_count")
-        heads = meta.get(f"{arch}.attention.head_count")
-        kv_heads = meta.get(f"{arch}.attention.head_count_kv") or heads
-        hidden = meta.get(f"{arch}.embedding_length")
-        head_dim = meta.get(f"{arch}.attention.key_length") or (hidden // heads if hidden and heads else None)
-        known = [c for c in (n_ctx, meta.get(f"{arch}.context_length")) if c]
+        info = read_gguf(file)
+        known = [c for c in (n_ctx, info.context_length) if c]
         context = min(known) if known else None
-        kv = kv_cache_bytes(layers, kv_heads, head_dim, context, 2)
+        kv = kv_cache_bytes(info.block_count, info.head_count_kv or info.head_count, info.head_dim, context, 2)
     except Exception as exc:  # metadata is a bonus; the file size is the main part
         notes.append(f"GGUF metadata unreadable ({type(exc).__name__}); KV cache not counted")
     return MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, overhead_bytes=int(weights * 0.02) + 32 * MiB,
@@ -282,9 +186,10 @@ def estimate_files(path: Path) -> MemoryEstimate:
 
 
 def estimate_model(path: Optional[Path], model_type: str, model_format: Optional[str] = None,
-                   quantization: Optional[str] = None, context_length: Optional[int] = None
-                   ) -> Optional[MemoryEstimate]:
-    """The estimate for a model about to be launched, or None when its files are not local."""
+                   quantization: Optional[str] = None, context_length: Optional[int] = None,
+                   dtype: Any = None) -> Optional[MemoryEstimate]:
+    """The estimate for a model about to be launched, or None when its files are not local.
+    ``dtype`` is the launch's dtype / torch_dtype option (Hugging Face LLM folders)."""
     if path is None or not Path(path).exists():
         return None
     path = Path(path)
@@ -294,7 +199,7 @@ def estimate_model(path: Optional[Path], model_type: str, model_format: Optional
                 return estimate_gguf(path, context_length)
             return estimate_files(path)
         if path.is_dir():
-            return estimate_hf_llm(path, quantization, context_length)
+            return estimate_hf_llm(path, quantization, context_length, dtype)
     return estimate_files(path)
 
 
@@ -361,9 +266,25 @@ def release_memory() -> None:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover
             pass
-    try:  # glibc: hand freed heap pages back to the OS so RSS drops
-        import ctypes
+    trim_heap()
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except Exception:
-        pass
+
+_malloc_trim: Any = None  # libc's malloc_trim once looked up; False where there is none (not glibc)
+
+
+def trim_heap() -> bool:
+    """glibc: hand the C heap's free pages back to the OS (``malloc_trim(0)``, every arena), so RSS
+    drops to what is in use. Freed tensors of varying shapes otherwise stay resident as fragments,
+    and a server's RSS creeps up batch after batch. A few ms on a large heap; False where not glibc."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim is False:
+        return False
+    _malloc_trim(0)
+    return True

@@ -18,8 +18,7 @@ import os
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import quote
 
-from .errors import (EngineUnavailable, FieldIssue, InferenceError, LaunchError, ModelNotFound, ParseError,
-                     RegistryError, SpecError, XinfError)
+from .errors import EngineUnavailable, FieldIssue, InferenceError, LaunchError, SpecError, XinfError, error_class
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 ENDPOINT_ENV = "XINFERENCE_NB_ENDPOINT"
@@ -37,15 +36,8 @@ class ServerUnreachable(RemoteError):
     """No server answered at the endpoint."""
 
 
-_KINDS: dict[str, type[XinfError]] = {
-    "SpecError": SpecError, "RegistryError": RegistryError, "ModelNotFound": ModelNotFound,
-    "ParseError": ParseError, "EngineUnavailable": EngineUnavailable, "LaunchError": LaunchError,
-    "InferenceError": InferenceError,
-}
-
-
 def _make_error(kind: str, detail: str, status: int, issues_header: Optional[str] = None) -> XinfError:
-    cls = _KINDS.get(kind)
+    cls = error_class(kind)  # the one table of wire names (xinference_nb.errors.WIRE_ERRORS)
     if cls is SpecError:
         issues: list[FieldIssue] = []
         if issues_header:
@@ -380,9 +372,14 @@ class RemoteClient:
         return self._http.json("GET", path)
 
     def get_model(self, model_uid: str) -> "RemoteModelHandle":
+        """The handle class the model-type table names for the model's type (RemoteFlexibleHandle for
+        a type it does not know)."""
+        from .model_types import find_model_type
+
         desc = self.describe_model(model_uid)
         model_type = desc.get("model_type", "LLM")
-        cls = _HANDLES.get(model_type, RemoteFlexibleHandle)
+        row = find_model_type(model_type)
+        cls: type[RemoteModelHandle] = globals()[row.remote_handle] if row is not None else RemoteFlexibleHandle
         return cls(self._http, model_uid, model_type, desc)
 
 
@@ -406,6 +403,12 @@ class RemoteModelHandle:
     def describe(self) -> dict[str, Any]:
         return self._http.json("GET", f"/v1/models/{_q(self.model_uid)}")
 
+    def _route(self, method: str) -> str:
+        """The REST route of one of this handle's methods, from the model-type table."""
+        from .model_types import model_type
+
+        return model_type(type(self).model_type).routes[method]
+
 
 class RemoteLLMHandle(RemoteModelHandle):
     model_type = "LLM"
@@ -415,8 +418,8 @@ class RemoteLLMHandle(RemoteModelHandle):
         body: dict[str, Any] = {"model": self.model_uid, "prompt": prompt}
         body.update(generate_config or {})
         if body.get("stream"):
-            return self._http.stream_sse("/v1/completions", body)
-        return self._http.json("POST", "/v1/completions", json=body)
+            return self._http.stream_sse(self._route("generate"), body)
+        return self._http.json("POST", self._route("generate"), json=body)
 
     def chat(self, messages: Union[str, list[dict[str, Any]]], tools: Optional[list[dict[str, Any]]] = None,
              enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
@@ -432,8 +435,8 @@ class RemoteLLMHandle(RemoteModelHandle):
             kw["enable_thinking"] = enable_thinking
             body["chat_template_kwargs"] = kw
         if body.get("stream"):
-            return self._http.stream_sse("/v1/chat/completions", body)
-        return self._http.json("POST", "/v1/chat/completions", json=body)
+            return self._http.stream_sse(self._route("chat"), body)
+        return self._http.json("POST", self._route("chat"), json=body)
 
 
 class RemoteEmbeddingHandle(RemoteModelHandle):
@@ -442,7 +445,13 @@ class RemoteEmbeddingHandle(RemoteModelHandle):
     def create_embedding(self, input: Any, **kwargs: Any) -> dict[str, Any]:  # noqa: A002
         body = {"model": self.model_uid, "input": input}
         body.update(kwargs)
-        return self._http.json("POST", "/v1/embeddings", json=body)
+        return self._http.json("POST", self._route("create_embedding"), json=body)
+
+    def convert_ids_to_tokens(self, input: Any, **kwargs: Any) -> Any:  # noqa: A002
+        """Token ids → token strings (a list of ids → a list of str; a list of lists → a list of lists)."""
+        body = {"model": self.model_uid, "input": input}
+        body.update(kwargs)
+        return self._http.json("POST", self._route("convert_ids_to_tokens"), json=body)
 
 
 class RemoteRerankHandle(RemoteModelHandle):
@@ -454,7 +463,42 @@ class RemoteRerankHandle(RemoteModelHandle):
         body = {"model": self.model_uid, "documents": documents, "query": query, "top_n": top_n,
                 "max_chunks_per_doc": max_chunks_per_doc, "return_documents": return_documents,
                 "return_len": return_len, "kwargs": json.dumps(kwargs)}
-        return self._http.json("POST", "/v1/rerank", json=body)
+        return self._http.json("POST", self._route("rerank"), json=body)
+
+
+def _upload_bytes(value: Any, field: str) -> bytes:
+    """An image argument as the bytes to upload: bytes, a PIL image (sent as PNG), a path to an image
+    file, or base64 image data (a ``data:image/...`` URI too): the forms the in-kernel engine takes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if hasattr(value, "save") and hasattr(value, "mode"):  # a PIL image
+        import io
+
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue()
+    if isinstance(value, (str, os.PathLike)):
+        text = str(value)
+        if os.path.isfile(text):
+            with open(text, "rb") as f:
+                return f.read()
+        import base64
+        import binascii
+
+        if text.startswith("data:") and "," in text:
+            text = text.split(",", 1)[1]
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise InferenceError(f"{field}: {text[:60]!r} is neither an image file on this machine nor base64 "
+                                 "image data") from None
+    raise InferenceError(f"{field} must be image bytes, a PIL image, a file path or base64 data, got "
+                         f"{type(value).__name__}")
+
+
+def _form(fields: dict[str, Any]) -> dict[str, str]:
+    """Multipart form fields: None left out, numbers as text."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
 
 
 class RemoteImageHandle(RemoteModelHandle):
@@ -464,7 +508,37 @@ class RemoteImageHandle(RemoteModelHandle):
                       **kwargs: Any) -> dict[str, Any]:
         body = {"model": self.model_uid, "prompt": prompt, "n": n, "size": size,
                 "response_format": response_format, "kwargs": json.dumps(kwargs)}
-        return self._http.json("POST", "/v1/images/generations", json=body)
+        return self._http.json("POST", self._route("text_to_image"), json=body)
+
+    def _images(self, method: str, files: list[tuple[str, Any]], prompt: Any, negative_prompt: Optional[str],
+                n: int, size: Optional[str], response_format: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = _form({"model": self.model_uid, "negative_prompt": negative_prompt, "n": n,
+                                        "size": size, "response_format": response_format,
+                                        "kwargs": json.dumps(kwargs) if kwargs else None})
+        if isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
+            fields["prompt"] = list(prompt)  # one form field per prompt
+        elif isinstance(prompt, str):
+            fields["prompt"] = prompt
+        elif prompt is not None:
+            raise InferenceError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        uploads = [(name, (name, _upload_bytes(value, name), "application/octet-stream")) for name, value in files]
+        return self._http.json("POST", self._route(method), data=fields, files=uploads)
+
+    def image_to_image(self, image: Any, prompt: str, negative_prompt: Optional[str] = None, n: int = 1,
+                       size: Optional[str] = None, response_format: str = "url", **kwargs: Any) -> dict[str, Any]:
+        """A new image from ``image`` and ``prompt`` (a list of images sends each as ``image``)."""
+        images = image if isinstance(image, list) else [image]
+        if not images:
+            raise InferenceError("image: the list of images is empty; pass at least one image")
+        return self._images("image_to_image", [("image", i) for i in images], prompt, negative_prompt, n, size,
+                            response_format, kwargs)
+
+    def inpainting(self, image: Any, mask_image: Any, prompt: str, negative_prompt: Optional[str] = None,
+                   n: int = 1, size: Optional[str] = None, response_format: str = "url",
+                   **kwargs: Any) -> dict[str, Any]:
+        """Repaint the white parts of ``mask_image`` in ``image`` after ``prompt``."""
+        return self._images("inpainting", [("image", image), ("mask_image", mask_image)], prompt, negative_prompt,
+                            n, size, response_format, kwargs)
 
 
 class RemoteAudioHandle(RemoteModelHandle):
@@ -475,12 +549,11 @@ class RemoteAudioHandle(RemoteModelHandle):
         body = {"model": self.model_uid, "input": input, "voice": voice, "response_format": response_format,
                 "speed": speed, "stream": stream, "kwargs": json.dumps(kwargs)}
         if stream:
-            return self._http.stream_bytes("/v1/audio/speech", body)
-        return self._http.request("POST", "/v1/audio/speech", json=body).content
+            return self._http.stream_bytes(self._route("speech"), body)
+        return self._http.request("POST", self._route("speech"), json=body).content
 
-    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
-                       response_format: str = "json", temperature: float = 0,
-                       timestamp_granularities: Optional[list[str]] = None) -> Any:
+    def _recognize(self, method: str, audio: bytes, language: Optional[str], prompt: Optional[str],
+                   response_format: str, temperature: float, timestamp_granularities: Optional[list[str]]) -> Any:
         data: dict[str, Any] = {"model": self.model_uid, "response_format": response_format,
                                 "temperature": str(temperature)}
         if language:
@@ -489,11 +562,24 @@ class RemoteAudioHandle(RemoteModelHandle):
             data["prompt"] = prompt
         if timestamp_granularities:
             data["timestamp_granularities[]"] = list(timestamp_granularities)
-        resp = self._http.request("POST", "/v1/audio/transcriptions", data=data,
+        resp = self._http.request("POST", self._route(method), data=data,
                                   files={"file": ("audio", bytes(audio), "application/octet-stream")})
         if resp.headers.get("content-type", "").startswith("application/json"):
             return resp.json()
         return resp.text
+
+    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                       response_format: str = "json", temperature: float = 0,
+                       timestamp_granularities: Optional[list[str]] = None) -> Any:
+        return self._recognize("transcriptions", audio, language, prompt, response_format, temperature,
+                               timestamp_granularities)
+
+    def translations(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                     response_format: str = "json", temperature: float = 0,
+                     timestamp_granularities: Optional[list[str]] = None) -> Any:
+        """Speech in any language → English text (Whisper models)."""
+        return self._recognize("translations", audio, language, prompt, response_format, temperature,
+                               timestamp_granularities)
 
 
 class RemoteFlexibleHandle(RemoteModelHandle):
@@ -502,10 +588,4 @@ class RemoteFlexibleHandle(RemoteModelHandle):
     def infer(self, *args: Any, **kwargs: Any) -> Any:
         body: dict[str, Any] = {"model": self.model_uid, "args": list(args)}
         body.update(kwargs)
-        return self._http.json("POST", "/v1/flexible/infers", json=body)
-
-
-_HANDLES: dict[str, type[RemoteModelHandle]] = {
-    "LLM": RemoteLLMHandle, "embedding": RemoteEmbeddingHandle, "rerank": RemoteRerankHandle,
-    "image": RemoteImageHandle, "audio": RemoteAudioHandle, "flexible": RemoteFlexibleHandle,
-}
+        return self._http.json("POST", self._route("infer"), json=body)

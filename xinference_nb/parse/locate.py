@@ -106,7 +106,7 @@ def locate(path_or_id: Union[str, os.PathLike]) -> Located:
     else:
         path = Path(text).expanduser()
     if not path.exists():
-        if not text.startswith("file://") and HUB_ID.match(text) and not text.startswith((".", "~")):
+        if not text.startswith("file://") and HUB_ID.fullmatch(text) and not text.startswith((".", "~")):
             return _from_hub(text, raw)
         raise ParseError(f"{_abspath(path)}: no such file or folder; pass the model's folder, its .gguf file, a "
                          "file:// URI or a hub id already in the local Hugging Face cache")

@@ -2,7 +2,6 @@
 memory estimate against free memory, launch with a progress bar."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -12,31 +11,22 @@ import ipywidgets as W
 from ..display import LaunchedModel
 from ..display._html import esc, human_bytes
 from ..errors import XinfError
+from ..metadata.weights import weight_files_bytes
+from ..model_types import find_model_type, type_names
 from ._common import default_client, is_remote, status_html
 
-TYPES = ["LLM", "embedding", "rerank", "image", "audio", "flexible"]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx")
+TYPES = type_names()
 
 
 def files_size(path: Optional[str]) -> Optional[int]:
-    """Bytes of the weight files at a local path (a file, or a folder searched recursively)."""
+    """Bytes of the weight files at a local path (a file, or a folder searched recursively), None
+    when there are none; the same count as the manager's estimate (metadata.weight_files_bytes)."""
     if not path:
         return None
     p = Path(path[7:] if path.startswith("file://") else path)
-    if p.is_file():
-        return p.stat().st_size
-    if not p.is_dir():
+    if not p.exists():
         return None
-    total = 0
-    for root, _, files in os.walk(p):
-        total += sum((Path(root) / f).stat().st_size for f in files if f.endswith(WEIGHT_SUFFIXES))
-    return total or None
-
-
-def free_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
+    return weight_files_bytes(p) or None
 
 
 def _set_options(dropdown: W.Dropdown, options: list) -> None:
@@ -100,9 +90,17 @@ class LaunchForm(W.VBox):
         self.status.value = status_html(text, level)
 
     # ------------------------------------------------------------------ choices
+    def _show_type_fields(self) -> None:
+        """Show the spec choices (format / size / quantization) only for types whose documents have them."""
+        row = find_model_type(self.model_type.value)
+        shown = set(row.launch_fields) if row is not None else set()
+        for name in ("model_format", "size", "quantization"):
+            getattr(self, name).layout.display = None if name in shown else "none"
+
     def refresh(self, select: Optional[str] = None) -> None:
         """Reload the registrations of the chosen type (custom ones first)."""
         self._engines_cache.clear()
+        self._show_type_fields()
         try:
             rows = self.client.list_model_registrations(self.model_type.value)
         except XinfError as exc:
@@ -243,7 +241,9 @@ class LaunchForm(W.VBox):
                                  "loads the files; it checks its own memory at launch</span>")
             return
         est = self.estimate()
-        free = free_memory()
+        from ..memory import free_ram_bytes
+
+        free = free_ram_bytes()
         if est is None:
             self.memory.value = f"<span style='font-size:12px'>memory: unknown (no local files) · free {human_bytes(free)}</span>"
             return

@@ -10,11 +10,12 @@ import ipywidgets as W
 from ..display import flatten_document
 from ..display._html import esc
 from ..errors import FieldIssue, SpecError, XinfError
+from ..model_types import type_names
 from ..parse.where import is_remote, parse_where, parse_with
 from ._common import FieldEditor, default_client, status_html
 
 HIDDEN = ("version", "is_builtin", "virtualenv", "cache_config", "featured", "updated_at")
-TYPES = ["auto", "LLM", "embedding", "rerank", "image", "audio", "flexible"]
+TYPES = ["auto", *type_names()]
 SAMPLE_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
                    {"role": "user", "content": "Hello! What can you do?"}]
 

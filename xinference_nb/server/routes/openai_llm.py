@@ -1,0 +1,54 @@
+"""OpenAI's LLM routes: /v1/completions and /v1/chat/completions, streamed as SSE on request.
+
+A model takes ``settings.llm_concurrency`` calls at a time (``deps.llm_slots``); a streamed call holds
+its slot until generation ends (the SSE producer releases it), not until the reader has read it all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ...chat import tool_calls_in_final_chunk
+from ..bodies import ChatBody, CompletionBody, request_fields
+from ..deps import ClientDep, StateDep, call_model, handle_for, llm_slots
+from ..openai import generate_config, single_prompt
+from ..sse import sse_response
+
+router = APIRouter(tags=["openai"])
+
+
+async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, cfg: dict[str, Any], **kw: Any):
+    """``handle.<method>(first, generate_config=cfg, **kw)`` in one of the model's LLM slots: the
+    result, or an SSE response for a stream."""
+    sem = llm_slots(state, uid)
+    await sem.acquire()
+    try:
+        result = await call_model(uid, getattr(handle, method), first, generate_config=cfg, **kw)
+    except BaseException:
+        sem.release()
+        raise
+    if cfg.get("stream") and not isinstance(result, dict):
+        if method == "chat":  # Xinference's wire shape: a stream's tool calls in its final chunk
+            result = tool_calls_in_final_chunk(result)
+        return sse_response(result, release=sem.release, counters=state, name=uid)  # the producer releases sem
+    sem.release()
+    return result
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, body: CompletionBody, client: ClientDep, state: StateDep):
+    handle = await handle_for(client, body.model, "generate", "/v1/completions")
+    prompt = single_prompt(body.prompt)
+    cfg, _ = generate_config(request_fields(body), ("model", "prompt"))
+    return await llm_call(state, body.model, handle, "generate", prompt, cfg)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, body: ChatBody, client: ClientDep, state: StateDep):
+    handle = await handle_for(client, body.model, "chat", "/v1/chat/completions")
+    cfg, enable_thinking = generate_config(request_fields(body), ("model", "messages", "tools"))
+    kw: dict[str, Any] = {"tools": body.tools}
+    if enable_thinking is not None:
+        kw["enable_thinking"] = enable_thinking
+    return await llm_call(state, body.model, handle, "chat", body.messages, cfg, **kw)
