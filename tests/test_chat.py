@@ -132,9 +132,19 @@ def test_generate_config_validation():
         parse_generate_config({"max_new_tokens": 5})
     assert "'max_new_tokens'" in str(err.value) and "max_tokens" in str(err.value) and "top_k" in str(err.value)
     for bad in ({"max_tokens": 0}, {"max_tokens": "5"}, {"temperature": -1}, {"top_p": 2}, {"stop": [1]},
-                {"stream": "yes"}, {"seed": 1.5}):
-        with pytest.raises(InferenceError):
+                {"stream": "yes"}, {"seed": 1.5}, {"max_tokens": True}, {"temperature": float("nan")},
+                {"temperature": float("inf")}, {"top_p": True}, {"top_k": -2}, {"repetition_penalty": 0},
+                {"repetition_penalty": float("nan")}, {"seed": 2**70}, {"seed": -1}, {"seed": False},
+                {"stream_options": "x"}, {"stream": True, "stream_options": {"include_usage": 1}},
+                {"stream": True, "stream_options": {"chunk": 1}}, {"stream_options": {"include_usage": True}}):
+        with pytest.raises(InferenceError) as err:
             parse_generate_config(bad)
+        assert repr(list(bad)[-1]) in str(err.value)
+    with pytest.raises(InferenceError, match="must be a dict"):
+        parse_generate_config([])
+    params, stream = parse_generate_config({"repetition_penalty": 1.3, "stream": True,
+                                            "stream_options": {"include_usage": False}})
+    assert params.repetition_penalty == 1.3 and stream and not params.include_usage
     fmt = ChatFormat(stop=["<|im_end|>"], stop_token_ids=[3])
     params, _ = parse_generate_config({"stop": ["A"]}, fmt)
     assert params.stop == ["A", "<|im_end|>"] and params.stop_token_ids == [3]
@@ -355,6 +365,32 @@ def test_handle_stop_and_shapes(scripted):
     manager.terminate_model("scripted")
     with pytest.raises(ModelNotFound, match="terminated"):
         handle.chat("hi")
+
+
+def test_handle_validates_messages_and_stream_options(scripted):
+    _, install = scripted
+    handle = install("Hello")
+    for messages, field in (([{"content": "x"}], "messages[0].role"),
+                            ([{"role": 1, "content": "x"}], "messages[0].role"),
+                            ([{"role": "user", "content": 3}], "messages[0].content"),
+                            ([{"role": "user", "content": "a"}, {"role": "user", "content": {"a": 1}}],
+                             "messages[1].content"),
+                            ([{"role": "user"}], "messages[0].content")):
+        with pytest.raises(InferenceError) as err:
+            handle.chat(messages)
+        assert field in str(err.value)
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    with pytest.raises(InferenceError, match=r"messages\[0\]\.content\[0\].*'vision' ability.*abilities chat"):
+        handle.chat([{"role": "user", "content": [image]}])
+    calls = [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    ok = [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": calls},
+          {"role": "tool", "content": "1", "tool_call_id": "1"}]
+    tolerant = install("Hello", uid="tolerant", template="{% for m in messages %}{{ m.content or '' }}{% endfor %}")
+    assert tolerant.chat(ok)["choices"][0]["message"]["content"] == "Hello"
+    chunks = list(handle.chat("q", generate_config={"stream": True, "stream_options": {"include_usage": False}}))
+    assert "usage" not in chunks[-1] and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    chunks = list(handle.generate("q", {"stream": True, "stream_options": {"include_usage": True}}))
+    assert chunks[-1]["usage"]["completion_tokens"] == 5
 
 
 def test_handle_enable_thinking_reaches_template(scripted):

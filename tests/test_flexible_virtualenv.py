@@ -107,7 +107,9 @@ def _worker_pids():
 
 def test_model_in_its_own_virtualenv(local_package_dir, nb_home):
     assert importlib.util.find_spec("xnb_tiny_pkg") is None, "the kernel must not have the venv-only package"
-    venv_settings = {"packages": [str(local_package_dir)], "inherit_pip_config": False, "no_build_isolation": True}
+    # a local package is a requirement with a direct reference, never a bare path (see test_security.py, item 1)
+    venv_settings = {"packages": [f"xnb-tiny-pkg @ {local_package_dir.as_uri()}"], "inherit_pip_config": False,
+                     "no_build_isolation": True}
     doc = flexible_doc("tiny-pkg-model", "xinference_nb.engines.flexible.python_callable",
                        {"callable": "xnb_tiny_pkg:shout"}, virtualenv=venv_settings)
     before = _worker_pids()
@@ -139,9 +141,31 @@ def test_model_in_its_own_virtualenv(local_package_dir, nb_home):
 def test_virtualenv_install_failure_keeps_log(tmp_path, nb_home):
     missing = tmp_path / "no-such-package-folder"
     doc = flexible_doc("broken-venv", "xinference_nb.engines.flexible.python_callable", {"callable": "json:dumps"},
-                       virtualenv={"packages": [str(missing)], "inherit_pip_config": False})
+                       virtualenv={"packages": [f"no-such-package @ {missing.as_uri()}"], "inherit_pip_config": False})
     with pytest.raises(LaunchError, match="install.log") as info:
         launch("flexible", doc)
     assert str(missing) in str(info.value)
     log = nb_home / "virtualenv" / "broken-venv" / "install.log"
     assert log.is_file() and str(missing) in log.read_text()
+
+
+def test_enable_virtual_env_and_envs_are_applied(nb_home):
+    """enable_virtual_env=True runs the model in its own process even without packages, and envs sets
+    that process's environment (not the kernel's); envs without a virtualenv is an error, never dropped."""
+    import os
+
+    from xinference_nb.errors import LaunchOptionError
+
+    doc = flexible_doc("env-reader", "xinference_nb.engines.flexible.python_callable", {"callable": "os:getenv"})
+    assert "XNB_TEST_ENV" not in os.environ
+    with pytest.raises(LaunchOptionError, match="envs") as err:
+        launch("flexible", doc, envs={"XNB_TEST_ENV": "from-envs"})
+    assert err.value.fields == ["envs"]
+    before = _worker_pids()
+    uid, h = launch("flexible", doc, enable_virtual_env=True, envs={"XNB_TEST_ENV": "from-envs"})
+    try:
+        assert h.infer(key="XNB_TEST_ENV") == "from-envs"
+        assert len(_worker_pids() - before) == 1
+        assert "XNB_TEST_ENV" not in os.environ
+    finally:
+        terminate(uid, h)

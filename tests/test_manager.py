@@ -86,11 +86,11 @@ def test_launch_request_resolution(manager, fake_loader, tiny_llama_dir, tmp_pat
     _register("reso", [_pytorch(tmp_path / "elsewhere-not-used", model_size_in_billions=1),
                        _pytorch(tiny_llama_dir, model_size_in_billions=2)])
     uid = manager.launch_model("reso", model_size_in_billions=2, model_engine="Transformers", n_gpu=None,
-                               trust_remote_code=True, foo="bar", show_progress=False, check_memory=True)
+                               trust_remote_code=True, show_progress=False, check_memory=True)
     assert uid == "reso"
     req = fake_loader[-1].request
     assert req.model_path == tiny_llama_dir and req.model_format == "pytorch" and req.quantization == "none"
-    assert req.options == {"trust_remote_code": True, "foo": "bar"}       # ours popped, the rest untouched
+    assert req.options == {"trust_remote_code": True}       # ours popped, the engine's untouched
     assert req.device.device_map == "cpu" and not req.device.uses_cuda
     assert req.model_spec.model_size_in_billions == 2 and req.model_uid == uid
     desc = manager.describe_model(uid)
@@ -261,6 +261,9 @@ def test_virtualenv_branch(manager, fake_loader, monkeypatch, tiny_llama_dir):
         return FakeModel(request)
 
     fake.load_in_virtualenv = load_in_virtualenv
+    import xinference_nb.engines.virtualenv as real
+
+    fake.venv_packages = real.venv_packages   # the package check stays real
     monkeypatch.setitem(sys.modules, "xinference_nb.engines.virtualenv", fake)
     _register("venv-llm", [_pytorch(tiny_llama_dir)], virtualenv={"packages": ["some-pkg==1.0"]})
     manager.launch_model("venv-llm", model_uid="v1", show_progress=False)
@@ -385,6 +388,17 @@ def test_memory_estimates(tiny_llama_dir, tiny_gguf_file):
     with pytest.raises(ValueError, match="8GiB"):
         parse_bytes("lots")
     assert format_bytes(3 * 2 ** 20) == "3.0 MiB"
+
+
+def test_estimate_follows_the_launch_dtype(manager, fake_loader, tiny_llama_dir):
+    fp32 = estimate_hf_llm(tiny_llama_dir, "none", 1024)
+    bf16 = estimate_hf_llm(tiny_llama_dir, "none", 1024, dtype="bfloat16")
+    assert bf16.weights_bytes * 2 == fp32.weights_bytes and bf16.kv_cache_bytes * 2 == fp32.kv_cache_bytes
+    assert estimate_hf_llm(tiny_llama_dir, "none", 1024, dtype="auto").total_bytes == fp32.total_bytes
+    uid = manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), torch_dtype="torch.float16",
+                               context_length=1024, show_progress=False)
+    assert manager.describe_model(uid)["memory_estimate_bytes"] == \
+        estimate_hf_llm(tiny_llama_dir, "none", 1024, dtype="float16").total_bytes
 
 
 def test_refuses_when_it_cannot_fit(manager, fake_loader, monkeypatch, tiny_llama_dir):

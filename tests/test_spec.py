@@ -52,6 +52,15 @@ def test_size_keeps_the_form_written(size):
     assert type(out["model_specs"][0]["model_size_in_billions"]) is type(size)
 
 
+@pytest.mark.parametrize("size", ["7\n", "0_5\n", "0_0", "abc", -1, 0, True])
+def test_bad_sizes_name_the_field(size):
+    doc = seed("llm")
+    doc["model_specs"][0]["model_size_in_billions"] = size
+    with pytest.raises(SpecError) as err:
+        load_spec("LLM", doc)
+    assert err.value.fields == ["model_specs[0].model_size_in_billions"]
+
+
 def test_size_conversions():
     assert size_to_float("0_5") == 0.5
     assert size_to_float("1_5") == 1.5
@@ -92,7 +101,9 @@ def test_good_names(name):
 
 
 @pytest.mark.parametrize("name", ["", "-x", ".x", "_x", "a/b", "a\\b", "a b", "a+b", "a?b", "a%b", "a#b", "a&b",
-                                  "a=b", "..", "a..b", "../x", "x" * 201, "ünï"])
+                                  "a=b", "..", "a..b", "../x", "x" * 201, "ünï",
+                                  # the whole string must match: "$" alone lets a trailing newline through
+                                  "abc\n", "abc\r\n", "a\nb", "abc\x00", "\nabc"])
 def test_bad_names_name_the_field(name):
     doc = seed("embedding")
     doc["model_name"] = name

@@ -101,6 +101,8 @@ def render_chat_template(template: str, messages: list[dict[str, Any]], tools: O
                                **special_tokens)
     except TemplateError as exc:
         raise InferenceError(f"the chat template refused these messages: {exc}") from None
+    except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError) as exc:
+        raise InferenceError(f"the chat template failed on these messages: {type(exc).__name__}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,33 +113,16 @@ TOOL_CALL_TAGS = ("<tool_call>", "</tool_call>")
 
 
 def read_own_chat_template(path: Optional[Path]) -> Optional[str]:
-    """The chat template shipped with a Hugging Face model folder: ``chat_template.jinja``
-    (transformers 5 layout), ``chat_template.json``, else the ``chat_template`` key of
-    ``tokenizer_config.json`` (a string, or a list of named templates: "default" wins)."""
+    """The chat template shipped with a Hugging Face model folder, found the way parse finds it
+    (:func:`metadata.hf.chat_template`: ``chat_template.jinja``, ``chat_template.json``, else
+    tokenizer_config.json's ``chat_template``, a string or a list of named templates where "default"
+    wins); None when there is none. An unreadable file is passed over: a launch goes on without it."""
+    from .metadata.hf import chat_template
+
     if path is None:
         return None
-    path = Path(path)
-    if not path.is_dir():
-        return None
-    jinja_file = path / "chat_template.jinja"
-    if jinja_file.is_file():
-        text = jinja_file.read_text(encoding="utf-8")
-        if text.strip():
-            return text
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        file = path / name
-        if not file.is_file():
-            continue
-        try:
-            value = json.loads(file.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(value, list):
-            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-            value = named.get("default") or next(iter(named.values()), None)
-        if isinstance(value, str) and value.strip():
-            return value
-    return None
+    found = chat_template(Path(path), strict=False)
+    return found[0] if found else None
 
 
 @dataclass
@@ -230,11 +215,141 @@ def build_chat_format(spec: Any, own_template: Optional[str] = None, *, eos_toke
 
 
 # ----------------------------------------------------------------------------------------------
+# Messages and tools
+# ----------------------------------------------------------------------------------------------
+
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# content part types that need an ability the model may lack
+_MEDIA_PARTS = {"image_url": "vision", "image": "vision", "input_image": "vision", "video_url": "video",
+                "video": "video", "input_audio": "audio", "audio_url": "audio", "audio": "audio"}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _abilities_text(abilities: Iterable[str]) -> str:
+    names = [str(a) for a in abilities]
+    return ", ".join(names) if names else "none"
+
+
+def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[str, ...]) -> str:
+    """The text of one message's content: a string, or a list of text parts joined (OpenAI's form)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InferenceError(f"{where} must be a string or a list of content parts such as "
+                             f"[{{'type': 'text', 'text': '...'}}], got {_kind(content)} {content!r:.60}")
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        if not isinstance(part, dict):
+            raise InferenceError(f"{at} must be an object such as {{'type': 'text', 'text': '...'}}, "
+                                 f"got {_kind(part)} {part!r:.60}")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InferenceError(f"{at}.text must be a string, got {_kind(text)}")
+            texts.append(text)
+        elif isinstance(kind, str) and kind in _MEDIA_PARTS:
+            need = _MEDIA_PARTS[kind]
+            if need in abilities:
+                raise InferenceError(f"{at}: {kind!r} parts are not supported by this engine yet; model "
+                                     f"{model_uid!r} takes text parts only here")
+            raise InferenceError(f"{at}: a part of type {kind!r} needs a model with the {need!r} ability; model "
+                                 f"{model_uid!r} has the abilities {_abilities_text(abilities)} (text only): "
+                                 "send text parts or a string")
+        else:
+            raise InferenceError(f"{at}.type must be 'text' (or a media type such as 'image_url' for a model "
+                                 f"with that ability), got {_kind(kind)} {kind!r:.60}")
+    return "".join(texts)
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise InferenceError(f"{where} must be a list of tool calls, got {_kind(calls)}")
+    for j, call in enumerate(calls):
+        at = f"{where}[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InferenceError(f"{at} must be an object such as {{'type': 'function', 'function': "
+                                 "{'name': '...', 'arguments': '{...}'}}")
+        if not isinstance(fn.get("arguments", ""), (str, dict)):
+            raise InferenceError(f"{at}.function.arguments must be a JSON string or an object, "
+                                 f"got {_kind(fn.get('arguments'))}")
+
+
+def validate_messages(messages: Any, *, model_uid: str = "", abilities: Iterable[str] = ("generate", "chat")
+                      ) -> list[dict[str, Any]]:
+    """Check OpenAI chat messages and return them ready for a text template: a string becomes one user
+    message, and content given as text parts becomes one string. Every problem is an ``InferenceError``
+    naming the field (``messages[2].content``) and what it accepts."""
+    abilities = tuple(abilities or ())
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InferenceError("messages must be a non-empty list of {'role': ..., 'content': ...} objects "
+                             f"(or a string for one user message), got {_kind(messages)}"
+                             + (" (empty)" if isinstance(messages, (list, tuple)) else ""))
+    out = []
+    for i, message in enumerate(messages):
+        at = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise InferenceError(f"{at} must be an object such as {{'role': 'user', 'content': 'Hi'}}, "
+                                 f"got {_kind(message)} {message!r:.60}")
+        if "role" not in message:
+            raise InferenceError(f"{at}.role is missing; use one of {', '.join(CHAT_ROLES)}")
+        role = message["role"]
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise InferenceError(f"{at}.role must be one of {', '.join(CHAT_ROLES)}, got {_kind(role)} {role!r:.60}")
+        for key in ("name", "tool_call_id"):
+            if message.get(key) is not None and not isinstance(message[key], str):
+                raise InferenceError(f"{at}.{key} must be a string, got {_kind(message[key])}")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if role != "assistant":
+                raise InferenceError(f"{at}.tool_calls is only allowed on an assistant message, not {role!r}")
+            _check_tool_calls(calls, f"{at}.tool_calls")
+        content = message.get("content")
+        if content is None:
+            if role == "assistant" and (calls or message.get("function_call") is not None):
+                out.append(message)   # a tool-calling turn may have no text
+                continue
+            raise InferenceError(f"{at}.content is missing; a {role} message needs its text as a string "
+                                 "(only an assistant message with tool_calls may leave it out)")
+        text = _check_content(content, f"{at}.content", model_uid, abilities)
+        out.append(message if text is content else dict(message, content=text))
+    return out
+
+
+def validate_tools(tools: Any) -> Optional[list[dict[str, Any]]]:
+    """``tools``: None, or a list of ``{"type": "function", "function": {"name": ..., ...}}``."""
+    if tools is None:
+        return None
+    if not isinstance(tools, (list, tuple)):
+        raise InferenceError(f"tools must be a list of {{'type': 'function', 'function': {{'name': ...}}}} "
+                             f"objects, got {_kind(tools)}")
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise InferenceError(f"tools[{i}] must be an object such as {{'type': 'function', 'function': "
+                                 "{'name': 'get_weather', 'parameters': {...}}}")
+        if tool.get("type", "function") != "function":
+            raise InferenceError(f"tools[{i}].type must be 'function', got {tool.get('type')!r:.60}")
+    return list(tools) or None
+
+
+# ----------------------------------------------------------------------------------------------
 # generate_config
 # ----------------------------------------------------------------------------------------------
 
-GENERATE_CONFIG_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream", "stream_options")
+GENERATE_CONFIG_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed",
+                        "stream", "stream_options")
+STREAM_OPTIONS_KEYS = ("include_usage",)
 DEFAULT_MAX_TOKENS = 512
+# every engine can apply it: torch takes 64 bits, llama.cpp 32 (and reads 0xFFFFFFFF as "random")
+MAX_SEED = 2**32 - 2
 
 
 @dataclass
@@ -243,29 +358,51 @@ class SamplingParams:
     temperature: Optional[float] = None   # None: the model's defaults; 0: greedy
     top_p: Optional[float] = None
     top_k: Optional[int] = None
+    repetition_penalty: Optional[float] = None   # None or 1.0: off
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     seed: Optional[int] = None
+    include_usage: bool = True   # stream_options.include_usage: usage in the last chunk of a stream
 
     @property
     def greedy(self) -> bool:
         return self.temperature is not None and self.temperature <= 0
 
 
-def _number(key: str, value: Any, *, integer: bool = False) -> Any:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok:
-        kind = "an integer" if integer else "a number"
-        raise InferenceError(f"generate_config[{key!r}] must be {kind}, got {type(value).__name__} {value!r}")
-    return value
+def _bad(key: str, accepted: str, value: Any) -> InferenceError:
+    return InferenceError(f"generate_config[{key!r}] must be {accepted}, got {type(value).__name__} {value!r:.60}")
+
+
+def _integer(key: str, value: Any, low: int, high: Optional[int], accepted: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise _bad(key, accepted, value)
+    return int(value)
+
+
+def _real(key: str, value: Any, ok: Any, accepted: str) -> float:
+    """A finite int or float (never a bool, a string, NaN or infinity) for which ``ok`` holds."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(key, accepted, value)
+    try:
+        number = float(value)
+    except OverflowError:   # an int too large for a float
+        raise _bad(key, accepted, value) from None
+    if not math.isfinite(number) or not ok(number):
+        raise _bad(key, accepted, value)
+    return number
 
 
 def parse_generate_config(generate_config: Optional[dict[str, Any]], chat_format: Optional[ChatFormat] = None
                           ) -> tuple[SamplingParams, bool]:
-    """(sampling parameters, stream?) from a generate_config dict; unknown keys are refused."""
-    cfg = generate_config or {}
-    if not isinstance(cfg, dict):
-        raise InferenceError(f"generate_config must be a dict, got {type(cfg).__name__}")
+    """(sampling parameters, stream?) from a generate_config dict. The one validator of generate_config:
+    unknown keys and bad values are an ``InferenceError`` naming the key and what it accepts."""
+    if generate_config is None:
+        generate_config = {}
+    if not isinstance(generate_config, dict):
+        raise InferenceError(f"generate_config must be a dict, got {type(generate_config).__name__}")
+    cfg = generate_config
     unknown = [k for k in cfg if k not in GENERATE_CONFIG_KEYS]
     if unknown:
         raise InferenceError(f"unknown generate_config key{'s' if len(unknown) > 1 else ''} "
@@ -273,33 +410,48 @@ def parse_generate_config(generate_config: Optional[dict[str, Any]], chat_format
                              f"{', '.join(GENERATE_CONFIG_KEYS)}")
     params = SamplingParams()
     if cfg.get("max_tokens") is not None:
-        params.max_tokens = _number("max_tokens", cfg["max_tokens"], integer=True)
-        if params.max_tokens <= 0:
-            raise InferenceError(f"generate_config['max_tokens'] must be positive, got {params.max_tokens}")
+        params.max_tokens = _integer("max_tokens", cfg["max_tokens"], 1, None, "a whole number >= 1")
     if cfg.get("temperature") is not None:
-        params.temperature = float(_number("temperature", cfg["temperature"]))
-        if params.temperature < 0:
-            raise InferenceError("generate_config['temperature'] must be >= 0 (0 means greedy)")
+        params.temperature = _real("temperature", cfg["temperature"], lambda x: x >= 0,
+                                   "a finite number >= 0 (0 means greedy)")
     if cfg.get("top_p") is not None:
-        params.top_p = float(_number("top_p", cfg["top_p"]))
-        if not 0 < params.top_p <= 1:
-            raise InferenceError(f"generate_config['top_p'] must be in (0, 1], got {params.top_p}")
+        params.top_p = _real("top_p", cfg["top_p"], lambda x: 0 < x <= 1, "a number in (0, 1]")
     if cfg.get("top_k") is not None:
-        params.top_k = _number("top_k", cfg["top_k"], integer=True)
-        if params.top_k < -1:
-            raise InferenceError(f"generate_config['top_k'] must be >= 0 (0 or -1: off), got {params.top_k}")
+        params.top_k = _integer("top_k", cfg["top_k"], -1, None, "a whole number >= 0 (0 or -1: off)")
+    if cfg.get("repetition_penalty") is not None:
+        params.repetition_penalty = _real("repetition_penalty", cfg["repetition_penalty"], lambda x: x > 0,
+                                          "a finite number > 0 (1.0: off)")
     if cfg.get("seed") is not None:
-        params.seed = _number("seed", cfg["seed"], integer=True)
+        params.seed = _integer("seed", cfg["seed"], 0, MAX_SEED, f"a whole number from 0 to {MAX_SEED}")
     stop = cfg.get("stop")
     if stop is not None:
         if isinstance(stop, str):
             stop = [stop]
         if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
-            raise InferenceError("generate_config['stop'] must be a string or a list of strings")
+            raise _bad("stop", "a string or a list of strings", cfg["stop"])
         params.stop = [s for s in stop if s]
-    stream = cfg.get("stream", False)
+    stream = cfg.get("stream")
+    if stream is None:
+        stream = False
     if not isinstance(stream, bool):
-        raise InferenceError(f"generate_config['stream'] must be true or false, got {stream!r}")
+        raise _bad("stream", "true or false", stream)
+    options = cfg.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _bad("stream_options", "an object such as {'include_usage': true}", options)
+        extra = [k for k in options if k not in STREAM_OPTIONS_KEYS]
+        if extra:
+            raise InferenceError(f"generate_config['stream_options'] has unknown key "
+                                 f"{', '.join(repr(k) for k in extra)}; the valid keys are "
+                                 f"{', '.join(STREAM_OPTIONS_KEYS)}")
+        if options and not stream:
+            raise InferenceError("generate_config['stream_options'] is only allowed with stream=True")
+        include = options.get("include_usage")
+        if include is not None:
+            if not isinstance(include, bool):
+                raise InferenceError(f"generate_config['stream_options']['include_usage'] must be true or false, "
+                                     f"got {type(include).__name__} {include!r}")
+            params.include_usage = include
     if chat_format is not None:
         params.stop = list(dict.fromkeys(params.stop + chat_format.stop))
         params.stop_token_ids = list(chat_format.stop_token_ids)
@@ -581,8 +733,44 @@ def chat_result(model_uid: str, message: dict[str, Any], finish_reason: str, pro
 
 def chat_chunk(cid: str, created: int, model_uid: str, delta: dict[str, Any], finish_reason: Optional[str] = None,
                usage_: Optional[dict] = None) -> dict[str, Any]:
+    """One chunk of a chat stream, shaped like Xinference's: the last chunk (the one with a
+    ``finish_reason``) and a chunk of tool calls carry ``"content": ""`` in their delta, as every
+    Xinference chunk has a ``content`` key (langchain-xinference reads ``delta["content"]`` of each)."""
+    if (finish_reason is not None or "tool_calls" in delta) and "content" not in delta:
+        delta = {**delta, "content": ""}
     chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_uid,
              "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
     if usage_ is not None:
         chunk["usage"] = usage_
     return chunk
+
+
+def tool_calls_in_final_chunk(chunks: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A chat stream with its tool calls moved into the final chunk, the way Xinference sends a
+    stream's tool calls: one delta ``{"content": "", "tool_calls": [...]}`` with
+    ``finish_reason="tool_calls"`` (langchain-xinference reads tool calls only from the chunk that
+    finishes with "tool_calls"; the openai package accepts both shapes). Other chunks pass unchanged.
+    Closing this iterator closes ``chunks`` (a dropped stream stops generation)."""
+    held: list[dict[str, Any]] = []   # tool-call chunks not yet followed by the final chunk
+    try:
+        for chunk in chunks:
+            choices = chunk.get("choices") or [{}]
+            delta = choices[0].get("delta") or {}
+            if choices[0].get("finish_reason") is None and delta.get("tool_calls") and not delta.get("content"):
+                held.append(chunk)
+                continue
+            if held and choices[0].get("finish_reason") is not None:
+                calls = [call for h in held for call in h["choices"][0]["delta"]["tool_calls"]]
+                final = dict(chunk, choices=[dict(choices[0], delta={**delta, "content": delta.get("content") or "",
+                                                                   "tool_calls": calls})])
+                held = []
+                yield final
+                continue
+            yield from held
+            held = []
+            yield chunk
+        yield from held
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -32,7 +32,13 @@ class Client:
     def register_model(self, model_type: str, model: Any, persist: bool = False, worker_ip: Optional[str] = None,
                        overwrite: bool = False) -> None:
         """Register a custom model. ``model`` is a JSON string, a dict or a spec object.
-        ``persist=True`` keeps it across sessions under XINFERENCE_NB_HOME."""
+        ``persist=True`` keeps it across sessions under XINFERENCE_NB_HOME. ``worker_ip`` places a
+        registration on one worker of a cluster: only ``Client("http://...")`` has workers."""
+        if worker_ip is not None:
+            from .errors import FieldIssue, SpecError
+
+            raise SpecError([FieldIssue("worker_ip", f"{worker_ip!r}: the in-kernel registry has no workers; "
+                                        "register through Client('http://supervisor:9997') to place it on a worker")])
         get_registry().register(model_type, model, persist=persist, overwrite=overwrite)
 
     def unregister_model(self, model_type: str, model_name: str) -> None:

@@ -72,3 +72,54 @@ class EngineUnavailable(LaunchError):
 
 class InferenceError(XinfError, ValueError):
     """A call on a launched model had bad arguments (unknown generate_config key, wrong type...)."""
+
+
+class LaunchOptionError(SpecError, LaunchError):
+    """An argument of launch_model has the wrong type, or no part of the chosen engine takes it.
+    It is both a SpecError (``issues`` names each option) and a LaunchError (nothing was launched)."""
+
+    def __init__(self, issues: Iterable[FieldIssue] | str, *, engine: str | None = None):
+        if isinstance(issues, str):
+            issues = [FieldIssue("", issues)]
+        self.issues = list(issues)
+        self.model_type = None
+        self.engine = engine
+        where = f" for the {engine} engine" if engine else ""
+        n = len(self.issues)
+        lines = [f"Invalid launch_model argument{'s' if n != 1 else ''}{where} ({n} problem{'s' if n != 1 else ''}):"]
+        lines += [f"  - {issue}" for issue in self.issues]
+        Exception.__init__(self, "\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------
+# Over the wire: the one table the REST server and RemoteClient share
+# ------------------------------------------------------------------------------------------------
+
+#: The classes an error travels as over REST, most specific first, with the HTTP status it is
+#: answered with. The server names the first class here an exception is an instance of in the
+#: ``X-Xinf-Error`` header (a LaunchOptionError travels as a SpecError with its issues, a
+#: LaunchCancelled as a LaunchError); ``RemoteClient`` raises the class the header names, so
+#: ``except SpecError`` catches the same errors in and out of the kernel. Any other error travels as
+#: ``XinfError`` (``WIRE_FALLBACK``), which RemoteClient raises as its ``RemoteError``.
+WIRE_ERRORS: tuple[tuple[type[XinfError], int], ...] = (
+    (SpecError, 400), (RegistryError, 400), (ModelNotFound, 400), (ParseError, 400),
+    (EngineUnavailable, 400), (LaunchError, 400), (InferenceError, 400),
+)
+WIRE_FALLBACK = "XinfError"
+
+
+def wire_error(exc: BaseException | type) -> tuple[str, int]:
+    """``(X-Xinf-Error name, HTTP status)`` of an error of ours (an instance or a class)."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    for known, status in WIRE_ERRORS:
+        if issubclass(cls, known):
+            return known.__name__, status
+    return WIRE_FALLBACK, 400
+
+
+def error_class(name: str | None) -> type[XinfError] | None:
+    """The class an ``X-Xinf-Error`` name stands for; None for ``XinfError`` and names of no class here."""
+    for known, _status in WIRE_ERRORS:
+        if known.__name__ == name:
+            return known
+    return None

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional, Union
 
 from .engines import DevicePlan, Engine, EngineModel, LoadRequest, engines_for, find_engine
 from .errors import EngineUnavailable, LaunchError, ModelNotFound, XinfError
+from .options import check_engine_options, check_launch_args, check_path_value, parse_launch_options
 from .memory import (
     MemoryEstimate,
     cuda_available,
@@ -32,10 +33,11 @@ from .memory import (
     release_memory,
     safetensors_stats,
 )
+from .model_types import spec_types
 from .progress import LaunchProgress
 from .spec import check_model_name, local_path_of, normalize_model_type, same_size, size_to_float, to_document
 
-SPEC_TYPES = ("LLM", "embedding", "rerank")          # types whose documents have model_specs
+SPEC_TYPES = spec_types()                           # types whose documents have model_specs (model_types)
 BNB_QUANTIZATIONS = ("none", "4-bit", "8-bit")      # on-the-fly quantizations of pytorch weights
 _DESCRIBE_SKIP = {"model_specs", "chat_template", "virtualenv", "cache_config", "stop", "stop_token_ids",
                   "version", "model_uri", "controlnet", "gguf_model_file_name_template", "lightning_model_file_name_template",
@@ -95,6 +97,17 @@ class RunningModel:
         return out
 
 
+@dataclass
+class LaunchPlan:
+    """What ``_prepare`` resolved for a launch: everything needed to make room and load."""
+
+    request: LoadRequest                 # what the engine's loader gets (spec, entry, path, device, options)
+    engine: Engine
+    estimate: Optional[MemoryEstimate]   # None when the metadata could not say
+    size: Any                            # the chosen model_size_in_billions (as the spec writes it)
+    use_venv: bool                       # load in the model's own virtualenv process
+
+
 def _infer_format(path: Path) -> Optional[str]:
     """ggufv2 for a .gguf file or a folder of .gguf files without config.json; None otherwise."""
     if path.is_file():
@@ -117,6 +130,8 @@ def _fmt_sizes(entries: list) -> str:
 
 class ModelManager:
     """Owns every model running in this kernel."""
+
+    terminate_wait_s: float = 30.0  # terminate_model waits this long for running calls to stop
 
     def __init__(self, memory_budget: Union[int, str, None] = None, idle_ttl: Optional[float] = None):
         self._models: dict[str, RunningModel] = {}
@@ -195,27 +210,28 @@ class ModelManager:
         Our own options: ``check_memory=False`` loads even when the estimate says it will not fit;
         ``show_progress=False`` hides the progress bar. Every other keyword goes to the engine.
         """
+        check_launch_args(model_name, model_type, model_engine, model_format, quantization, model_path,
+                          model_size_in_billions, gpu_idx)
         model_type = normalize_model_type(model_type)
+        kwargs = parse_launch_options(kwargs)   # typed: the engines read these values as they are
         if replica not in (1, None):
             raise LaunchError(f"replica={replica}: the in-kernel manager runs one replica per model; use replica=1 "
                               "(or a Xinference cluster through Client('http://...') for replicas)")
-        check_memory = kwargs.pop("check_memory", True)
+        check_memory = kwargs.pop("check_memory", True)  # parsed: a real boolean
         show_progress = kwargs.pop("show_progress", None)
         self.reap_idle()
         uid = self._reserve_uid(model_name, model_uid, show_progress)
         progress = self._launching[uid]
         model: Optional[EngineModel] = None
         try:
-            entry = self._prepare(uid, model_name, model_type, model_engine, model_format, model_size_in_billions,
-                                  quantization, model_path, n_gpu, gpu_idx, kwargs, progress)
-            request: LoadRequest = entry.pop("request")
-            engine: Engine = entry.pop("engine")
-            estimate: Optional[MemoryEstimate] = entry.pop("estimate")
+            plan = self._prepare(uid, model_name, model_type, model_engine, model_format, model_size_in_billions,
+                                 quantization, model_path, n_gpu, gpu_idx, kwargs, progress)
+            request, engine, estimate = plan.request, plan.engine, plan.estimate
             self._make_room(uid, model_name, estimate, request.device, check_memory)
             progress("loading", 0.01)
             rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(request.device.gpu_ids)
             t0 = time.perf_counter()
-            model = self._load(engine, request)
+            model = self._load(engine, request, plan.use_venv)
             progress("ready", 1.0)
             measured = model.memory_bytes()
             if measured is None:
@@ -225,7 +241,7 @@ class ModelManager:
             running = RunningModel(model_uid=uid, model_type=model_type, model_name=model_name, engine=engine,
                                    spec=request.spec, model_spec=request.model_spec,
                                    model_format=request.model_format, quantization=request.quantization,
-                                   model_size_in_billions=entry["size"], model_path=request.model_path,
+                                   model_size_in_billions=plan.size, model_path=request.model_path,
                                    device=request.device, options=request.options, model=model,
                                    memory_bytes=measured, estimate=estimate,
                                    load_seconds=time.perf_counter() - t0)
@@ -273,7 +289,7 @@ class ModelManager:
     # ------------------------------------------------------------------ resolution
     def _prepare(self, uid: str, model_name: str, model_type: str, model_engine: Optional[str],
                  model_format: Optional[str], size: Any, quantization: Optional[str], model_path: Any,
-                 n_gpu: Any, gpu_idx: Any, options: dict[str, Any], progress: LaunchProgress) -> dict[str, Any]:
+                 n_gpu: Any, gpu_idx: Any, options: dict[str, Any], progress: LaunchProgress) -> LaunchPlan:
         from .registry import get_registry
 
         progress("resolving", 0.0)
@@ -292,6 +308,8 @@ class ModelManager:
             raise EngineUnavailable(f"The {engine.name} engine for {model_type} models needs "
                                     f"{', '.join(engine.missing())}, which is not installed.",
                                     package=engine.package, extra=engine.extra)
+        check_engine_options(model_type, engine.name, options)
+        use_venv = self._use_virtualenv(spec, options, engine)
         if path is None:
             path = self._spec_path(spec, model_spec, model_name)
         if fmt == "ggufv2" and path is not None:
@@ -313,23 +331,28 @@ class ModelManager:
         ctx = options.get("context_length") or options.get("n_ctx") or getattr(spec, "context_length", None)
         estimate = None
         try:
-            estimate = estimate_model(path, model_type, fmt, quant, ctx)
+            estimate = estimate_model(path, model_type, fmt, quant, ctx,
+                                      dtype=options.get("dtype") or options.get("torch_dtype"))
         except Exception:  # an estimate is advice: unreadable metadata must not block a launch
             estimate = None
         request = LoadRequest(model_uid=uid, model_type=model_type, model_name=model_name, spec=spec,
                               model_spec=model_spec, model_path=path, model_format=fmt, quantization=quant,
                               device=device, options=options, progress=progress)
-        return {"request": request, "engine": engine, "estimate": estimate, "size": chosen_size}
+        return LaunchPlan(request=request, engine=engine, estimate=estimate, size=chosen_size, use_venv=use_venv)
 
     @staticmethod
     def _user_path(model_path: Any) -> Optional[Path]:
         if model_path is None or model_path == "":
             return None
+        problem = check_path_value(model_path, "model_path")
+        if problem:
+            raise LaunchError(f"model_path: {problem}")
         try:
             path = local_path_of(str(model_path))
-        except ValueError as exc:
+            exists = path.exists()
+        except (ValueError, OSError) as exc:
             raise LaunchError(f"model_path: {exc}") from None
-        if not path.exists():
+        if not exists:
             raise LaunchError(f"model_path {str(model_path)!r} does not exist; pass the folder holding config.json "
                               "and the weights (or the .gguf file)")
         return path
@@ -339,11 +362,16 @@ class ModelManager:
         holder = model_spec if model_spec is not None else spec
         uri = getattr(holder, "model_uri", None)
         if uri:
+            problem = check_path_value(uri, "model_uri")
+            if problem:
+                raise LaunchError(f"{model_name}: model_uri {problem}; fix the registration "
+                                  "(register_model(..., overwrite=True)) or pass model_path=...")
             try:
                 path = local_path_of(uri)
-            except ValueError as exc:
+                exists = path.exists()
+            except (ValueError, OSError) as exc:
                 raise LaunchError(f"{model_name}: model_uri {exc}") from None
-            if not path.exists():
+            if not exists:
                 raise LaunchError(f"{model_name}: model_uri {uri!r} does not exist; fix the registration "
                                   "(register_model(..., overwrite=True)) or pass model_path=...")
             return path
@@ -406,11 +434,10 @@ class ModelManager:
             if named:
                 entries = sorted(named, key=lambda e: -len(e.quantization))
             else:
-                import re
+                from .metadata.quant import gguf_name_quantization
 
-                m = re.search(r"(?i)(?<![a-z0-9])(iq\d_[a-z0-9_]+|q\d_k_[sml]|q\d_k|q\d_\d|bf16|f16|f32)(?![a-z0-9])",
-                              path.stem)
-                entries = [entries[0].model_copy(update={"quantization": m.group(1) if m else "unknown"})]
+                named_quant = gguf_name_quantization(path.name)
+                entries = [entries[0].model_copy(update={"quantization": named_quant or "unknown"})]
         if quantization is not None:
             exact = [e for e in entries if e.quantization.lower() == str(quantization).lower()]
             if exact:
@@ -540,12 +567,35 @@ class ModelManager:
                               "context_length, or pass check_memory=False to try anyway")
 
     # ------------------------------------------------------------------ loading
-    def _load(self, engine: Engine, request: LoadRequest) -> EngineModel:
-        # Xinference's rule: a model runs in its own venv when it has packages to install, from its
-        # document or from launch_model(virtual_env_packages=...), unless enable_virtual_env=False.
-        venv = getattr(request.spec, "virtualenv", None)
-        packages = list(getattr(venv, "packages", None) or []) + list(request.options.get("virtual_env_packages") or [])
-        use_venv = bool(packages) and request.options.get("enable_virtual_env") is not False
+    @staticmethod
+    def _use_virtualenv(spec: Any, options: dict[str, Any], engine: Engine) -> bool:
+        """Whether the model runs in its own virtualenv process. Xinference's rule: it does when it has
+        packages to install, from its document or from launch_model(virtual_env_packages=...), unless
+        enable_virtual_env=False; enable_virtual_env=True asks for one even without packages. Every
+        package entry is checked here (a pip option or a bare path is a SpecError), before anything
+        is loaded or evicted; venv options that would go unused are errors."""
+        from .engines.virtualenv import venv_packages
+
+        packages = venv_packages(getattr(spec, "virtualenv", None), options, engine.name)
+        enable = options.get("enable_virtual_env")
+        use_venv = enable is True or (bool(packages) and enable is not False)
+        if not use_venv:
+            unused = [k for k in ("virtual_env_packages", "virtual_env_find_links", "envs") if options.get(k)]
+            if unused:
+                from .errors import FieldIssue, LaunchOptionError
+
+                why = ("enable_virtual_env=False" if enable is False else
+                       "the model has no virtualenv packages to install")
+                raise LaunchOptionError([FieldIssue(k, f"applies to a model running in its own virtualenv process, "
+                                                       f"and this one runs in the kernel ({why}). Drop it, or pass "
+                                                       "enable_virtual_env=True (envs: or set os.environ in the "
+                                                       "notebook before launching)") for k in unused],
+                                        engine=engine.name)
+        return use_venv
+
+    def _load(self, engine: Engine, request: LoadRequest, use_venv: Optional[bool] = None) -> EngineModel:
+        if use_venv is None:
+            use_venv = self._use_virtualenv(request.spec, request.options, engine)
         try:
             if use_venv:
                 from .engines.virtualenv import load_in_virtualenv
@@ -582,11 +632,14 @@ class ModelManager:
                 f"{type(exc).__name__}: {msg}.{hint}".rstrip())
 
     # ------------------------------------------------------------------ running models
-    def _get(self, uid: str) -> RunningModel:
+    # The interface handles use: running_model (the record), use_model (one call on the engine
+    # model: busy and recently used), engine_model (a look-up that marks it recently used).
+    def running_model(self, model_uid: str) -> RunningModel:
+        """The record of a running model (ModelNotFound, saying why, when there is none)."""
         with self._lock:
-            entry = self._models.get(uid)
+            entry = self._models.get(model_uid)
         if entry is None:
-            raise ModelNotFound(self._missing(uid))
+            raise ModelNotFound(self._missing(model_uid))
         return entry
 
     def _missing(self, uid: str) -> str:
@@ -599,8 +652,10 @@ class ModelManager:
                 f"{', '.join(running) if running else 'none'}; see list_models())")
 
     @contextmanager
-    def _use(self, uid: str) -> Iterator[EngineModel]:
-        """The engine model of ``uid`` for the duration of one call: busy, and marked recently used."""
+    def use_model(self, model_uid: str) -> Iterator[EngineModel]:
+        """The engine model of ``model_uid`` for the duration of one call: busy (never evicted nor
+        reaped meanwhile), and marked recently used."""
+        uid = model_uid
         with self._lock:
             entry = self._models.get(uid)
             if entry is None:
@@ -614,18 +669,25 @@ class ModelManager:
                 entry.busy -= 1
                 entry.last_used = time.time()
 
-    def _peek(self, uid: str) -> EngineModel:
+    def engine_model(self, model_uid: str) -> EngineModel:
+        """The engine model of ``model_uid`` (marked recently used, not busy): for reading its
+        properties (chat format, abilities); calls into it go through ``use_model``."""
         with self._lock:
-            entry = self._models.get(uid)
+            entry = self._models.get(model_uid)
             if entry is None:
-                raise ModelNotFound(self._missing(uid))
+                raise ModelNotFound(self._missing(model_uid))
             entry.last_used = time.time()
             return entry.model
+
+    # the names tests and benches used before the interface was public
+    _get = running_model
+    _use = use_model
+    _peek = engine_model
 
     def get_model(self, model_uid: str):
         from .handles import handle_for
 
-        entry = self._get(model_uid)
+        entry = self.running_model(model_uid)
         entry.last_used = time.time()
         return handle_for(self, model_uid, entry.model_type)
 
@@ -636,7 +698,7 @@ class ModelManager:
         return {m.model_uid: m.describe() for m in entries}
 
     def describe_model(self, model_uid: str) -> dict[str, Any]:
-        return self._get(model_uid).describe()
+        return self.running_model(model_uid).describe()
 
     def terminate_model(self, model_uid: str) -> None:
         with self._lock:
@@ -652,6 +714,12 @@ class ModelManager:
         model = entry.model
         entry.model = None  # type: ignore[assignment]
         try:
+            # calls running on it stop at their next token with InferenceError("model terminated ...");
+            # the backend is freed only once they have left it (or, past the wait, by the last of them)
+            model.cancel()
+            if not model.wait_idle(self.terminate_wait_s):
+                warnings.warn(f"terminate_model({model_uid!r}): a call was still running in the model after "
+                              f"{self.terminate_wait_s:g} s; its memory is freed when that call ends", stacklevel=2)
             model.close()
         finally:
             del model, entry

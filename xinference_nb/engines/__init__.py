@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from ..errors import EngineUnavailable, LaunchError
+from ..errors import EngineUnavailable, InferenceError, LaunchError
 
 
 @dataclass
@@ -67,13 +69,82 @@ class EngineModel:
 
     model_type: str = ""
     abilities: tuple[str, ...] = ()
+    _inflight: Optional["InFlight"] = None  # engines whose calls can be cancelled set one in __init__
 
     def memory_bytes(self) -> Optional[int]:
         """Bytes this model holds (weights + caches), measured after loading; None if unknown."""
         return None
 
+    def cancel(self) -> None:
+        """Stop the calls running on this model at their next step (terminate_model): they raise
+        InferenceError("model terminated ..."), and so does every later call."""
+        if self._inflight is not None:
+            self._inflight.cancel()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call runs in the backend; False when one still does after ``timeout`` s."""
+        return self._inflight.wait_idle(timeout) if self._inflight is not None else True
+
     def close(self) -> None:
-        """Free everything the model holds. Called once by terminate_model and failed launches."""
+        """Free everything the model holds. Called once by terminate_model (after cancel() and
+        wait_idle()) and by failed launches."""
+
+
+class InFlight:
+    """The backend work running on one model, and the flag that stops it.
+
+    Engine code runs every stretch that touches the backend inside ``with inflight.step():`` (never
+    across a ``yield``: a suspended stream holds no step). ``cancel()`` makes every later ``step()``
+    and ``check()`` raise InferenceError("model terminated ..."), so generation stops between two
+    tokens; ``wait_idle(timeout)`` waits until the steps already running have ended, after which the
+    backend can be freed safely. ``event`` is set on cancel (for callbacks such as stopping criteria).
+    """
+
+    def __init__(self, model_uid: str):
+        self.model_uid = model_uid
+        self.event = threading.Event()
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+    def error(self) -> InferenceError:
+        return InferenceError(f"model terminated: {self.model_uid!r} was terminated (terminate_model) while this "
+                              "call was running; launch it again to continue")
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise self.error()
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        with self._cond:
+            if self.event.is_set():
+                raise self.error()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._active == 0
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.event.set()
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
 
 
 @dataclass(frozen=True)

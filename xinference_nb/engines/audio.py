@@ -28,7 +28,8 @@ from typing import Any, Iterator, Optional
 
 from ..errors import EngineUnavailable, InferenceError, LaunchError
 from . import EngineModel, LoadRequest
-from .flexible import backend_options, free_memory, torch_memory_bytes
+from ..memory import release_memory
+from .flexible import backend_options, torch_memory_bytes
 
 # family (lower-case, prefix match) → (module to import, pip package)
 FAMILY_PACKAGES: dict[str, tuple[str, str]] = {
@@ -284,7 +285,7 @@ class TransformersTTS(_AudioBase):
 
     def close(self) -> None:
         self.pipe = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 class TransformersASR(_AudioBase):
@@ -379,7 +380,7 @@ class TransformersASR(_AudioBase):
 
     def close(self) -> None:
         self.pipe = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 def _segments(text: str, chunks: list[dict], duration: float, word_level: bool,
@@ -447,7 +448,7 @@ class ChatTTSModel(_AudioBase):
 
     def close(self) -> None:
         self.chat = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 class MeloTTSModel(_AudioBase):
@@ -472,7 +473,7 @@ class MeloTTSModel(_AudioBase):
 
     def close(self) -> None:
         self.tts = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -558,7 +559,7 @@ def load(request: LoadRequest) -> _AudioBase:
             model = TransformersTTS(request.model_uid, pipe, config, device.uses_cuda)
     except BaseException:
         pipe = None
-        free_memory(device.uses_cuda)
+        release_memory()
         raise
     request.progress("ready", 1.0)
     return model
@@ -567,6 +568,10 @@ def load(request: LoadRequest) -> _AudioBase:
 def _load_family(request: LoadRequest, module: str) -> _AudioBase:
     spec = request.spec
     device = request.device
+    unused = sorted(backend_options(request.options))
+    if unused:  # these packages take no loading arguments from us: never drop an option silently
+        raise LaunchError(f"audio family {spec.model_family!r} ({module}) takes no launch options; drop "
+                          f"{', '.join(unused)}")
     try:
         if module == "ChatTTS":
             import ChatTTS  # noqa: N813
@@ -586,10 +591,10 @@ def _load_family(request: LoadRequest, module: str) -> _AudioBase:
                       ckpt_path=str(ckpt) if ckpt else None)
             return MeloTTSModel(request.model_uid, tts, device.uses_cuda)
     except LaunchError:
-        free_memory(device.uses_cuda)
+        release_memory()
         raise
     except Exception as exc:
-        free_memory(device.uses_cuda)
+        release_memory()
         raise LaunchError(f"audio model {request.model_name!r} ({spec.model_family}): {type(exc).__name__}: {exc}") from exc
     raise LaunchError(f"audio family {spec.model_family!r} ({module}) is installed but xinference_nb cannot run it "
                       "yet; use a transformers model (whisper, VITS/MMS, Bark, MusicGen) or a flexible model whose "

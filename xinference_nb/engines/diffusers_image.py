@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 from ..errors import InferenceError, LaunchError
 from . import EngineModel, LoadRequest
-from .flexible import backend_options, free_memory, torch_memory_bytes
+from ..memory import release_memory
+from .flexible import backend_options, torch_memory_bytes
 
 # Xinference's model-config keys that are not from_pretrained arguments
 _PLACEMENT_OPTIONS = ("cpu_offload", "sequential_cpu_offload", "attention_slicing", "vae_tiling")
@@ -243,7 +244,7 @@ class DiffusersImageModel(EngineModel):
             return
         self._derived.clear()
         self.pipe = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 def _pipeline_utils_names() -> set[str]:
@@ -300,11 +301,11 @@ def load(request: LoadRequest) -> DiffusersImageModel:
                                     device.uses_cuda)
     except LaunchError:
         pipe = None
-        free_memory(device.uses_cuda)
+        release_memory()
         raise
     except Exception as exc:
         pipe = None
-        free_memory(device.uses_cuda)
+        release_memory()
         raise LaunchError(f"image model {request.model_name!r}: diffusers could not load {source}: "
                           f"{type(exc).__name__}: {exc}. model_uri must be a diffusers pipeline folder "
                           "(with model_index.json)") from exc

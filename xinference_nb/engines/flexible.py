@@ -15,12 +15,12 @@ Launchers shipped here:
 """
 from __future__ import annotations
 
-import gc
 import importlib
 import inspect
 from typing import Any, Callable, Optional
 
 from ..errors import InferenceError, LaunchError
+from ..memory import release_memory
 from . import EngineModel, LoadRequest
 
 # Xinference's launcher names → ours.
@@ -59,27 +59,12 @@ def torch_memory_bytes(*modules: Any) -> Optional[int]:
 
 
 # launch_model keywords that are about the launch itself, never backend arguments
-LAUNCH_KEYS = frozenset({"enable_virtual_env", "virtual_env_packages", "virtual_env_find_links", "envs",
-                         "peft_model_config", "request_limits", "worker_ip", "replica_config", "enable_thinking",
-                         "check_memory", "show_progress", "n_worker", "replica", "model_engine", "gpu_idx", "n_gpu"})
+from ..options import NOT_FOR_BACKENDS as LAUNCH_KEYS  # noqa: E402
 
 
 def backend_options(options: dict[str, Any]) -> dict[str, Any]:
     """launch_model's extra kwargs minus the launch-level ones (what a backend may receive)."""
     return {k: v for k, v in (options or {}).items() if k not in LAUNCH_KEYS and v is not None}
-
-
-def free_memory(uses_cuda: bool = False) -> None:
-    """Collect garbage and hand cached CUDA blocks back (only when torch is already imported)."""
-    gc.collect()
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        try:
-            torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
 
 def import_object(path: str, what: str = "launcher") -> Any:
@@ -237,7 +222,7 @@ class FlexibleModel(EngineModel):
             except Exception:
                 pass
         del model
-        free_memory()
+        release_memory()
 
 
 def check_call(func: Any, args: tuple, kwargs: dict, what: str) -> None:
@@ -306,4 +291,4 @@ def _close_quietly(model: Any) -> None:
             closer()
         except Exception:
             pass
-    free_memory()
+    release_memory()

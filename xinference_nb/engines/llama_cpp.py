@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..chat import ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits
-from ..errors import LaunchError
-from . import LoadRequest
+from ..errors import LaunchError, ParseError
+from ..metadata.gguf import GGUFInfo, read_gguf
+from . import InFlight, LoadRequest
 
 
 def _format_name(template: str, quantization: str) -> str:
@@ -67,15 +68,25 @@ def resolve_gguf_file(path: Path, model_spec: Any = None, quantization: Optional
 
 
 def _llama_params() -> set[str]:
-    from llama_cpp import Llama
+    from ..options import llama_init_params   # the same list the manager checks launch options against
 
-    return set(inspect.signature(Llama.__init__).parameters) - {"self", "model_path", "kwargs"}
+    return set(llama_init_params())
+
+
+def read_launch_metadata(file: Path) -> GGUFInfo:
+    """The GGUF header facts a launch needs (context length, chat template, end-of-generation ids,
+    add_bos), read once by the package's GGUF reader (the manager's memory estimate has usually
+    read it already); LaunchError when the file is not a complete GGUF."""
+    try:
+        return read_gguf(file)
+    except ParseError as exc:
+        raise LaunchError(f"{exc}; is it a complete .gguf file?") from None
 
 
 def load(request: LoadRequest) -> "LlamaCppLLM":
     from llama_cpp import Llama
 
-    from ..memory import estimate_gguf, gguf_metadata
+    from ..memory import estimate_gguf
 
     if request.model_path is None:
         raise LaunchError(f"{request.model_name}: the llama.cpp engine needs a local .gguf file; pass "
@@ -83,13 +94,8 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
     file = resolve_gguf_file(request.model_path, request.model_spec, request.quantization)
     opts = request.options
     request.progress("reading GGUF metadata", 0.05)
-    try:
-        meta = gguf_metadata(file, {"general.architecture", ".context_length"})
-    except Exception as exc:
-        raise LaunchError(f"{file} could not be read as GGUF ({type(exc).__name__}: {exc}); is it a complete "
-                          ".gguf file?") from None
-    arch = meta.get("general.architecture", "llama")
-    file_ctx = meta.get(f"{arch}.context_length")
+    info = read_launch_metadata(file)
+    file_ctx = info.context_length
     n_ctx = opts.get("n_ctx") or opts.get("context_length")
     if not n_ctx:
         known = [c for c in (getattr(request.spec, "context_length", None), file_ctx) if c]
@@ -110,7 +116,7 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
                           ) from None
     try:
         request.progress("preparing chat", 0.95)
-        model = LlamaCppLLM(llm, request, file)
+        model = LlamaCppLLM(llm, request, file, info)
         model._estimate = estimate_gguf(file, llm.n_ctx()).total_bytes
     except BaseException:
         llm.close()
@@ -120,21 +126,16 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
 
 
 class LlamaCppLLM(ChatLLM):
-    def __init__(self, llm: Any, request: LoadRequest, file: Path):
+    def __init__(self, llm: Any, request: LoadRequest, file: Path, info: Optional[GGUFInfo] = None):
         self.llm = llm
         self.file = file
         self.model_uid = request.model_uid
         self.context_length = int(llm.n_ctx())
-        meta = dict(getattr(llm, "metadata", {}) or {})
-        own = meta.get("tokenizer.chat_template")
+        info = info if info is not None else read_launch_metadata(file)
+        own = info.chat_template
         eos = llm.token_eos()
         eos_ids = [eos] if eos is not None and eos >= 0 else []
-        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
-            if key in meta:
-                try:
-                    eos_ids.append(int(meta[key]))
-                except ValueError:
-                    pass
+        eos_ids += [tid for key, tid in info.stop_token_ids if key != "eos"]   # eot, eom
         variables: dict[str, Any] = {}
         for name, tid in (("bos_token", llm.token_bos()), ("eos_token", eos)):
             if tid is not None and tid >= 0:
@@ -143,7 +144,8 @@ class LlamaCppLLM(ChatLLM):
             variables["enable_thinking"] = request.options["enable_thinking"]
         self._eog_ids = set(eos_ids)
         self._lock = threading.RLock()
-        self._add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "true")).lower() == "true"
+        self._inflight = InFlight(request.model_uid)
+        self._add_bos = info.add_bos_token is not False
         self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
                                              token_of=self._token_of)
         n_vocab = llm.n_vocab()
@@ -171,12 +173,29 @@ class LlamaCppLLM(ChatLLM):
 
     def _run(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
              check_stops: bool) -> Iterator[str]:
-        # one llama.cpp context: calls from different threads (a server, a widget) take turns
-        with self._lock:
+        # one llama.cpp context: calls from different threads (a server, a widget) take turns;
+        # a call waiting for its turn gives up when the model is terminated
+        while not self._lock.acquire(timeout=0.05):
+            self._inflight.check()
+        try:
             yield from self._run_locked(prompt, params, chat, state, check_stops)
+        finally:
+            self._lock.release()
 
     def _run_locked(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
                     check_stops: bool) -> Iterator[str]:
+        # Every stretch that calls into llama.cpp runs inside an in-flight step and never across a
+        # yield: terminate_model cancels (the next step raises "model terminated"), waits for the
+        # running step, and only then frees the context.
+        with self._inflight.step():
+            llm = self.llm
+            gen, setup = self._start(llm, prompt, params, chat, state)
+        try:
+            yield from self._tokens(llm, gen, setup, state, check_stops)
+        finally:
+            gen.close()  # llama-cpp-python's generate has no cleanup of its own: no native call here
+
+    def _start(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream):
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
@@ -190,7 +209,7 @@ class LlamaCppLLM(ChatLLM):
                 stop_strings.append(s)
         longest = max((len(s) for s in stop_strings), default=0)
         if params.seed is not None:
-            self.llm.set_seed(params.seed)
+            llm.set_seed(params.seed)
         if params.temperature is None:
             temp, top_p, top_k = 0.8, 0.95, 40     # llama-cpp-python's defaults
         else:
@@ -199,37 +218,43 @@ class LlamaCppLLM(ChatLLM):
             top_p = params.top_p
         if params.top_k is not None:
             top_k = max(0, params.top_k)
+        state.finish_reason = "length"
+        gen = llm.generate(ids, top_k=top_k, top_p=top_p, temp=temp,
+                           repeat_penalty=params.repetition_penalty or 1.0, reset=True)
+        return gen, (max_new, stop_ids, stop_strings, longest)
+
+    def _tokens(self, llm: Any, gen: Iterator[int], setup: tuple, state: TokenStream,
+                check_stops: bool) -> Iterator[str]:
+        max_new, stop_ids, stop_strings, longest = setup
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
-        state.finish_reason = "length"
-        gen = self.llm.generate(ids, top_k=top_k, top_p=top_p, temp=temp, repeat_penalty=1.0, reset=True)
-        try:
-            for tid in gen:
+        while True:
+            with self._inflight.step():  # one token: evaluate, sample, detokenize
+                tid = next(gen, None)
+                if tid is None:
+                    state.finish_reason = "stop"
+                    break
                 state.completion_tokens += 1
                 if tid in stop_ids or tid in self._eog_ids:
                     state.finish_reason = "stop"
                     break
-                piece = decoder.decode(self.llm.detokenize([tid], special=False))
-                if piece:
-                    if check_stops and stop_strings:
-                        window_start = max(0, len(text) - longest)
-                        text += piece
-                        window = text[window_start:]
-                        hits = [window.find(s) for s in stop_strings if s in window]
-                        if hits:
-                            cut = window_start + min(hits)
-                            piece = piece[:max(0, len(piece) - (len(text) - cut))]
-                            if piece:
-                                yield piece
-                            state.finish_reason = "stop"
-                            break
-                    yield piece
-                if state.completion_tokens >= max_new:
-                    break
-            else:
-                state.finish_reason = "stop"
-        finally:
-            gen.close()
+                piece = decoder.decode(llm.detokenize([tid], special=False))
+            if piece:
+                if check_stops and stop_strings:
+                    window_start = max(0, len(text) - longest)
+                    text += piece
+                    window = text[window_start:]
+                    hits = [window.find(s) for s in stop_strings if s in window]
+                    if hits:
+                        cut = window_start + min(hits)
+                        piece = piece[:max(0, len(piece) - (len(text) - cut))]
+                        if piece:
+                            yield piece
+                        state.finish_reason = "stop"
+                        break
+                yield piece
+            if state.completion_tokens >= max_new:
+                break
 
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
         state = TokenStream()
@@ -245,11 +270,15 @@ class LlamaCppLLM(ChatLLM):
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
-            try:
-                llm.close()
-            except Exception:
-                pass
             del self.llm
+            self._inflight.cancel()
+            # free the context now only when no call runs in it (terminate_model waited for them);
+            # otherwise the last reference, held by the running call, frees it when that call ends
+            if self._inflight.idle:
+                try:
+                    llm.close()
+                except Exception:
+                    pass
 
 
 class _LlamaTokenStream(TokenStream):

@@ -21,13 +21,11 @@ from typing import Any, Optional, Sequence, Union
 
 from ..errors import InferenceError, LaunchError
 from . import EngineModel, LoadRequest
-from .flexible import free_memory, torch_memory_bytes
+from ..memory import release_memory
+from .flexible import torch_memory_bytes
 
-# launch_model(**kwargs) that we hand to the sentence-transformers constructors
-# (only those the installed version's constructor takes are passed)
-_CONSTRUCTOR_OPTIONS = ("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",
-                        "revision", "truncate_dim", "prompts", "default_prompt_name", "backend", "local_files_only",
-                        "activation_fn", "similarity_fn_name")
+# launch_model(**kwargs) handed to the sentence-transformers constructors: the engine's options in
+# xinference_nb.options.ENGINE_OPTIONS (one table for the manager's check and for this engine)
 
 _EMBED_KWARGS = ("batch_size", "normalize_embeddings", "prompt_name", "prompt", "dimensions", "encoding_format",
                  "model", "user", "truncate_dim", "show_progress_bar")
@@ -68,14 +66,26 @@ class _TokenCounter:
 def _constructor_kwargs(request: LoadRequest, cls: Any) -> dict[str, Any]:
     import inspect
 
+    from ..options import ENGINE_OPTIONS
+
+    names = ENGINE_OPTIONS[(request.model_type, "sentence_transformers")]
+
     try:
         accepted = set(inspect.signature(cls.__init__).parameters)
     except (TypeError, ValueError):  # pragma: no cover
-        accepted = set(_CONSTRUCTOR_OPTIONS)
-    kwargs = {k: request.options[k] for k in _CONSTRUCTOR_OPTIONS if k in request.options}
+        accepted = set(names)
+    kwargs = {k: request.options[k] for k in names if k in request.options}
     if "tokenizer_kwargs" in kwargs and "tokenizer_kwargs" not in accepted and "processor_kwargs" in accepted:
         kwargs.setdefault("processor_kwargs", kwargs.pop("tokenizer_kwargs"))
-    return {k: v for k, v in kwargs.items() if k in accepted}
+    refused = sorted(k for k in kwargs if k not in accepted)
+    if refused:  # an option this sentence-transformers version has no use for: say so, never drop it
+        import sentence_transformers
+
+        raise LaunchError(f"launch option{'s' if len(refused) > 1 else ''} {', '.join(refused)}: the installed "
+                          f"sentence-transformers {getattr(sentence_transformers, '__version__', '?')} "
+                          f"{cls.__name__} does not take {'them' if len(refused) > 1 else 'it'}; drop "
+                          f"{'them' if len(refused) > 1 else 'it'} or upgrade sentence-transformers")
+    return kwargs
 
 
 def _model_dims(model: Any) -> Optional[int]:
@@ -98,6 +108,25 @@ def _check_texts(value: Any, field: str) -> tuple[list[str], bool]:
                 raise InferenceError(f"{field}[{i}] is a {type(item).__name__}; every item must be a string")
         return list(value), False
     raise InferenceError(f"{field} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise InferenceError(f"{name} must be true or false, got {type(value).__name__} {value!r:.60}")
+
+
+def _check_count(name: str, value: Any, high: Optional[int] = None, what: str = "") -> None:
+    """None, or a whole number from 1 (to ``high``); never a bool, a float or a string."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
+        accepted = f"a whole number from 1 to {high}{what}" if high is not None else "a whole number >= 1"
+        raise InferenceError(f"{name}={value!r:.60}: pass {accepted}")
+
+
+def _check_str(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InferenceError(f"{name} must be a string, got {type(value).__name__} {value!r:.60}")
 
 
 def _unknown(kwargs: dict, allowed: Sequence[str], method: str) -> None:
@@ -125,15 +154,21 @@ class SentenceTransformerEmbedding(EngineModel):
         _unknown(kwargs, _EMBED_KWARGS, "create_embedding")
         kwargs.pop("model", None)
         kwargs.pop("user", None)
-        encoding_format = kwargs.pop("encoding_format", None) or "float"
-        if encoding_format not in ("float", "base64"):
-            raise InferenceError(f"encoding_format={encoding_format!r} is not supported; use 'float' or 'base64'")
+        encoding_format = kwargs.pop("encoding_format", None)
+        if encoding_format is None:
+            encoding_format = "float"
+        if not isinstance(encoding_format, str) or encoding_format not in ("float", "base64"):
+            raise InferenceError(f"encoding_format={encoding_format!r:.60} is not supported; use 'float' or 'base64'")
         dims = kwargs.pop("dimensions", None)
+        _check_count("dimensions", dims, self.dimensions, " (the model's size)")
+        _check_count("truncate_dim", kwargs.get("truncate_dim"), self.dimensions, " (the model's size)")
         if dims is not None:
-            if not isinstance(dims, int) or isinstance(dims, bool) or not 0 < dims <= self.dimensions:
-                raise InferenceError(f"dimensions={dims!r}: pass a whole number from 1 to {self.dimensions} "
-                                     "(the model's size)")
             kwargs["truncate_dim"] = dims
+        _check_count("batch_size", kwargs.get("batch_size"))
+        for name in ("normalize_embeddings", "show_progress_bar"):
+            _check_bool(name, kwargs.get(name))
+        for name in ("prompt_name", "prompt"):
+            _check_str(name, kwargs.get(name))
         kwargs.setdefault("show_progress_bar", False)
         model = self.model
         if model is None:
@@ -183,7 +218,7 @@ class SentenceTransformerEmbedding(EngineModel):
             return
         self._counter.remove()
         self.model = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 class CrossEncoderRerank(EngineModel):
@@ -206,8 +241,14 @@ class CrossEncoderRerank(EngineModel):
         if not isinstance(query, str):
             raise InferenceError(f"query must be a string, got {type(query).__name__}")
         if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n <= 0):
-            raise InferenceError(f"top_n={top_n!r}: pass a positive whole number or None for all documents")
+            raise InferenceError(f"top_n={top_n!r:.60}: pass a positive whole number or None for all documents")
+        _check_count("max_chunks_per_doc", max_chunks_per_doc)
+        for name, value in (("return_documents", return_documents), ("return_len", return_len)):
+            _check_bool(name, value)
         _unknown(kwargs, _RERANK_KWARGS, "rerank")
+        _check_count("batch_size", kwargs.get("batch_size"))
+        for name in ("apply_softmax", "show_progress_bar"):
+            _check_bool(name, kwargs.get(name))
         kwargs.pop("model", None)
         kwargs.setdefault("show_progress_bar", False)
         model = self.model
@@ -242,7 +283,7 @@ class CrossEncoderRerank(EngineModel):
         if self._counter is not None:
             self._counter.remove()
         self.model = None
-        free_memory(self._uses_cuda)
+        release_memory()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,7 +323,7 @@ def load_embedding(request: LoadRequest) -> SentenceTransformerEmbedding:
                                                  request.device.uses_cuda)
     except BaseException:
         model = None
-        free_memory(request.device.uses_cuda)
+        release_memory()
         raise
     request.progress("ready", 1.0)
     return embedding
@@ -306,7 +347,7 @@ def load_rerank(request: LoadRequest) -> CrossEncoderRerank:
         rerank = CrossEncoderRerank(request.model_uid, model, request.device.uses_cuda)
     except BaseException:
         model = None
-        free_memory(request.device.uses_cuda)
+        release_memory()
         raise
     request.progress("ready", 1.0)
     return rerank

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
                     read_own_chat_template)
 from ..errors import InferenceError, LaunchError
-from . import LoadRequest
+from . import InFlight, LoadRequest
 
 QUANTIZATIONS = ("none", "4-bit", "8-bit")
 
@@ -59,7 +59,7 @@ def load(request: LoadRequest) -> "TransformersLLM":
 
     opts = request.options
     source = request.source
-    trust = bool(opts.get("trust_remote_code", False))
+    trust = opts.get("trust_remote_code") is True   # parsed by options.parse_launch_options: a real bool
     common: dict[str, Any] = {"trust_remote_code": trust}
     if opts.get("revision"):
         common["revision"] = opts["revision"]
@@ -93,15 +93,17 @@ def load(request: LoadRequest) -> "TransformersLLM":
 
 
 class _EventCriteria:
-    """A StoppingCriteria that stops when an event is set (a consumer closed the stream)."""
+    """A StoppingCriteria that stops when one of its events is set (a consumer closed the stream,
+    or the model was terminated)."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersLLM(ChatLLM):
@@ -146,6 +148,8 @@ class TransformersLLM(ChatLLM):
                              else (eos_ids[0] if eos_ids else None))
         self.device = getattr(model, "device", None)
         self._lock = threading.Lock()
+        # generation runs in in-flight steps that terminate_model cancels (stopping criteria) and waits for
+        self._inflight = InFlight(request.model_uid)
 
     # ------------------------------------------------------------------ helpers
     def _token_of(self, text: str) -> Optional[int]:
@@ -187,6 +191,8 @@ class TransformersLLM(ChatLLM):
                 kw["top_p"] = params.top_p
             if params.top_k is not None:
                 kw["top_k"] = params.top_k if params.top_k > 0 else None
+        if params.repetition_penalty is not None:
+            kw["repetition_penalty"] = params.repetition_penalty
         if strings:
             kw["stop_strings"] = strings
             kw["tokenizer"] = self.tokenizer
@@ -205,26 +211,34 @@ class TransformersLLM(ChatLLM):
     # ------------------------------------------------------------------ ChatLLM
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
         import torch
+        from transformers import StoppingCriteriaList
 
-        input_ids, attention = self._encode(prompt, chat)
-        n_prompt = int(input_ids.shape[1])
-        max_new = check_prompt_fits(n_prompt, params, self.context_length)
-        kw, stop_ids = self._gen_kwargs(params, max_new)
-        try:
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kw)
-        except (ValueError, TypeError) as exc:
-            raise InferenceError(f"generation failed: {exc}") from None
-        new_ids = out[0, n_prompt:].tolist()
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        inflight = self._inflight
+        with inflight.step():
+            model, tokenizer = self.model, self.tokenizer
+            input_ids, attention = self._encode(prompt, chat)
+            n_prompt = int(input_ids.shape[1])
+            max_new = check_prompt_fits(n_prompt, params, self.context_length)
+            kw, stop_ids = self._gen_kwargs(params, max_new)
+            try:
+                with torch.inference_mode():
+                    out = model.generate(input_ids=input_ids, attention_mask=attention,
+                                         stopping_criteria=StoppingCriteriaList([_EventCriteria(inflight.event)]),
+                                         **kw)
+            except (ValueError, TypeError) as exc:
+                raise InferenceError(f"generation failed: {exc}") from None
+            inflight.check()  # terminated while generating: the text was cut short
+            new_ids = out[0, n_prompt:].tolist()
+            text = tokenizer.decode(new_ids, skip_special_tokens=True)
         return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new))
 
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
-        input_ids, attention = self._encode(prompt, chat)
-        n_prompt = int(input_ids.shape[1])
-        max_new = check_prompt_fits(n_prompt, params, self.context_length)
-        kw, stop_ids = self._gen_kwargs(params, max_new)
-        return _HFTokenStream(self, input_ids, attention, kw, n_prompt, max_new, stop_ids)
+        with self._inflight.step():
+            input_ids, attention = self._encode(prompt, chat)
+            n_prompt = int(input_ids.shape[1])
+            max_new = check_prompt_fits(n_prompt, params, self.context_length)
+            kw, stop_ids = self._gen_kwargs(params, max_new)
+            return _HFTokenStream(self, input_ids, attention, kw, n_prompt, max_new, stop_ids)
 
     def memory_bytes(self) -> Optional[int]:
         try:
@@ -233,6 +247,7 @@ class TransformersLLM(ChatLLM):
             return None
 
     def close(self) -> None:
+        self._inflight.cancel()
         for name in ("model", "tokenizer"):
             if hasattr(self, name):
                 delattr(self, name)
@@ -253,6 +268,8 @@ class _HFTokenStream(TokenStream):
         self.completion_tokens = 0
         self.finish_reason = "stop"
         self._llm = llm
+        self._tok = llm.tokenizer
+        self._inflight = inflight = llm._inflight
         self._q: "queue.Queue[Any]" = queue.Queue()
         self._stop = threading.Event()
         self._error: Optional[BaseException] = None
@@ -277,9 +294,10 @@ class _HFTokenStream(TokenStream):
             import torch
 
             try:
-                with torch.inference_mode():
+                with inflight.step(), torch.inference_mode():
                     llm.model.generate(input_ids=input_ids, attention_mask=attention, streamer=_Streamer(),
-                                       stopping_criteria=StoppingCriteriaList([_EventCriteria(self._stop)]), **kw)
+                                       stopping_criteria=StoppingCriteriaList(
+                                           [_EventCriteria(self._stop, inflight.event)]), **kw)
             except BaseException as exc:  # handed to the consumer
                 self._error = exc
             finally:
@@ -296,12 +314,12 @@ class _HFTokenStream(TokenStream):
         return next(self._iter)
 
     def _decode(self) -> Iterator[str]:
-        tok = self._llm.tokenizer
+        tok = self._tok
         ids = self._ids
         prefix, read = 0, 0
         while True:
             item = self._q.get()
-            if item is self._DONE:
+            if item is self._DONE or self._inflight.cancelled:
                 break
             ids.extend(item)
             self.completion_tokens = len(ids)
@@ -313,9 +331,11 @@ class _HFTokenStream(TokenStream):
                 delta = new_text[len(prefix_text):]
                 prefix, read = read, len(ids)
                 yield delta
-        self._thread.join()
+        self._thread.join()  # a terminated model's generation stops at its next token
         self._finished = True
         self.finish_reason = TransformersLLM._finish(ids, self._stop_ids, self._max_new)
+        if self._inflight.cancelled and not self._stop.is_set():
+            raise self._inflight.error()
         if self._error is not None and not self._stop.is_set():
             raise InferenceError(f"generation failed: {type(self._error).__name__}: {self._error}")
 

@@ -15,7 +15,16 @@ How the venv is made (once per model, under ``$XINFERENCE_NB_HOME/virtualenv/<mo
   ``XINFERENCE_NB_VENV_INSTALLER=uv`` and uv is on PATH), with ``index_url``, ``extra_index_url``,
   ``find_links``, ``trusted_host`` and ``no_build_isolation`` from the spec. With
   ``inherit_pip_config`` false, pip runs ``--isolated`` (no pip.conf, no ``PIP_*`` variables).
-  Xinference's ``#system_<pkg>#`` markers are dropped: the kernel's packages are visible anyway.
+  Xinference's ``#system_<pkg>#`` / ``#..._dependencies#`` placeholders are dropped (the kernel's
+  packages are visible anyway), and an entry ending in ``; #engine# == "name"`` is installed only
+  for that engine.
+* Every package entry must be a requirement specifier (``packaging.requirements.Requirement``):
+  ``name``, ``name>=1.0``, ``name[extra]; python_version>"3.9"`` or, for a local package,
+  ``name @ file:///abs/path``. A pip option (``--no-index``) or a bare path is a SpecError, in the
+  kernel as over REST (``check_package``, which the server also uses, with its allowed roots). pip
+  options have their own fields: the document's ``index_url``, ``extra_index_url``, ``find_links``,
+  ``trusted_host``, ``no_build_isolation`` and ``inherit_pip_config`` (pip.conf / ``PIP_*``
+  variables still apply with it), and ``launch_model(virtual_env_find_links=[...])``.
   Output is appended to ``<venv>/install.log`` and each line is reported to the launch progress;
   a failed install raises LaunchError with the log's tail and path, and is retried on the next launch.
   A finished install is recorded in ``<venv>/xinference_nb_packages.json`` so the next launch with
@@ -33,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +50,10 @@ import sysconfig
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .. import errors as _errors
 from ..errors import LaunchError, XinfError
@@ -170,10 +181,197 @@ def _tail(log: Path, lines: int = 25) -> str:
         return ""
 
 
-def _packages_of(settings: Any, options: dict[str, Any]) -> list[str]:
-    packages = list(settings.packages or [])
-    packages += _as_list(options.pop("virtual_env_packages", None))
-    return [p for p in packages if p and not (p.startswith("#system_") and p.endswith("#"))]
+# ------------------------------------------------------------------------------------------------
+# what may be installed: one check, used in-kernel (here) and by the REST server (server/security.py)
+# ------------------------------------------------------------------------------------------------
+
+_ENGINE_MARKER = re.compile(r"""(?:\s+and\s+)?#engine#\s*(==|!=)\s*(["'])([^"']*)\2(?:\s+and\s+)?""")
+_PLACEHOLDER = re.compile(r"^#[A-Za-z0-9_.\-]+#$")
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}"
+                   r"[A-Za-z0-9])?)*(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+REQUIREMENT_HELP = ("write requirement specifiers: 'name', 'name==1.2', 'name[extra]>=1.0; python_version>\"3.9\"', "
+                    "or 'name @ file:///abs/path' for a local package. pip options go in the document's virtualenv "
+                    "fields (index_url, extra_index_url, find_links, trusted_host, no_build_isolation, "
+                    "inherit_pip_config) or launch_model(virtual_env_find_links=[...]), never in the package list")
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    try:
+        resolved = path.expanduser().resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    for root in roots:
+        try:
+            r = root.expanduser().resolve(strict=False)
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if resolved == r or r in resolved.parents:
+            return True
+    return False
+
+
+def _file_url_path(url: str) -> Optional[Path]:
+    """The local path of a file: URL (None for other schemes)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"{url!r} names host {parsed.netloc!r}; write file:///absolute/path")
+    return Path(unquote(parsed.path))
+
+
+def check_package(entry: Any, field: str, roots: Optional[list[Path]] = None, engine: Optional[str] = None
+                  ) -> Optional[str]:
+    """One entry of a virtualenv package list → the requirement to install, or None when it is to be
+    skipped: Xinference's placeholders (``#system_torch#``, ``#vllm_dependencies#``: packages of the
+    serving environment, which the venv inherits from the kernel) and entries whose
+    ``; #engine# == "name"`` condition does not hold for ``engine``.
+
+    The entry must parse as a ``packaging.requirements.Requirement``: never a pip option
+    (``--no-index``), a bare path or a URL on its own. ``roots`` is the REST server's allowed roots:
+    then a ``name @ file:///...`` must lie inside one of them and other URLs are refused; ``None``
+    (in-kernel, the user's own code) allows any direct reference. SpecError naming ``field`` otherwise.
+    ``engine`` None checks every entry and keeps those with an engine condition."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from ..errors import FieldIssue, SpecError
+
+    def bad(message: str) -> SpecError:
+        return SpecError([FieldIssue(field, message)])
+
+    if not isinstance(entry, str) or not entry.strip():
+        raise bad(f"must be a non-empty string, got {type(entry).__name__} {entry!r}; {REQUIREMENT_HELP}")
+    text = entry.strip()
+    if text.startswith("-"):
+        raise bad(f"{entry!r} is a pip option, not a package; {REQUIREMENT_HELP}")
+    if any(c in text for c in "\r\n\x00"):
+        raise bad(f"{entry!r} spans several lines; give one requirement per entry")
+    req_text, _, marker = text.partition(";")
+    holds = True
+    if "#engine#" in marker:
+        m = _ENGINE_MARKER.search(marker)
+        if m is None:
+            raise bad(f"{entry!r}: write the engine condition as '; #engine# == \"name\"'")
+        rest = (marker[:m.start()] + " " + marker[m.end():]).strip()
+        if rest.startswith(("or ", "and ")) or rest.endswith((" or", " and")) or "#engine#" in rest:
+            raise bad(f"{entry!r}: only '; #engine# == \"name\"' joined with 'and' is understood")
+        if engine is not None:   # None: check the entry whatever the engine (the server does)
+            wanted = m.group(3).strip().lower().replace("-", "_")
+            here = engine.strip().lower().replace("-", "_")
+            holds = (here == wanted) if m.group(1) == "==" else (here != wanted)
+        text = req_text.strip() + (f"; {rest}" if rest else "")
+    if _PLACEHOLDER.match(req_text.strip()):
+        return None      # Xinference's "#system_torch#" / "#..._dependencies#": the kernel's packages
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise bad(f"{entry!r} is not a requirement specifier ({first}); {REQUIREMENT_HELP}") from None
+    if req.url:
+        try:
+            local = _file_url_path(req.url)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        if roots is not None:
+            if local is None:
+                raise bad(f"{entry!r}: a package from a URL is refused over REST; name a package of the index, "
+                          "or a 'name @ file:///...' inside the server's allowed model roots")
+            if not _inside(local, roots):
+                raise bad(f"{entry!r}: {local} is outside the server's allowed model roots "
+                          f"({', '.join(str(r) for r in roots) or 'none'})")
+    return text if holds else None
+
+
+def check_location(value: Any, field: str, roots: Optional[list[Path]] = None) -> str:
+    """An index URL or a find-links location: an http(s) URL, or (find links) a local folder / file:
+    URL, inside ``roots`` when given. Never a pip option. SpecError naming ``field`` otherwise."""
+    from ..errors import FieldIssue, SpecError
+
+    def bad(message: str) -> SpecError:
+        return SpecError([FieldIssue(field, message)])
+
+    if not isinstance(value, str) or not value.strip():
+        raise bad(f"must be a non-empty string (a URL or a folder), got {type(value).__name__} {value!r}")
+    text = value.strip()
+    if text.startswith("-"):
+        raise bad(f"{value!r} is a pip option; give a URL such as https://pypi.org/simple or a folder")
+    if any(c.isspace() or c == "\x00" for c in text):
+        raise bad(f"{value!r} contains whitespace; give one URL or folder per entry")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("http", "https"):
+        return text
+    if scheme and scheme != "file":
+        raise bad(f"{value!r}: use an http(s):// URL, a file:// URL or a folder")
+    try:
+        local = _file_url_path(text) if scheme == "file" else Path(text)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if roots is not None and (local is None or not _inside(local, roots)):
+        raise bad(f"{value!r} is outside the server's allowed model roots "
+                  f"({', '.join(str(r) for r in roots) or 'none'})")
+    return text
+
+
+def check_settings(settings: Any, prefix: str = "virtualenv", roots: Optional[list[Path]] = None) -> None:
+    """The pip settings of a document's ``virtualenv`` (a VirtualEnvSettings or a dict)."""
+    from ..errors import FieldIssue, SpecError
+
+    get = settings.get if isinstance(settings, dict) else (lambda key: getattr(settings, key, None))
+    if get("index_url") is not None:
+        check_location(get("index_url"), f"{prefix}.index_url", roots)
+    for key in ("extra_index_url", "find_links"):
+        value = get(key)
+        values = [value] if isinstance(value, str) else value
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            raise SpecError([FieldIssue(f"{prefix}.{key}", "must be a string or a list of strings")])
+        for i, item in enumerate(values):
+            check_location(item, f"{prefix}.{key}" + (f"[{i}]" if not isinstance(value, str) else ""), roots)
+    hosts = get("trusted_host")
+    for i, host in enumerate([hosts] if isinstance(hosts, str) else (hosts or [])):
+        if not isinstance(host, str) or not _HOST.match(host.strip()):
+            raise SpecError([FieldIssue(f"{prefix}.trusted_host", f"{host!r} is not a host name (host or host:port)")])
+
+
+@contextmanager
+def as_launch_option_error() -> Iterator[None]:
+    """A SpecError about a launch_model option becomes a LaunchOptionError (same issues)."""
+    from ..errors import LaunchOptionError, SpecError
+
+    try:
+        yield
+    except LaunchOptionError:
+        raise
+    except SpecError as exc:
+        raise LaunchOptionError(exc.issues) from None
+
+
+def venv_packages(settings: Any, options: dict[str, Any], engine: Optional[str] = None) -> list[str]:
+    """What to install for a launch: the document's ``virtualenv.packages`` and
+    ``launch_model(virtual_env_packages=...)``, each checked by ``check_package`` (SpecError naming
+    the entry), Xinference's placeholders and other engines' entries left out. The document's pip
+    settings and ``virtual_env_find_links`` are checked too."""
+    packages: list[str] = []
+    doc_packages = list(getattr(settings, "packages", None) or []) if settings is not None else []
+    for i, entry in enumerate(doc_packages):
+        req = check_package(entry, f"virtualenv.packages[{i}]", engine=engine)
+        if req:
+            packages.append(req)
+    if settings is not None:
+        check_settings(settings)
+    with as_launch_option_error():
+        launch_packages = options.get("virtual_env_packages")
+        for i, entry in enumerate([launch_packages] if isinstance(launch_packages, str) else (launch_packages or [])):
+            req = check_package(entry, f"virtual_env_packages[{i}]", engine=engine)
+            if req:
+                packages.append(req)
+        links = options.get("virtual_env_find_links")
+        for i, link in enumerate([links] if isinstance(links, str) else (links or [])):
+            check_location(link, f"virtual_env_find_links[{i}]")
+    return packages
 
 
 def ensure_venv(model_name: str, settings: Any, packages: list[str], progress: Any = None) -> Path:
@@ -430,9 +628,10 @@ def load_in_virtualenv(engine: Engine, request: LoadRequest) -> EngineModel:
     # launch_model(virtual_env_packages=...) works for a document without virtualenv settings too
     settings = request.spec.virtualenv or VirtualEnvSettings()
     options = dict(request.options or {})
-    packages = _packages_of(settings, options)
+    packages = venv_packages(settings, options, engine.name)
     find_links = _as_list(options.pop("virtual_env_find_links", None))
-    options.pop("enable_virtual_env", None)
+    for key in ("virtual_env_packages", "enable_virtual_env"):
+        options.pop(key, None)
     if find_links:
         settings = settings.model_copy(update={"find_links": _as_list(settings.find_links) + find_links})
     request.options = options

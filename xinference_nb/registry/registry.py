@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import FieldIssue, ModelNotFound, RegistryError, SpecError
-from ..spec import MODEL_TYPES, AnySpec, load_spec, normalize_model_type, path_issues, to_document
+from ..model_types import model_type as lookup_model_type
+from ..model_types import type_names
+from ..spec import AnySpec, load_spec, normalize_model_type, path_issues, to_document
 from .store import SpecStore, nb_home
 
-BUILTIN_FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json",
-                 "image": "image.json", "audio": "audio.json"}
 
 
 @lru_cache(maxsize=None)
 def builtin_specs(model_type: str) -> dict[str, AnySpec]:
     """name → spec of the shipped catalog for one type (loaded once, on first use)."""
     model_type = normalize_model_type(model_type)
-    file = BUILTIN_FILES.get(model_type)
+    file = lookup_model_type(model_type).catalog
     if file is None:
         return {}
     try:
@@ -48,8 +48,9 @@ class Registry:
 
     def __init__(self, home: Optional[Path] = None):
         self.store = SpecStore(home or nb_home())
-        self._session: dict[str, dict[str, AnySpec]] = {t: {} for t in MODEL_TYPES}
+        self._session: dict[str, dict[str, AnySpec]] = {t: {} for t in type_names()}
         self._lock = threading.RLock()
+        self.store.clean_stale_tmp()   # temp files of writers that were killed before their rename
 
     # ------------------------------------------------------------------ reading
     def builtin(self, model_type: str) -> dict[str, AnySpec]:
@@ -96,7 +97,7 @@ class Registry:
 
     def find(self, model_name: str, model_type: Optional[str] = None) -> tuple[str, AnySpec]:
         """(type, spec) for a name; with no type, every type is searched, LLM first."""
-        types = [normalize_model_type(model_type)] if model_type else list(MODEL_TYPES)
+        types = [normalize_model_type(model_type)] if model_type else type_names()
         for t in types:
             try:
                 return t, self.get(t, model_name)
@@ -140,18 +141,22 @@ class Registry:
             raise RegistryError(f"model_name: {name!r} is a built-in {model_type} model and cannot be replaced; "
                                 "choose another name, e.g. \"my-" + name + "\"")
         doc = to_document(spec)
-        with self._lock, self.store.locked():
-            exists = name in self._session[model_type] or self.store.exists(model_type, name)
-            if exists and not overwrite:
+        # a session-only registration needs no writable store (read-only home): the lock is optional
+        with self._lock, self.store.locked(optional=not persist) as lock_error:
+            on_disk = self.store.exists(model_type, name)
+            if (name in self._session[model_type] or on_disk) and not overwrite:
                 raise RegistryError(f"model_name: {name!r} is already registered as a custom {model_type} model; "
                                     "pass overwrite=True to replace it, or unregister it first")
+            # the store first: if it fails (RegistryError naming the path), nothing has changed
             if persist:
                 self.store.write(model_type, name, doc)
                 self._session[model_type].pop(name, None)
             else:
-                self._session[model_type][name] = spec
-                if overwrite:
+                if on_disk:
+                    if lock_error is not None:
+                        raise lock_error
                     self.store.delete(model_type, name)
+                self._session[model_type][name] = spec
         return spec
 
     def unregister(self, model_type: str, model_name: str) -> None:
@@ -159,9 +164,14 @@ class Registry:
         if model_name in self.builtin(model_type):
             raise RegistryError(f"model_name: {model_name!r} is a built-in {model_type} model; only custom "
                                 "registrations can be unregistered")
-        with self._lock, self.store.locked():
+        with self._lock, self.store.locked(optional=True) as lock_error:
+            # the store first: if it fails (RegistryError naming the path), nothing has changed
+            on_disk = _safe_name(model_name) and self.store.exists(model_type, model_name)
+            if on_disk:
+                if lock_error is not None:
+                    raise lock_error
+                self.store.delete(model_type, model_name)
             in_session = self._session[model_type].pop(model_name, None) is not None
-            on_disk = _safe_name(model_name) and self.store.delete(model_type, model_name)
         if not (in_session or on_disk):
             raise ModelNotFound(self._not_found(model_type, model_name))
 
@@ -173,6 +183,8 @@ def _safe_name(name: str) -> bool:
 def _close_matches(name: str, names: list[str]) -> list[str]:
     import difflib
 
+    if not isinstance(name, str):
+        return []
     return difflib.get_close_matches(name, names, n=3, cutoff=0.75)
 
 

@@ -10,21 +10,22 @@ notebook is served at once and one launched over REST is usable in the notebook.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from ..errors import XinfError
-from .security import ServerSettings, parse_roots
+from .security import RootTooBroad, ServerError, ServerSettings, parse_roots
 
+__all__ = ["RootTooBroad", "RunningServer", "ServerError", "current_server", "serve", "serve_forever",
+           "start_in_thread", "stop_server"]
+
+log = logging.getLogger("xinference_nb.server")
 _lock = threading.Lock()
 _current: Optional["RunningServer"] = None
-
-
-class ServerError(XinfError):
-    """The server could not start (port in use, bad host) or is not running."""
 
 
 @dataclass
@@ -108,19 +109,24 @@ def _config(app: Any, log_level: str, foreground: bool = False):
 
 def build_settings(api_key: Optional[str] = None, allowed_roots: Optional[Iterable[str]] = None,
                    allow_any_path: bool = False, allow_flexible: bool = False,
-                   allow_trust_remote_code: bool = False, **more: Any) -> ServerSettings:
+                   allow_trust_remote_code: bool = False, allow_virtualenv: bool = False,
+                   **more: Any) -> ServerSettings:
     return ServerSettings(api_key=api_key or None, allowed_roots=parse_roots(allowed_roots),
                           allow_any_path=allow_any_path, allow_flexible=allow_flexible,
-                          allow_trust_remote_code=allow_trust_remote_code, **more)
+                          allow_trust_remote_code=allow_trust_remote_code, allow_virtualenv=allow_virtualenv,
+                          **more)
 
 
 def serve(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = None, *,
           allowed_roots: Optional[Iterable[str]] = None, allow_any_path: bool = False,
-          allow_flexible: bool = False, allow_trust_remote_code: bool = False, client: Any = None,
-          log_level: str = "warning", **settings: Any) -> RunningServer:
+          allow_flexible: bool = False, allow_trust_remote_code: bool = False, allow_virtualenv: bool = False,
+          allowed_hosts: Optional[Iterable[str]] = None, client: Any = None, log_level: str = "warning",
+          **settings: Any) -> RunningServer:
     """Start the REST server in a background thread, serving this kernel's models; returns it
     (``.url``, ``.stop()``). ``port=0`` picks a free port. Binds 127.0.0.1 unless ``host`` says
-    otherwise. ``settings``: other ``ServerSettings`` fields (max_body_bytes, batch_wait_ms, ...)."""
+    otherwise. ``settings``: other ``ServerSettings`` fields (allowed_hosts, max_body_bytes,
+    batch_wait_ms, ...). A too-broad ``allowed_roots`` entry raises ``RootTooBroad``; a host other
+    machines can reach without ``api_key`` logs a warning."""
     global _current
     with _lock:
         if _current is not None and _current.running:
@@ -130,17 +136,31 @@ def serve(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[str] = No
         from .app import create_app
 
         conf = build_settings(api_key, allowed_roots, allow_any_path, allow_flexible, allow_trust_remote_code,
-                              **settings)
+                              allow_virtualenv, allowed_hosts=list(allowed_hosts) if allowed_hosts is not None
+                              else None, **settings)
         running = start_in_thread(create_app(client, settings=conf), host, port, log_level)
         _current = running
         return running
+
+
+def _prepare(app: Any, host: str) -> Optional[str]:
+    """Tell the app's settings which host it is bound to (a loopback name is then a valid Host);
+    returns the warning for a reachable bind without an API key (None when there is none)."""
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    if not isinstance(settings, ServerSettings):
+        return None
+    settings.note_bind_host(host)
+    return settings.exposure_warning(host)
 
 
 def start_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> RunningServer:
     """Serve ``app`` from a daemon thread; returns once it accepts connections."""
     import uvicorn
 
+    warning = _prepare(app, host)
     sock = _bind(host, port)
+    if warning:
+        log.warning(warning)
     actual_port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, log_level))
     failure: list[BaseException] = []
@@ -189,7 +209,12 @@ def serve_forever(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[s
 
     conf = build_settings(api_key, **options)
     app = create_app(None, settings=conf)
+    warning = _prepare(app, host)
     sock = _bind(host, port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+        if log.hasHandlers():
+            log.warning(warning)
     shown = host if ":" not in host else f"[{host}]"
     print(f"xinference_nb server on http://{shown}:{sock.getsockname()[1]} "
           f"({'API key required' if conf.api_key else 'no API key'}); Ctrl-C to stop", flush=True)

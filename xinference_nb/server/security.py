@@ -8,20 +8,41 @@ Kept free of FastAPI so the rules are plain functions the app (and tests) call.
   registration, ``model_path`` of the auto-parse route) must resolve (symlinks and ``..`` followed)
   inside one of the roots: ``allowed_roots=`` of ``serve()``, else ``XINFERENCE_NB_ALLOWED_ROOTS``
   (``os.pathsep``-separated), else the user's home, the Hugging Face cache, ``XINFERENCE_NB_HOME``
-  and the working directory. ``allow_any_path=True`` lifts the rule.
+  and the working directory. ``allow_any_path=True`` lifts the rule. A default root that is too broad
+  (``/``, a system folder such as ``/etc`` or ``/usr``: see ``root_problem``) is skipped; an explicit
+  one is refused at start (``RootTooBroad``).
+* Host header (DNS rebinding): without an API key, only requests addressed to a loopback name
+  (``localhost``, ``*.localhost``, ``127.0.0.1``, ``[::1]``, a loopback name the server was bound to)
+  or a name in ``allowed_hosts`` are answered; others get 403. With a key, any Host.
 * Flexible registrations (which name a Python callable to import) and ``trust_remote_code`` (which runs
   a model repository's Python) are refused over REST unless the server allows them.
-* Bodies larger than ``max_body_bytes`` (JSON) or ``max_upload_bytes`` (multipart uploads) get 413.
+* Bodies larger than ``max_body_bytes`` get 413; multipart bodies on the upload routes
+  (``UPLOAD_ROUTES``) get ``max_upload_bytes`` instead.
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ..errors import XinfError
+
 ALLOWED_ROOTS_ENV = "XINFERENCE_NB_ALLOWED_ROOTS"
+# the routes that take file uploads: only there a multipart body gets max_upload_bytes
+UPLOAD_ROUTES = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech", "/v1/audio/translations",
+                           "/v1/images/variations", "/v1/images/inpainting"})
+
+
+class ServerError(XinfError):
+    """The server could not start (port in use, bad host, unsafe settings) or is not running."""
+
+
+class RootTooBroad(ServerError):
+    """An allowed model root that would open system folders (``/``, ``/etc``, ``/usr``...) to REST clients."""
 
 
 class Refused(Exception):
@@ -32,15 +53,85 @@ class Refused(Exception):
         self.status = status
 
 
-def default_roots() -> list[Path]:
+# Folders that are never a model root: the root itself, and each of these (the whole tree for the
+# ones in _SYSTEM_TREES), unless it is the user's home.
+_SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+                "/run", "/sbin", "/snap", "/sys", "/usr", "/var", "/Users", "/System", "/Library", "/private",
+                "/private/etc", "/private/var", "/Applications", "/Volumes")
+_SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/root", "/sys", "/private/etc")
+
+
+def _resolved(path: Any) -> Path:
+    p = Path(path).expanduser()
+    try:
+        return p.resolve(strict=False)
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
+def _system_dirs() -> tuple[set[Path], set[Path]]:
+    dirs, trees = set(), set()
+    for d in _SYSTEM_DIRS:
+        dirs.update({Path(d), _resolved(d)})
+    for d in _SYSTEM_TREES:
+        trees.update({Path(d), _resolved(d)})
+    for var in ("SystemRoot", "windir", "ProgramFiles", "ProgramFiles(x86)", "ProgramData"):  # Windows
+        if os.environ.get(var):
+            trees.add(_resolved(os.environ[var]))
+    return dirs, trees
+
+
+def root_problem(path: Any) -> Optional[str]:
+    """Why ``path`` is too broad to be an allowed model root (None when it is fine): the file-system
+    root, a system folder (/etc, /usr, /var, /root unless it is the home...) or a folder inside
+    /etc, /proc, /sys, /dev, /boot."""
+    p = _resolved(path)
+    if p == Path(p.anchor):
+        return "the root of the file system"
+    try:
+        home = _resolved(Path.home())
+    except (RuntimeError, KeyError, OSError):
+        home = None
+    if home is not None and home != Path(home.anchor) and (p == home or home in p.parents):
+        return None
+    dirs, trees = _system_dirs()
+    if p in dirs:
+        return "a system folder"
+    for tree in trees:
+        if p == tree or tree in p.parents:
+            return f"inside the system folder {tree}"
+    return None
+
+
+def check_roots(roots: Iterable[Any], where: str) -> None:
+    """Raise ``RootTooBroad`` naming every root in ``roots`` that ``root_problem`` refuses."""
+    bad = [(str(r), why) for r in roots if (why := root_problem(r))]
+    if bad:
+        listed = "; ".join(f"{r} ({why})" for r, why in bad)
+        raise RootTooBroad(f"{where}: refused allowed model root{'s' if len(bad) > 1 else ''} {listed}: it would let "
+                           "any REST client load files from system folders. Name the folder that holds your models "
+                           "(e.g. ~/models) instead; to accept model paths anywhere on purpose, use "
+                           "allow_any_path=True (xinf serve --allow-any-path).")
+
+
+def env_roots() -> Optional[list[Path]]:
     env = os.environ.get(ALLOWED_ROOTS_ENV)
     if env:
         return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
-    roots = [Path.home(), Path.cwd()]
-    for var in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XINFERENCE_NB_HOME", "XINFERENCE_HOME"):
-        if os.environ.get(var):
-            roots.append(Path(os.environ[var]).expanduser())
-    return roots
+    return None
+
+
+def default_roots() -> list[Path]:
+    """``XINFERENCE_NB_ALLOWED_ROOTS`` when set, else the home, the working directory, the Hugging Face
+    caches and the package homes, each only when ``root_problem`` finds it narrow enough (a server
+    started from ``/`` does not open ``/``)."""
+    explicit = env_roots()
+    candidates = explicit if explicit is not None else [Path.home(), Path.cwd()]
+    if explicit is None:
+        for var in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XINFERENCE_NB_HOME", "XINFERENCE_HOME"):
+            if os.environ.get(var):
+                candidates.append(Path(os.environ[var]).expanduser())
+    return [r for r in candidates if root_problem(r) is None]
 
 
 @dataclass
@@ -50,6 +141,9 @@ class ServerSettings:
     allow_any_path: bool = False
     allow_flexible: bool = False
     allow_trust_remote_code: bool = False
+    allow_virtualenv: bool = False               # REST may install packages / set a model process's env
+    allowed_hosts: Optional[list[str]] = None    # Host names answered without an API key, beside loopback ("*": any)
+    bind_hosts: list[str] = field(default_factory=list)  # loopback names the server was bound to (note_bind_host)
     max_body_bytes: int = 8 * 1024 * 1024        # JSON bodies
     max_upload_bytes: int = 64 * 1024 * 1024     # multipart (audio files)
     batch_wait_ms: float = 5.0                   # dynamic batching window for embeddings / rerank
@@ -60,6 +154,51 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.allowed_roots is not None:
             self.allowed_roots = [Path(p).expanduser() for p in self.allowed_roots]
+            check_roots(self.allowed_roots, "allowed_roots")
+        if self.allowed_hosts is not None:
+            if isinstance(self.allowed_hosts, str) or not all(isinstance(h, str) and h.strip()
+                                                              for h in self.allowed_hosts):
+                raise ServerError("allowed_hosts: must be a list of host names (or [\"*\"] for any), got "
+                                  f"{self.allowed_hosts!r}")
+            self.allowed_hosts = [_host_name(h) if h.strip() != "*" else "*" for h in self.allowed_hosts]
+
+    def check_start(self) -> None:
+        """The checks that read the environment, run when an app is created: a too-broad root in
+        ``XINFERENCE_NB_ALLOWED_ROOTS`` is refused like one passed as ``allowed_roots``."""
+        if self.allowed_roots is None:
+            roots = env_roots()
+            if roots is not None:
+                check_roots(roots, ALLOWED_ROOTS_ENV)
+
+    # ------------------------------------------------------------------ Host header (DNS rebinding)
+    def note_bind_host(self, host: str) -> None:
+        """Answer Host names equal to the bound interface's name when it is a loopback one."""
+        name = _host_name(host)
+        if name and name not in self.bind_hosts and _resolves_to_loopback(name):
+            self.bind_hosts.append(name)
+
+    def host_ok(self, host_header: Optional[str]) -> bool:
+        if self.api_key or not host_header:  # no Host header: not a browser (they always send one)
+            return True
+        if self.allowed_hosts and "*" in self.allowed_hosts:
+            return True
+        name = _host_name(host_header)
+        return _is_loopback_name(name) or name in self.bind_hosts or name in (self.allowed_hosts or ())
+
+    def host_refusal(self, host_header: str) -> str:
+        return (f"Host {host_header[:100]!r} is refused: without an API key this server answers only requests addressed "
+                "to a loopback name (localhost, 127.0.0.1, [::1]), so that a web page cannot reach it through DNS "
+                "rebinding. Fix: set an API key (serve(api_key=...) / xinf serve -ak KEY), or name the host in "
+                "allowed_hosts (serve(allowed_hosts=[...]) / xinf serve --allowed-host NAME).")
+
+    def exposure_warning(self, host: str) -> Optional[str]:
+        """The warning for a bind address other machines can reach while no API key is set."""
+        if self.api_key or _resolves_to_loopback(_host_name(host)):
+            return None
+        return (f"WARNING: the server listens on {host}, reachable from other machines, WITHOUT an API key. "
+                "Anyone who can reach this port can launch models and read what they produce (the Host rule "
+                "only stops web pages; other clients can forge it). Set an API key (xinf serve -ak KEY / "
+                "serve(api_key=...)), or bind 127.0.0.1.")
 
     # ------------------------------------------------------------------ api key
     def auth_ok(self, authorization: Optional[str]) -> bool:
@@ -78,6 +217,12 @@ class ServerSettings:
 
     def check_path(self, value: Any, what: str) -> None:
         """Refuse a local path (plain or file:// URI) outside the allowed roots. Hub ids pass."""
+        if isinstance(value, str):
+            from ..options import check_path_value
+
+            problem = check_path_value(value, what)   # NUL bytes, over-long names: 400, whatever the roots
+            if problem:
+                raise Refused(f"{what}: {problem}", status=400)
         if self.allow_any_path or value is None or value == "":
             return
         if not isinstance(value, str):
@@ -128,6 +273,50 @@ class ServerSettings:
                           "model. Launch it in the notebook, or restart the server with "
                           "allow_trust_remote_code=True (xinf serve --allow-trust-remote-code).")
 
+    # ------------------------------------------------------------------ package installs / process env
+    def check_virtualenv(self, body: Any) -> None:
+        """Everything that installs packages or sets a model process's environment, at any nesting
+        level of a launch body or a registration document: ``virtual_env_packages``,
+        ``virtual_env_find_links``, ``enable_virtual_env: true``, ``envs`` and a ``virtualenv`` object
+        with packages or pip settings. Refused (403) unless ``allow_virtualenv``; when allowed, every
+        package must be a requirement specifier and every local path or file: URL (packages,
+        find_links, index URLs) must lie inside the allowed roots (SpecError naming the entry: 400)."""
+        hits = _venv_hits(body)
+        if not hits:
+            return
+        if not self.allow_virtualenv:
+            path = hits[0][0]
+            raise Refused(f"{path}: installing packages into a model's virtualenv or setting a model process's "
+                          "environment is refused over REST: a package's setup code runs as the server's user. "
+                          "Launch or register it in the notebook, or restart the server with allow_virtualenv=True "
+                          "(xinf serve --allow-virtualenv).")
+        from ..engines.virtualenv import as_launch_option_error, check_location, check_package, check_settings
+        from ..errors import FieldIssue, SpecError
+
+        roots = None if self.allow_any_path else self.roots()
+        for path, key, value in hits:
+            if key in ("virtual_env_packages", "virtual_env_find_links"):
+                if not isinstance(value, list):
+                    raise SpecError([FieldIssue(path, f"must be a list of strings, got {type(value).__name__}")])
+                with as_launch_option_error():
+                    for i, entry in enumerate(value):
+                        if key == "virtual_env_packages":
+                            check_package(entry, f"{path}[{i}]", roots=roots)
+                        else:
+                            check_location(entry, f"{path}[{i}]", roots)
+            elif key == "virtualenv":
+                if not isinstance(value, dict):
+                    raise SpecError([FieldIssue(path, f"must be an object, got {type(value).__name__}")])
+                packages = value.get("packages")
+                if packages is not None and not isinstance(packages, list):
+                    raise SpecError([FieldIssue(f"{path}.packages", "must be a list of strings")])
+                for i, entry in enumerate(packages or []):
+                    check_package(entry, f"{path}.packages[{i}]", roots=roots)
+                check_settings(value, path, roots)
+            elif key == "envs" and not (isinstance(value, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+                raise SpecError([FieldIssue(path, "must be an object of string values")])
+
 
 def _local_path(value: str) -> Optional[Path]:
     """A Path for local-looking values (absolute, ~, ./, file://); None for hub ids like 'org/name'."""
@@ -154,7 +343,7 @@ def _find_true_key(obj: Any, key: str, path: str = "", depth: int = 0) -> Option
     if isinstance(obj, dict):
         for k, v in obj.items():
             here = f"{path}.{k}" if path else str(k)
-            if k == key and v not in (None, False, "false", "False", 0, ""):
+            if k == key and v is not None and v is not False:   # strict: "false" or 0 is not False
                 return here
             found = _find_true_key(v, key, here, depth + 1)
             if found:
@@ -165,6 +354,81 @@ def _find_true_key(obj: Any, key: str, path: str = "", depth: int = 0) -> Option
             if found:
                 return found
     return None
+
+
+_VENV_DEFAULTS = {"packages": [], "inherit_pip_config": True}
+
+
+def _venv_active(value: Any, key: str) -> bool:
+    """Whether a virtualenv-related value asks for anything (None, [], {}, false and the document
+    defaults do not)."""
+    if key == "enable_virtual_env":
+        return value is not None and value is not False
+    if key == "virtualenv":
+        if value is None:
+            return False
+        if not isinstance(value, dict):
+            return True
+        return any(v is not None and v != _VENV_DEFAULTS.get(k, None) and v != [] and v != ""
+                   for k, v in value.items())
+    return value not in (None, [], {}, "")
+
+
+def _venv_hits(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, str, Any]]:
+    """(path, key, value) of every active virtualenv-related key in ``obj``, at any depth."""
+    keys = ("virtual_env_packages", "virtual_env_find_links", "enable_virtual_env", "envs", "virtualenv")
+    found: list[tuple[str, str, Any]] = []
+    if depth > 16:
+        return found
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            here = f"{path}.{k}" if path else str(k)
+            if k in keys and _venv_active(v, k):
+                found.append((here, k, v))
+            found += _venv_hits(v, here, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found += _venv_hits(v, f"{path}[{i}]", depth + 1)
+    return found
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header or bind address: no port, no brackets, lower case, no trailing dot."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h.rstrip(".")
+
+
+def _is_loopback_name(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolves_to_loopback(name: str) -> bool:
+    """True for a loopback name, or a name every address of which is a loopback one (e.g. a
+    machine name mapped to 127.0.1.1). Wildcards (0.0.0.0, ::) are not loopback."""
+    if _is_loopback_name(name):
+        return True
+    if not name or name in ("0.0.0.0", "::"):
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return False  # an address that is not loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (OSError, UnicodeError):
+        return False
+    addrs = {info[4][0].split("%", 1)[0] for info in infos}
+    return bool(addrs) and all(_is_loopback_name(a) for a in addrs)
 
 
 def parse_roots(values: Iterable[str] | None) -> Optional[list[Path]]:

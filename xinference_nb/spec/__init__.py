@@ -15,6 +15,8 @@ from typing import Any, Union
 from pydantic import BaseModel, ValidationError
 
 from ..errors import FieldIssue, SpecError
+from ..model_types import MODEL_TYPE_TABLE
+from ..model_types import model_type as lookup_model_type
 from .audio import AudioSpec
 from .common import (
     check_model_name,
@@ -32,14 +34,8 @@ from .image import ImageSpec
 from .llm import LLM_ABILITIES, LLM_FORMATS, LLMModelSpec, LLMSpec
 from .rerank import RerankSpec
 
-MODEL_TYPES: dict[str, type[BaseModel]] = {
-    "LLM": LLMSpec,
-    "embedding": EmbeddingSpec,
-    "rerank": RerankSpec,
-    "image": ImageSpec,
-    "audio": AudioSpec,
-    "flexible": FlexibleSpec,
-}
+# type name → document class, from the one model-type table (xinference_nb.model_types)
+MODEL_TYPES: dict[str, type[BaseModel]] = {t.name: t.spec_class() for t in MODEL_TYPE_TABLE}
 
 AnySpec = Union[LLMSpec, EmbeddingSpec, RerankSpec, ImageSpec, AudioSpec, FlexibleSpec]
 
@@ -53,12 +49,7 @@ __all__ = [
 
 def normalize_model_type(model_type: str) -> str:
     """"llm" → "LLM", "Embedding" → "embedding"; anything else is a SpecError listing the types."""
-    if isinstance(model_type, str):
-        for name in MODEL_TYPES:
-            if name.lower() == model_type.strip().lower():
-                return name
-    raise SpecError([FieldIssue("model_type", f"{model_type!r} is not a model type; use one of "
-                                f"{', '.join(MODEL_TYPES)}")])
+    return lookup_model_type(model_type).name
 
 
 def model_type_of(spec: BaseModel) -> str:
@@ -121,7 +112,7 @@ def to_document(spec: BaseModel) -> dict:
 def _uris(spec: BaseModel) -> list[tuple[str, str, str]]:
     """(field path, uri, expected kind: "file" | "dir" | "any") for each local uri in the spec."""
     out = []
-    if isinstance(spec, (LLMSpec, EmbeddingSpec, RerankSpec)):
+    if lookup_model_type(model_type_of(spec)).has_model_specs:
         for i, s in enumerate(spec.model_specs):
             if s.model_uri:
                 if s.model_format == "ggufv2":
@@ -136,8 +127,14 @@ def _uris(spec: BaseModel) -> list[tuple[str, str, str]]:
 
 def uri_form_issues(spec: BaseModel) -> list[FieldIssue]:
     """Relative paths and remote schemes are refused whatever the file system holds."""
+    from ..options import check_path_value
+
     issues = []
     for path, uri, _ in _uris(spec):
+        problem = check_path_value(uri, path)   # NUL bytes, names too long for any file system
+        if problem:
+            issues.append(FieldIssue(path, problem))
+            continue
         try:
             uri_to_path(uri)
         except ValueError as exc:
@@ -151,10 +148,11 @@ def path_issues(spec: BaseModel) -> list[FieldIssue]:
     for path, uri, kind in _uris(spec):
         try:
             local = local_path_of(uri)
-        except ValueError as exc:
+            exists = local.exists()
+        except (ValueError, OSError) as exc:   # OSError: ENAMETOOLONG and the like
             issues.append(FieldIssue(path, str(exc)))
             continue
-        if not local.exists():
+        if not exists:
             issues.append(FieldIssue(path, f"{local} does not exist; point it at the model's "
                                      f"{'file' if kind == 'file' else 'folder'}"))
         elif kind == "file" and local.is_dir():

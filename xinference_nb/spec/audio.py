@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from ..errors import FieldIssue
 from .common import SingleUriDocument, VirtualEnvSettings
@@ -16,7 +16,7 @@ AUDIO_ABILITIES = (
 
 class AudioSpec(SingleUriDocument):
     model_family: str
-    multilingual: bool = False
+    multilingual: StrictBool = False
     language: Optional[list[str]] = None
     model_ability: Optional[list[str]] = None
     default_model_config: Optional[dict[str, Any]] = None
@@ -24,9 +24,9 @@ class AudioSpec(SingleUriDocument):
     engine: Optional[str] = None
     virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
     model_uri: Optional[str] = None
-    is_builtin: bool = False
+    is_builtin: StrictBool = False
     model_description: Optional[str] = None
-    featured: Optional[bool] = None
+    featured: Optional[StrictBool] = None
     updated_at: Optional[int] = None
     # Xinference 4.1 adds these to the documents it returns
     model_lang: Optional[list[str]] = None

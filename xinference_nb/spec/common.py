@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator, model_serializer
 
 from ..errors import FieldIssue, SpecError
 
 # Xinference 4.1 refuses only "", ".", "..", whitespace and + \ / ? % # & = ; its docs say
 # letters, digits, "_" and "-". We take the union that keeps names safe as file names: a letter or
 # digit first, then letters, digits, "_", "-" and "." (its own examples use dots), never "..".
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# matched with fullmatch: "$" would also accept a trailing newline ("abc\n")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 MAX_NAME_LENGTH = 200
 
 
@@ -28,7 +29,7 @@ def check_model_name(name: str, field: str = "model_name") -> str:
         raise ValueError(f"{name!r} contains '..'; the name becomes a file name, use letters, digits, '_', '-' or a single '.'")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"is {len(name)} characters long; use at most {MAX_NAME_LENGTH}")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "_.-"))})
         if not (name[0].isascii() and name[0].isalnum()):
             why = f"must start with a letter or digit, not {name[0]!r}"
@@ -62,12 +63,12 @@ class VirtualEnvSettings(SpecModel):
     """Per-model virtual environment: packages to install and how pip should reach them."""
 
     packages: list[str] = []
-    inherit_pip_config: bool = True
+    inherit_pip_config: StrictBool = True
     index_url: Optional[str] = None
     extra_index_url: Optional[Union[str, list[str]]] = None
     find_links: Optional[Union[str, list[str]]] = None
     trusted_host: Optional[Union[str, list[str]]] = None
-    no_build_isolation: Optional[bool] = None
+    no_build_isolation: Optional[StrictBool] = None
     index_strategy: Optional[str] = None
 
     _omit_when_unset = frozenset({"index_strategy"})
@@ -142,7 +143,7 @@ def check_size(value: Any) -> Union[int, float, str]:
             raise ValueError(f"must be positive, got {value}")
         return value
     if isinstance(value, str):
-        if SIZE_STRING.match(value) and not ZERO_SIZE.match(value):
+        if SIZE_STRING.fullmatch(value) and not ZERO_SIZE.fullmatch(value):   # "7\n" is not a size
             return value
         raise ValueError(f"{value!r} is not a size; write 7, 0.5 or Xinference's string form \"0_5\"")
     raise ValueError("must be a number of billions such as 7, 0.5 or \"0_5\"")
@@ -158,16 +159,11 @@ def size_to_float(value: Union[int, float, str, None]) -> Optional[float]:
 
 
 def float_to_size(billions: float) -> Union[int, str]:
-    """Xinference's written form of a size: whole numbers as int, others as "0_5"."""
-    if abs(billions - round(billions)) < 1e-9 and billions >= 1:
-        return int(round(billions))
-    if billions <= 0:
-        raise ValueError(f"a model size must be positive, got {billions}")
-    # enough decimals to keep small models distinct from zero ("0_0001"), none trailing
-    text = f"{billions:.4f}".rstrip("0").rstrip(".")
-    if text == "0":
-        text = f"{billions:.10f}".rstrip("0")
-    return text.replace(".", "_")
+    """Xinference's written form of a size: whole numbers as int, others as "0_5" (every digit kept:
+    0.00017 → "0_00017"); the one rule is :func:`xinference_nb.metadata.sizes.size_form`."""
+    from ..metadata.sizes import size_form
+
+    return size_form(billions)
 
 
 def same_size(a: Any, b: Any) -> bool:

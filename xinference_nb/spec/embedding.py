@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from ..errors import FieldIssue
 from .common import SpecModel, VirtualEnvSettings, _NameMixin
@@ -54,10 +54,10 @@ class EmbeddingSpec(_NameMixin):
     model_specs: list[TextModelSpec]
     cache_config: Optional[dict[str, Any]] = None
     virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
-    is_builtin: bool = False
+    is_builtin: StrictBool = False
     model_ability: Optional[list[str]] = None
     model_description: Optional[str] = None
-    featured: Optional[bool] = None
+    featured: Optional[StrictBool] = None
     updated_at: Optional[int] = None
 
     _omit_when_unset = frozenset({"model_ability", "model_description", "featured", "updated_at"})

@@ -5,7 +5,7 @@ import json
 import re
 from typing import Any, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from ..errors import FieldIssue
 from .common import SingleUriDocument, VirtualEnvSettings
@@ -20,7 +20,7 @@ class FlexibleSpec(SingleUriDocument):
     # Xinference writes a JSON string; we also take an object, and write back the form given.
     launcher_args: Union[str, dict[str, Any]] = "{}"
     virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
-    is_builtin: bool = False
+    is_builtin: StrictBool = False
     device: Optional[str] = None
 
     _omit_when_unset = frozenset({"device"})
@@ -28,7 +28,7 @@ class FlexibleSpec(SingleUriDocument):
     @field_validator("launcher")
     @classmethod
     def _launcher(cls, value: str) -> str:
-        if not DOTTED_PATH.match(value):
+        if not DOTTED_PATH.fullmatch(value):
             raise ValueError(f"{value!r} is not a dotted path; write module.function, e.g. "
                              "\"xinference_nb.engines.flexible.transformers_pipeline\"")
         return value

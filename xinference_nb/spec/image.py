@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from ..errors import FieldIssue
 from .common import SingleUriDocument, VirtualEnvSettings, check_model_name
@@ -25,9 +25,9 @@ class ImageSpec(SingleUriDocument):
     lightning_model_file_name_template: Optional[str] = None
     virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
     model_uri: Optional[str] = None
-    is_builtin: bool = False
+    is_builtin: StrictBool = False
     model_description: Optional[str] = None
-    featured: Optional[bool] = None
+    featured: Optional[StrictBool] = None
     updated_at: Optional[int] = None
 
     _omit_when_unset = frozenset({"model_description", "featured", "updated_at"})

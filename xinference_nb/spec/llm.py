@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from ..errors import FieldIssue
 from .common import SpecModel, VirtualEnvSettings, _NameMixin, check_model_name, check_size
@@ -80,11 +80,11 @@ class LLMSpec(_NameMixin):
     reasoning_end_tag: Optional[str] = None
     cache_config: Optional[dict[str, Any]] = None
     virtualenv: Optional[VirtualEnvSettings] = Field(default_factory=VirtualEnvSettings)
-    is_builtin: bool = False
+    is_builtin: StrictBool = False
     # seen in Xinference's catalogs
     tool_parser: Optional[str] = None
     architectures: Optional[list[str]] = None
-    featured: Optional[bool] = None
+    featured: Optional[StrictBool] = None
     updated_at: Optional[int] = None
 
     _omit_when_unset = frozenset({"tool_parser", "architectures", "featured", "updated_at"})
