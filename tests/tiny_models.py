@@ -332,12 +332,13 @@ def _save_chat_tokenizer(tokenizer, path: Path, template: str) -> None:
     (path / "chat_template.jinja").write_text(template)
 
 
-def build_tiny_llama(path: Path, reasoning: bool = False) -> Path:
+def build_tiny_llama(path: Path, reasoning: bool = False, overrides: dict[str, Any] | None = None) -> Path:
     """Random-weight ``LlamaForCausalLM`` (64 hidden, 2 layers, 4 heads / 2 kv heads) + ChatML tokenizer.
 
     Writes ``config.json``, ``model.safetensors``, ``generation_config.json`` (eos = ``<|im_end|>``),
     ``tokenizer.json``, ``tokenizer_config.json`` and ``chat_template.jinja``. ``reasoning=True`` only
     changes the chat template (generation prompt opens ``<think>\\n``); weights are identical.
+    ``overrides`` replaces keys of :data:`TINY_LLAMA_CONFIG` (e.g. a bigger model for memory checks).
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -348,7 +349,7 @@ def build_tiny_llama(path: Path, reasoning: bool = False) -> Path:
     bos_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     eos_id = tokenizer.convert_tokens_to_ids(IM_END)
 
-    hp = dict(TINY_LLAMA_CONFIG)
+    hp = {**TINY_LLAMA_CONFIG, **(overrides or {})}
     rope_theta = hp.pop("rope_theta")
     config = LlamaConfig(
         vocab_size=vocab_size,
