@@ -127,6 +127,21 @@ def _fmt_sizes(entries: list) -> str:
             sizes.append(s)
     return ", ".join(str(s) for s in sizes)
 
+def _existing_path(value: Any, field: str, label: str, fix: str) -> Path:
+    """The local path of a model_path / model_uri value that must exist; a LaunchError naming ``label``
+    (and saying ``fix``) for a malformed value, one the file system refuses, or one that is missing."""
+    problem = check_path_value(value, field)
+    if problem:
+        raise LaunchError(f"{label} {problem}; {fix}")
+    try:
+        path = local_path_of(str(value))
+        exists = path.exists()
+    except (ValueError, OSError) as exc:
+        raise LaunchError(f"{label}: {exc}") from None
+    if not exists:
+        raise LaunchError(f"{label} {str(value)!r} does not exist; {fix}")
+    return path
+
 
 class ModelManager:
     """Owns every model running in this kernel."""
@@ -344,37 +359,16 @@ class ModelManager:
     def _user_path(model_path: Any) -> Optional[Path]:
         if model_path is None or model_path == "":
             return None
-        problem = check_path_value(model_path, "model_path")
-        if problem:
-            raise LaunchError(f"model_path: {problem}")
-        try:
-            path = local_path_of(str(model_path))
-            exists = path.exists()
-        except (ValueError, OSError) as exc:
-            raise LaunchError(f"model_path: {exc}") from None
-        if not exists:
-            raise LaunchError(f"model_path {str(model_path)!r} does not exist; pass the folder holding config.json "
-                              "and the weights (or the .gguf file)")
-        return path
+        return _existing_path(model_path, "model_path", "model_path",
+                              "pass the folder holding config.json and the weights (or the .gguf file)")
 
     @staticmethod
     def _spec_path(spec: Any, model_spec: Any, model_name: str) -> Optional[Path]:
         holder = model_spec if model_spec is not None else spec
         uri = getattr(holder, "model_uri", None)
         if uri:
-            problem = check_path_value(uri, "model_uri")
-            if problem:
-                raise LaunchError(f"{model_name}: model_uri {problem}; fix the registration "
-                                  "(register_model(..., overwrite=True)) or pass model_path=...")
-            try:
-                path = local_path_of(uri)
-                exists = path.exists()
-            except (ValueError, OSError) as exc:
-                raise LaunchError(f"{model_name}: model_uri {exc}") from None
-            if not exists:
-                raise LaunchError(f"{model_name}: model_uri {uri!r} does not exist; fix the registration "
-                                  "(register_model(..., overwrite=True)) or pass model_path=...")
-            return path
+            return _existing_path(uri, "model_uri", f"{model_name}: model_uri",
+                                  "fix the registration (register_model(..., overwrite=True)) or pass model_path=...")
         model_id = getattr(holder, "model_id", None)
         if model_id:
             try:

@@ -46,33 +46,30 @@ class AutoRegisterBody(_Body):
     model_family: Optional[str] = None
 
 
-class CompletionBody(_Body):
+class _GenerateBody(_Body):
+    """The sampling fields that completions and chat requests share (typed here; the rest of an OpenAI
+    request is mapped by server/openai.py, and the values are checked by chat.parse_generate_config)."""
+
+    stream: bool = False
+    stream_options: Optional[dict[str, Any]] = None
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+
+
+class CompletionBody(_GenerateBody):
     model: str
     prompt: Union[str, list[str]]
-    stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    max_tokens: Optional[int] = None
-    max_completion_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
 
 
-class ChatBody(_Body):
+class ChatBody(_GenerateBody):
     model: str
     messages: list[dict[str, Any]]
-    stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
     tools: Optional[list[dict[str, Any]]] = None
-    max_tokens: Optional[int] = None
-    max_completion_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
 
 
 class EmbeddingBody(_Body):

@@ -36,20 +36,13 @@ class AudioSpec(SingleUriDocument):
 
     _omit_when_unset = frozenset({"model_description", "featured", "updated_at", "model_lang", "model_format",
                                   "quantization", "cache_name"})
+    ABILITIES = AUDIO_ABILITIES
 
     @field_validator("model_family")
     @classmethod
     def _family(cls, value: str) -> str:
         if not value or not value.strip():
             raise ValueError("must name the audio family, e.g. \"whisper\", \"ChatTTS\" or \"MeloTTS\"")
-        return value
-
-    @field_validator("model_ability")
-    @classmethod
-    def _abilities(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        unknown = [a for a in value or [] if a not in AUDIO_ABILITIES]
-        if unknown:
-            raise ValueError(f"unknown abilities {unknown}; use some of {list(AUDIO_ABILITIES)}")
         return value
 
     def rules(self) -> list[FieldIssue]:

@@ -285,6 +285,15 @@ class SingleUriDocument(_NameMixin):
     model_hub: str = "huggingface"
     cache_config: Optional[dict[str, Any]] = None
     version: Literal[2] = 2
+    ABILITIES: ClassVar[tuple[str, ...]] = ()   # the model_ability values a type accepts (when it has them)
+
+    @field_validator("model_ability", check_fields=False)
+    @classmethod
+    def _abilities(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        unknown = [a for a in value or [] if a not in cls.ABILITIES]
+        if unknown:
+            raise ValueError(f"unknown abilities {unknown}; use some of {list(cls.ABILITIES)}")
+        return value
 
     def location_issues(self, folder_words: str) -> list[FieldIssue]:
         if self.is_builtin or self.model_uri or self.model_id:

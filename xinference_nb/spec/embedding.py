@@ -45,7 +45,25 @@ def spec_location_issues(specs: list[TextModelSpec], is_builtin: bool) -> list[F
     ]
 
 
-class EmbeddingSpec(_NameMixin):
+class TextDocument(_NameMixin):
+    """What embedding and rerank documents share: max_tokens > 0, at least one model_specs entry, each
+    with a model_uri or a model_id (the fields themselves are declared by each type, in its order)."""
+
+    @field_validator("max_tokens", check_fields=False)
+    @classmethod
+    def _max(cls, value: Optional[int]) -> Optional[int]:
+        return _positive(value, "tokens")
+
+    @field_validator("model_specs", check_fields=False)
+    @classmethod
+    def _specs(cls, value: list[TextModelSpec]) -> list[TextModelSpec]:
+        return non_empty_specs(value)
+
+    def rules(self) -> list[FieldIssue]:
+        return spec_location_issues(self.model_specs, self.is_builtin)
+
+
+class EmbeddingSpec(TextDocument):
     version: Literal[2] = 2
     model_name: str
     dimensions: int
@@ -66,16 +84,3 @@ class EmbeddingSpec(_NameMixin):
     @classmethod
     def _dims(cls, value: int) -> int:
         return _positive(value, "vector components")
-
-    @field_validator("max_tokens")
-    @classmethod
-    def _max(cls, value: int) -> int:
-        return _positive(value, "tokens")
-
-    @field_validator("model_specs")
-    @classmethod
-    def _specs(cls, value: list[TextModelSpec]) -> list[TextModelSpec]:
-        return non_empty_specs(value)
-
-    def rules(self) -> list[FieldIssue]:
-        return spec_location_issues(self.model_specs, self.is_builtin)

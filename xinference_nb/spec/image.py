@@ -31,19 +31,12 @@ class ImageSpec(SingleUriDocument):
     updated_at: Optional[int] = None
 
     _omit_when_unset = frozenset({"model_description", "featured", "updated_at"})
+    ABILITIES = IMAGE_ABILITIES
 
     @field_validator("model_family")
     @classmethod
     def _family(cls, value: str) -> str:
         return check_model_name(value)
-
-    @field_validator("model_ability")
-    @classmethod
-    def _abilities(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        unknown = [a for a in value or [] if a not in IMAGE_ABILITIES]
-        if unknown:
-            raise ValueError(f"unknown abilities {unknown}; use some of {list(IMAGE_ABILITIES)}")
-        return value
 
     def rules(self) -> list[FieldIssue]:
         return self.location_issues("the pipeline's folder")

@@ -5,14 +5,13 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, StrictBool, field_validator
 
-from ..errors import FieldIssue
-from .common import VirtualEnvSettings, _NameMixin
-from .embedding import TextModelSpec, _positive, non_empty_specs, spec_location_issues
+from .common import VirtualEnvSettings
+from .embedding import TextDocument, TextModelSpec
 
 RERANK_TYPES = ("normal", "LLM-based", "LLM-based layerwise", "unknown")
 
 
-class RerankSpec(_NameMixin):
+class RerankSpec(TextDocument):
     version: Literal[2] = 2
     model_name: str
     model_specs: list[TextModelSpec]
@@ -35,16 +34,3 @@ class RerankSpec(_NameMixin):
         if value not in RERANK_TYPES:
             raise ValueError(f"{value!r} is not a rerank type; use one of {list(RERANK_TYPES)}")
         return value
-
-    @field_validator("max_tokens")
-    @classmethod
-    def _max(cls, value: Optional[int]) -> Optional[int]:
-        return _positive(value, "tokens")
-
-    @field_validator("model_specs")
-    @classmethod
-    def _specs(cls, value: list[TextModelSpec]) -> list[TextModelSpec]:
-        return non_empty_specs(value)
-
-    def rules(self) -> list[FieldIssue]:
-        return spec_location_issues(self.model_specs, self.is_builtin)

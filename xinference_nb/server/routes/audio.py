@@ -103,14 +103,14 @@ async def transcription_form(request: Request) -> tuple[Any, str, Any, float]:
     return form, uid, upload, temperature
 
 
-@router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_OPENAPI)
-async def transcriptions(request: Request, client: ClientDep):
+async def speech_to_text(request: Request, client: ClientDep, method: str, route: str):
+    """/v1/audio/transcriptions and /v1/audio/translations: the same form, a different handle method."""
     form, uid, upload, temperature = await transcription_form(request)
-    handle = await handle_for(client, uid, "transcriptions", "/v1/audio/transcriptions")
+    handle = await handle_for(client, uid, method, route)
     audio = await upload.read()
     grans = [g for g in form.getlist("timestamp_granularities[]") if isinstance(g, str)] or None
     fmt = form.get("response_format") or "json"
-    result = await call_model(uid, handle.transcriptions, audio, language=form.get("language") or None,
+    result = await call_model(uid, getattr(handle, method), audio, language=form.get("language") or None,
                               prompt=form.get("prompt") or None, response_format=fmt, temperature=temperature,
                               timestamp_granularities=grans)
     if isinstance(result, (bytes, bytearray)):
@@ -118,4 +118,15 @@ async def transcriptions(request: Request, client: ClientDep):
     if isinstance(result, str):
         return PlainTextResponse(result) if fmt not in ("json", "verbose_json") else {"text": result}
     return result
+
+
+@router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_OPENAPI)
+async def transcriptions(request: Request, client: ClientDep):
+    return await speech_to_text(request, client, "transcriptions", "/v1/audio/transcriptions")
+
+
+@router.post("/v1/audio/translations", openapi_extra=_TRANSCRIPTION_OPENAPI)
+async def translations(request: Request, client: ClientDep):
+    """Speech → English text, with the fields of /v1/audio/transcriptions."""
+    return await speech_to_text(request, client, "translations", "/v1/audio/translations")
 

@@ -1,6 +1,6 @@
 """The routes of the handle methods that had none, at Xinference's paths:
-/v1/convert_ids_to_tokens (embedding), /v1/images/variations (image_to_image), /v1/images/inpainting,
-/v1/audio/translations. The paths are the ones ``model_types`` names for the remote handles
+/v1/convert_ids_to_tokens (embedding), /v1/images/variations (image_to_image), /v1/images/inpainting
+(/v1/audio/translations lives beside transcriptions in routes/audio.py). The paths are the ones ``model_types`` names for the remote handles
 (tests/test_protocols.py checks both ends).
 """
 from __future__ import annotations
@@ -8,21 +8,18 @@ from __future__ import annotations
 from typing import Any, Union
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from ...errors import InferenceError
 from ...model_types import model_type
 from ..bodies import form_number, json_kwargs
 from ..deps import ClientDep, call_model, handle_for
-from .audio import _TRANSCRIPTION_OPENAPI, transcription_form
 
 router = APIRouter()
 
 CONVERT_IDS = model_type("embedding").routes["convert_ids_to_tokens"]
 VARIATIONS = model_type("image").routes["image_to_image"]
 INPAINTING = model_type("image").routes["inpainting"]
-TRANSLATIONS = model_type("audio").routes["translations"]
 
 IMAGE_FIELDS = frozenset({"model", "prompt", "negative_prompt", "n", "size", "response_format", "kwargs", "image"})
 INPAINTING_FIELDS = IMAGE_FIELDS | {"mask_image"}
@@ -115,21 +112,3 @@ async def image_variations(request: Request, client: ClientDep):
              openapi_extra=_multipart(["model", "image", "mask_image"], ["image", "mask_image"]))
 async def image_inpainting(request: Request, client: ClientDep):
     return await _image_call(request, client, "inpainting", INPAINTING)
-
-
-@router.post(TRANSLATIONS, tags=["audio"], openapi_extra=_TRANSCRIPTION_OPENAPI)
-async def translations(request: Request, client: ClientDep):
-    """Speech → English text, the fields of /v1/audio/transcriptions (read by the same function)."""
-    form, uid, upload, temperature = await transcription_form(request)
-    handle = await handle_for(client, uid, "translations", TRANSLATIONS)
-    audio = await upload.read()
-    grans = [g for g in form.getlist("timestamp_granularities[]") if isinstance(g, str)] or None
-    fmt = form.get("response_format") or "json"
-    result = await call_model(uid, handle.translations, audio, language=form.get("language") or None,
-                              prompt=form.get("prompt") or None, response_format=fmt, temperature=temperature,
-                              timestamp_granularities=grans)
-    if isinstance(result, (bytes, bytearray)):
-        result = bytes(result).decode("utf-8", errors="replace")
-    if isinstance(result, str):
-        return PlainTextResponse(result) if fmt not in ("json", "verbose_json") else {"text": result}
-    return result
