@@ -1494,3 +1494,43 @@ def test_rest_routes_refuse_fields_they_do_not_use(tmp_path):
         assert r.status_code == 200 and r.content == b"RIFF0000WAVE"
         r = rest.post("/v1/model_registrations/embedding", json={"model": doc, "worker_ip": None})
         assert r.status_code == 200, r.text
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch options that run hub code or name paths get the same guards as trust_remote_code / model_path
+# ------------------------------------------------------------------------------------------------
+def _deep(value, levels: int) -> dict:
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+def test_rest_launch_guards_hub_kernels_option_paths_and_deep_nesting(tmp_path):
+    from fastapi.testclient import TestClient
+    from server_fakes import FakeClient
+
+    from xinference_nb.server.app import create_app
+
+    client = FakeClient()
+    base = {"model_name": "m", "model_type": "LLM", "model_engine": "transformers"}
+    with TestClient(create_app(client, allowed_roots=[str(tmp_path)]), base_url="http://127.0.0.1") as rest:
+        for opts in ({"attn_implementation": "kernels-community/flash-attn"},
+                     {"model_kwargs": {"attn_implementation": "org/kernel:v1"}}):
+            r = rest.post("/v1/models", json={**base, **opts})
+            assert r.status_code == 403 and "attn_implementation" in r.json()["detail"], r.text
+        for opts, field in (({"model_kwargs": {"offload_folder": "/etc/xnb"}}, "model_kwargs.offload_folder"),
+                            ({"model_kwargs": {"cache_dir": "/var/tmp/x"}}, "model_kwargs.cache_dir"),
+                            ({"tokenizer_kwargs": {"vocab_file": "/etc/passwd"}}, "tokenizer_kwargs.vocab_file")):
+            r = rest.post("/v1/models", json={**base, **opts})
+            assert r.status_code == 403 and field in r.json()["detail"], r.text
+        r = rest.post("/v1/models", json={**base, "model_kwargs": _deep({"trust_remote_code": True}, 20)})
+        assert r.status_code == 400 and "nested" in r.json()["detail"], r.text
+        assert client.launched == []
+        ok = {"attn_implementation": "sdpa", "model_kwargs": {"offload_folder": str(tmp_path / "off")}}
+        r = rest.post("/v1/models", json={**base, **ok})
+        assert r.status_code == 200, r.text
+        assert client.launched[-1]["model_kwargs"] == {"offload_folder": str(tmp_path / "off")}
+    with TestClient(create_app(FakeClient(), allowed_roots=[str(tmp_path)], allow_trust_remote_code=True),
+                    base_url="http://127.0.0.1") as rest:
+        r = rest.post("/v1/models", json={**base, "attn_implementation": "kernels-community/flash-attn"})
+        assert r.status_code == 200, r.text

@@ -273,6 +273,28 @@ class ServerSettings:
                           "model. Launch it in the notebook, or restart the server with "
                           "allow_trust_remote_code=True (xinf serve --allow-trust-remote-code).")
 
+    def check_hub_code(self, body: Any) -> None:
+        """``attn_implementation="org/repo"`` makes transformers fetch and run a kernel from the hub: the
+        same trust as ``trust_remote_code``, refused over REST unless that option is allowed."""
+        if self.allow_trust_remote_code:
+            return
+        for where, value in _key_values(body, ("attn_implementation",)):
+            if isinstance(value, str) and ("/" in value or ":" in value):
+                raise Refused(f"{where}: {value!r} names a hub kernel, which runs code fetched from the hub; "
+                              "use a built-in implementation (\"eager\", \"sdpa\", \"flash_attention_2\"), or "
+                              "restart the server with allow_trust_remote_code=True.")
+
+    def check_option_paths(self, options: Any) -> None:
+        """Every path a launch option names (``cache_dir``, ``offload_folder``, ``*_file``, ``*_dir``,
+        ``*_path``, ``*_folder`` at any nesting, e.g. ``model_kwargs.offload_folder``) must lie inside
+        the allowed roots, like ``model_path``: an engine reads or writes there."""
+        for where, value in _key_values(options, _PATH_KEYS):
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    self.check_path(item, f"{where}[{i}]")
+            elif value is not None:
+                self.check_path(value if isinstance(value, str) else str(value), where)
+
     # ------------------------------------------------------------------ package installs / process env
     def check_virtualenv(self, body: Any) -> None:
         """Everything that installs packages or sets a model process's environment, at any nesting
@@ -337,23 +359,41 @@ def _local_path(value: str) -> Optional[Path]:
     return Path(v)
 
 
-def _find_true_key(obj: Any, key: str, path: str = "", depth: int = 0) -> Optional[str]:
-    if depth > 8:
-        return None
+_MAX_DEPTH = 16
+
+
+def _too_deep(path: str) -> Refused:
+    return Refused(f"{path or 'body'}: nested more than {_MAX_DEPTH} levels deep; flatten the request", status=400)
+
+
+def _is_path_key(key: str) -> bool:
+    return key in ("cache_dir", "offload_folder", "gguf_file") or key.endswith(
+        ("_file", "_files", "_dir", "_path", "_folder"))
+
+
+def _PATH_KEYS(key: str) -> bool:  # noqa: N802 - a predicate used where a key tuple fits
+    return _is_path_key(key) and key != "model_path"   # model_path: checked by the launch route itself
+
+
+def _key_values(obj: Any, keys: Any, path: str = "", depth: int = 0) -> Iterable[tuple[str, Any]]:
+    """(json path, value) of every key in ``keys`` (a tuple, or a predicate on the key) at any nesting."""
+    if depth > _MAX_DEPTH:
+        raise _too_deep(path)
+    match = keys if callable(keys) else (lambda k: k in keys)
     if isinstance(obj, dict):
         for k, v in obj.items():
             here = f"{path}.{k}" if path else str(k)
-            if k == key and v is not None and v is not False:   # strict: "false" or 0 is not False
-                return here
-            found = _find_true_key(v, key, here, depth + 1)
-            if found:
-                return found
+            if isinstance(k, str) and match(k):
+                yield here, v
+            yield from _key_values(v, keys, here, depth + 1)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            found = _find_true_key(v, key, f"{path}[{i}]", depth + 1)
-            if found:
-                return found
-    return None
+            yield from _key_values(v, keys, f"{path}[{i}]", depth + 1)
+
+
+def _find_true_key(obj: Any, key: str) -> Optional[str]:
+    """The path of the first ``key`` whose value is not None or False (strict: "false" or 0 is not False)."""
+    return next((where for where, v in _key_values(obj, (key,)) if v is not None and v is not False), None)
 
 
 _VENV_DEFAULTS = {"packages": [], "inherit_pip_config": True}
@@ -374,22 +414,11 @@ def _venv_active(value: Any, key: str) -> bool:
     return value not in (None, [], {}, "")
 
 
-def _venv_hits(obj: Any, path: str = "", depth: int = 0) -> list[tuple[str, str, Any]]:
+def _venv_hits(obj: Any) -> list[tuple[str, str, Any]]:
     """(path, key, value) of every active virtualenv-related key in ``obj``, at any depth."""
     keys = ("virtual_env_packages", "virtual_env_find_links", "enable_virtual_env", "envs", "virtualenv")
-    found: list[tuple[str, str, Any]] = []
-    if depth > 16:
-        return found
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            here = f"{path}.{k}" if path else str(k)
-            if k in keys and _venv_active(v, k):
-                found.append((here, k, v))
-            found += _venv_hits(v, here, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            found += _venv_hits(v, f"{path}[{i}]", depth + 1)
-    return found
+    return [(where, where.rsplit(".", 1)[-1], v) for where, v in _key_values(obj, keys)
+            if _venv_active(v, where.rsplit(".", 1)[-1])]
 
 
 def _host_name(host: str) -> str:
