@@ -231,6 +231,88 @@ print("running models:", len(client.list_models()))"""),
 ]
 
 
+NOTEBOOKS["06-frameworks"] = [
+    ("md", "# LangChain and LlamaIndex on your models, in-kernel and remote\n\n"
+           "A tiny retrieval chain: the packaged all-MiniLM-L6-v2 finds the passage, the tiny chat model answers "
+           "(its weights are random, so the answer is noise: the plumbing is the point). The chain is built by one "
+           "function that takes a client: first `Client()` (models in this kernel, no server), then "
+           "`Client(url)` (our REST server here; a Xinference cluster works the same), with the same code."),
+    ("code", SETUP),
+    ("code", """\
+from xinference_nb.parse import parse_model
+minilm = _helpers.packaged_minilm()
+client.register_model("embedding", {"version": 2, "model_name": "rag-minilm", "dimensions": 384, "max_tokens": 256,
+                                    "language": ["en"], "model_specs": [
+                                        {"model_format": "pytorch", "model_uri": f"file://{minilm}"}]})
+client.register_model("LLM", parse_model(_helpers.tiny_llama(work), model_name="rag-tiny-llm").to_json())
+emb_uid = client.launch_model(model_name="rag-minilm", model_type="embedding")
+llm_uid = client.launch_model(model_name="rag-tiny-llm", model_engine="transformers")
+print("launched", emb_uid, "and", llm_uid)"""),
+    ("md", "## The chain (LangChain)\n`XinfEmbeddings` and `XinfChatModel` take a model uid and a client."),
+    ("code", """\
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
+from xinference_nb.integrations.langchain import XinfChatModel, XinfEmbeddings
+
+PASSAGES = ["The railway station is two streets north of the market.", "Bananas are rich in potassium.",
+            "The museum is closed on Mondays.", "Trains to the airport leave every ten minutes."]
+QUESTION = "Where is the train station?"
+
+def build_chain(client):
+    store = InMemoryVectorStore.from_texts(PASSAGES, XinfEmbeddings(model_uid=emb_uid, client=client))
+    retriever = store.as_retriever(search_kwargs={"k": 1})
+    prompt = ChatPromptTemplate.from_messages([("system", "Answer from this context: {context}"),
+                                               ("human", "{question}")])
+    llm = XinfChatModel(model_uid=llm_uid, client=client, generate_config={"max_tokens": 12, "temperature": 0})
+    context = retriever | (lambda docs: " ".join(d.page_content for d in docs))
+    return retriever, {"context": context, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()"""),
+    ("md", "### In-kernel"),
+    ("code", """\
+retriever, chain = build_chain(client)
+print("retrieved:", retriever.invoke(QUESTION)[0].page_content)
+local_answer = chain.invoke(QUESTION)
+print("in-kernel answer:", repr(local_answer))
+pieces = list(chain.stream(QUESTION))
+print("streamed", len(pieces), "pieces:", pieces[:4])"""),
+    ("md", "`ainvoke` / `astream` run the model on a worker thread: the kernel's event loop stays free."),
+    ("code", """\
+print("async answer is the same:", await chain.ainvoke(QUESTION) == local_answer)"""),
+    ("md", "### Through `Client(url)`, same code\nServe this kernel's models, connect as any other program would."),
+    ("code", """\
+from xinference_nb.server.runner import serve, stop_server
+server = serve(port=0)
+remote = Client(server.url)
+retriever, chain = build_chain(remote)
+print("retrieved:", retriever.invoke(QUESTION)[0].page_content)
+remote_answer = chain.invoke(QUESTION)
+print("remote answer:", repr(remote_answer))
+print("same answer through Client(url):", remote_answer == local_answer)"""),
+    ("md", "## LlamaIndex\n`XinfEmbedding` and `XinfLLM`, over the remote client here (or `Client()`)."),
+    ("code", """\
+from llama_index.core import VectorStoreIndex
+from llama_index.core.llms import ChatMessage
+from llama_index.core.schema import TextNode
+from xinference_nb.integrations.llamaindex import XinfEmbedding, XinfLLM
+
+index = VectorStoreIndex([TextNode(text=t) for t in PASSAGES],
+                         embed_model=XinfEmbedding(model_uid=emb_uid, client=remote))
+best = index.as_retriever(similarity_top_k=1).retrieve(QUESTION)[0]
+print("llama-index retrieved:", best.node.get_content())
+llm = XinfLLM(model_uid=llm_uid, client=remote, generate_config={"max_tokens": 12, "temperature": 0})
+reply = llm.chat([ChatMessage(role="system", content=f"Answer from this context: {best.node.get_content()}"),
+                  ChatMessage(role="user", content=QUESTION)])
+print("llama-index answer:", repr(reply.message.content))"""),
+    ("code", """\
+remote.close()
+stop_server()
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

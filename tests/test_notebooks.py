@@ -32,6 +32,11 @@ EXPECT = {
     "05-rest-server": (("fastapi", "uvicorn", "httpx", "sentence_transformers"), [
         "REST server for this kernel's models at http://127.0.0.1:", "served-minilm",
         "list 2 embeddings of 384 dims", "2 × 384 embeddings", "REST server stopped", "running models: 0"]),
+    "06-frameworks": (("langchain_core", "llama_index.core", "transformers", "torch", "sentence_transformers",
+                       "fastapi", "uvicorn"), [
+        "retrieved: The railway station", "in-kernel answer:", "streamed", "async answer is the same: True",
+        "remote answer:", "same answer through Client(url): True", "llama-index retrieved: The railway station",
+        "llama-index answer:", "running models: 0"]),
 }
 
 

@@ -1,0 +1,171 @@
+"""What the LangChain and LlamaIndex classes share: finding the handle, building generate_config,
+reading tool calls out of results and streams, and running a blocking call or stream on a worker
+thread for the async methods (so an event loop, such as a Jupyter kernel's, never blocks)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
+
+from ..errors import EngineUnavailable, InferenceError
+
+#: what each class needs of the model's handle, and the abilities that stand for it
+NEEDS = {"chat": "an LLM with the chat ability", "generate": "an LLM with the generate ability",
+         "create_embedding": "an embedding model"}
+
+
+def require(module: str, package: str, extra: str) -> None:
+    """Raise EngineUnavailable (with the pip command) when ``module`` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise EngineUnavailable(f"This integration needs {package}.", package=package, extra=extra)
+
+
+def resolve_handle(client: Any, model_uid: str, method: str) -> Any:
+    """The handle of ``model_uid`` from ``client`` (``Client()`` when None), checked to have ``method``."""
+    if not isinstance(model_uid, str) or not model_uid:
+        raise InferenceError(f"model_uid must be the uid of a launched model (a non-empty string), "
+                             f"got {type(model_uid).__name__} {model_uid!r:.60}")
+    if client is None:
+        from ..client import Client
+
+        client = Client()
+    elif isinstance(client, str):
+        from ..client import Client
+
+        client = Client(client)
+    elif not callable(getattr(client, "get_model", None)):
+        raise InferenceError(f"client must be a Client() or Client('http://host:port') (or an endpoint URL), "
+                             f"got {type(client).__name__}")
+    handle = client.get_model(model_uid)
+    if not callable(getattr(handle, method, None)):
+        kind = getattr(handle, "model_type", "") or type(handle).__name__
+        raise InferenceError(f"model {model_uid!r} is a {kind} model; this class needs {NEEDS[method]} "
+                             f"(its handle has no {method}())")
+    return handle
+
+
+def generate_config(defaults: Optional[dict], stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
+    """``defaults`` updated by a call's ``generate_config`` and other keyword arguments, plus ``stop``.
+    Nothing is dropped: the model refuses keys it does not know, naming them."""
+    cfg = dict(defaults or {})
+    cfg.update(kwargs.pop("generate_config", None) or {})
+    cfg.update({k: v for k, v in kwargs.items() if v is not None})
+    if stop:
+        cfg["stop"] = list(stop)
+    return cfg
+
+
+def check_tool_choice(tool_choice: Any, tools: Optional[list]) -> Optional[list]:
+    """The tools to send for ``tool_choice``: None / "auto" keep them, "none" drops them; anything
+    else is refused (the models choose for themselves whether to call a tool)."""
+    if tool_choice in (None, "auto"):
+        return tools
+    if tool_choice == "none":
+        return None
+    raise InferenceError(f"tool_choice={tool_choice!r:.60} is not supported; use None or 'auto' (the model "
+                         "decides) or 'none' (no tools)")
+
+
+def parse_arguments(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments (a JSON string or an object) as a dict."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments or "{}")
+    except (TypeError, ValueError):
+        raise InferenceError(f"the model's tool call arguments are not JSON: {arguments!r:.120}") from None
+    if not isinstance(value, dict):
+        raise InferenceError(f"the model's tool call arguments are not a JSON object: {arguments!r:.120}")
+    return value
+
+
+def choice_of(result: Any) -> dict[str, Any]:
+    """The first choice of a chat/completion result or chunk ({} for a usage-only chunk)."""
+    choices = result.get("choices") if isinstance(result, dict) else None
+    return choices[0] if choices else {}
+
+
+def check_stream(it: Any, method: str) -> Iterator[dict[str, Any]]:
+    if isinstance(it, dict):  # pragma: no cover - a handle that ignored stream=True
+        raise InferenceError(f"{method}(stream=True) returned one result instead of a stream of chunks")
+    return it
+
+
+_END = object()
+
+
+async def aiter_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Iterate ``make()`` (a blocking call returning a blocking iterator) on one worker thread and
+    yield its items here without blocking the event loop. Leaving early closes the iterator on
+    that thread (generation stops); an error raised there is raised here."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed
+            stop.set()
+
+    def produce() -> None:
+        it = None
+        try:
+            it = make()
+            for item in it:
+                if stop.is_set():
+                    break
+                put(("item", item))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+            put(("end", _END))
+
+    threading.Thread(target=produce, name="xnb-integration-stream", daemon=True).start()
+    try:
+        while True:
+            kind, item = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class ToolCallAccumulator:
+    """Tool calls of a stream, from deltas that carry them whole (ours, Xinference's) or in pieces
+    by ``index`` (OpenAI's): ``add(delta_tool_calls)``, then ``calls`` (OpenAI tool_calls)."""
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: Optional[list[dict[str, Any]]]) -> None:
+        for n, d in enumerate(deltas or []):
+            i = d.get("index", n) if isinstance(d.get("index", n), int) else n
+            call = self._by_index.setdefault(i, {"id": None, "type": "function",
+                                                 "function": {"name": "", "arguments": ""}})
+            if d.get("id"):
+                call["id"] = d["id"]
+            fn = d.get("function") or {}
+            if fn.get("name"):
+                call["function"]["name"] += fn["name"]
+            args = fn.get("arguments")
+            if isinstance(args, dict):
+                args = json.dumps(args, ensure_ascii=False)
+            if args:
+                call["function"]["arguments"] += args
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return [self._by_index[i] for i in sorted(self._by_index)]
