@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from ..errors import EngineUnavailable, InferenceError
+from ..threads import drain_in_thread
 
 #: what each class needs of the model's handle, and the abilities that stand for it
 NEEDS = {"chat": "an LLM with the chat ability", "generate": "an LLM with the generate ability",
@@ -94,43 +94,11 @@ def check_stream(it: Any, method: str) -> Iterator[dict[str, Any]]:
     return it
 
 
-_END = object()
-
-
 async def aiter_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
     """Iterate ``make()`` (a blocking call returning a blocking iterator) on one worker thread and
     yield its items here without blocking the event loop. Leaving early closes the iterator on
     that thread (generation stops); an error raised there is raised here."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    stop = threading.Event()
-
-    def put(item: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed
-            stop.set()
-
-    def produce() -> None:
-        it = None
-        try:
-            it = make()
-            for item in it:
-                if stop.is_set():
-                    break
-                put(("item", item))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(("error", exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
-            put(("end", _END))
-
-    threading.Thread(target=produce, name="xnb-integration-stream", daemon=True).start()
+    queue, stop = drain_in_thread(make, asyncio.get_running_loop(), name="xnb-integration-stream")
     try:
         while True:
             kind, item = await queue.get()

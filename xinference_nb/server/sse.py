@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 from fastapi.responses import StreamingResponse
 
+from ..threads import drain_in_thread
 from .http_errors import error_parts
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -35,39 +36,8 @@ def chunk_event(chunk: Any) -> str:
 
 def _start_producer(it: Iterator[Any], release: Callable[[], None], name: str,
                     loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Queue, threading.Event]:
-    """Drain ``it`` in a daemon thread into a queue of ("chunk" | "error" | "end", item)."""
-    chunks: asyncio.Queue = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def put(kind: str, item: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(chunks.put_nowait, (kind, item))
-        except RuntimeError:  # loop closed (server stopped)
-            pass
-
-    def produce() -> None:
-        try:
-            for chunk in it:
-                if cancelled.is_set():
-                    break
-                put("chunk", chunk)
-        except BaseException as exc:  # noqa: BLE001 - sent to the client as an SSE error event
-            put("error", exc)
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
-            put("end", None)
-            try:
-                loop.call_soon_threadsafe(release)
-            except RuntimeError:
-                pass
-
-    threading.Thread(target=produce, name=f"xnb-stream-{name}", daemon=True).start()
-    return chunks, cancelled
+    """Drain ``it`` in a daemon thread into a queue of ("item" | "error" | "end", item)."""
+    return drain_in_thread(lambda: it, loop, name=f"xnb-stream-{name}", on_done=release)
 
 
 def stream_events(it: Iterator[Any], *, release: Callable[[], None], counters: Any,
