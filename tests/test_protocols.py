@@ -202,6 +202,10 @@ def _calls(png, mask, wav):
     return {
         ("llm", "generate"): (("Hello",), {"generate_config": {"max_tokens": 2}}),
         ("llm", "chat"): (([{"role": "user", "content": "hi"}],), {"generate_config": {"max_tokens": 2}}),
+        # a batch of one: one request to the same route (a batch of n sends n, concurrently)
+        ("llm", "generate_batch"): ((["Hello"],), {"generate_config": {"max_tokens": 2}, "progress": False}),
+        ("llm", "chat_batch"): (([[{"role": "user", "content": "hi"}]],), {"generate_config": {"max_tokens": 2},
+                                                                           "progress": False}),
         ("emb", "create_embedding"): (("hello world",), {}),
         ("emb", "convert_ids_to_tokens"): (([101, 7592, 2088, 102],), {}),
         ("rr", "rerank"): ((["a cat", "a car"], "cats"), {"top_n": 1}),

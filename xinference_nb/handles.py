@@ -29,6 +29,7 @@ from .chat import (
     validate_tools,
 )
 from .errors import InferenceError
+from .progress import map_in_order
 
 if TYPE_CHECKING:  # pragma: no cover
     from .manager import ModelManager
@@ -105,8 +106,29 @@ class ToolCallHold:
         return pending
 
 
+def check_batch(items: Any, what: str, generate_config: Optional[dict[str, Any]], progress: Any
+                ) -> tuple[list[Any], dict[str, Any]]:
+    """The argument checks of ``chat_batch`` / ``generate_batch`` (in-kernel and remote): a list of
+    inputs, a generate_config without streaming, a boolean ``progress``."""
+    if not isinstance(items, (list, tuple)):
+        raise InferenceError(f"{what} must be a list, got {type(items).__name__} {items!r:.60}")
+    if not isinstance(progress, bool):
+        raise InferenceError(f"progress must be true or false, got {type(progress).__name__} {progress!r:.60}")
+    if generate_config is not None and not isinstance(generate_config, dict):
+        raise InferenceError(f"generate_config must be a dict or None, got {type(generate_config).__name__}")
+    cfg = dict(generate_config or {})
+    if cfg.get("stream"):
+        raise InferenceError("generate_config['stream'] is not accepted by the batch methods: they return one "
+                             "result per input; use chat()/generate() with stream=True to stream one")
+    return list(items), cfg
+
+
+BATCH_WORKERS = 16   # calls in flight at once from a batch method (the default max_num_seqs)
+
+
 class LLMHandle(ModelHandle):
-    """``generate(prompt, generate_config)`` and ``chat(messages, tools, enable_thinking, generate_config)``."""
+    """``generate(prompt, generate_config)`` and ``chat(messages, tools, enable_thinking, generate_config)``,
+    and their batch forms ``generate_batch`` / ``chat_batch`` (results in order, with a progress bar)."""
 
     model_type = "LLM"
 
@@ -161,6 +183,39 @@ class LLMHandle(ModelHandle):
             yield completion_chunk(cid, created, uid, "", finish or tokens.finish_reason,
                                    usage(tokens.prompt_tokens, tokens.completion_tokens) if params.include_usage
                                    else None)
+
+    # ------------------------------------------------------------------ batches
+    def _workers(self, model: ChatLLM) -> int:
+        return max(1, int(getattr(model, "max_num_seqs", 1) or 1))
+
+    def generate_batch(self, prompts: list[str], generate_config: Optional[dict[str, Any]] = None,
+                       progress: bool = True) -> list[dict[str, Any]]:
+        """``[generate(p, generate_config) for p in prompts]``, run together (the engine batches them
+        into shared forward passes), results in order, with a progress bar."""
+        prompts, cfg = check_batch(prompts, "prompts", generate_config, progress)
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise InferenceError(f"prompts[{i}] must be a string, got {type(p).__name__}")
+        model = self._llm()
+        parse_generate_config(cfg, model.chat_format)
+        return map_in_order(lambda p: self.generate(p, cfg), prompts, workers=self._workers(model),
+                            progress=progress, desc=f"generate {self.model_uid}")
+
+    def chat_batch(self, messages_list: list[Messages], generate_config: Optional[dict[str, Any]] = None,
+                   progress: bool = True) -> list[dict[str, Any]]:
+        """``[chat(m, generate_config=generate_config) for m in messages_list]``, run together (the
+        engine batches them into shared forward passes), results in order, with a progress bar."""
+        items, cfg = check_batch(messages_list, "messages_list", generate_config, progress)
+        model = self._llm()
+        abilities = self._abilities(model)
+        for i, messages in enumerate(items):
+            try:
+                validate_messages(messages, model_uid=self.model_uid, abilities=abilities)
+            except InferenceError as exc:
+                raise InferenceError(f"messages_list[{i}]: {exc}") from None
+        parse_generate_config(cfg, model.chat_format)
+        return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=self._workers(model),
+                            progress=progress, desc=f"chat {self.model_uid}")
 
     # ------------------------------------------------------------------ chat
     def chat(self, messages: Messages, tools: Optional[list[dict[str, Any]]] = None,

@@ -72,6 +72,8 @@ OPTIONS: dict[str, Opt] = {
     "vae_tiling": Opt("bool", "enable_vae_tiling()"),
     "chunk_length_s": Opt("number", "seconds per chunk for long audio", 0),
     "batch_size": Opt("int", "pipeline batch size", 1),
+    "max_num_seqs": Opt("int", "how many requests share one forward pass (continuous batching; 1: off)", 1),
+    "batch_wait_ms": Opt("number", "how long an idle LLM waits for more requests before it starts a batch", 0),
 }
 
 LAUNCH_LEVEL = ("check_memory", "show_progress", "enable_virtual_env", "virtual_env_packages",
@@ -81,7 +83,8 @@ VIRTUALENV_OPTIONS = ("enable_virtual_env", "virtual_env_packages", "virtual_env
 # (model_type, engine name) → the options that engine reads (besides LAUNCH_LEVEL)
 ENGINE_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("LLM", "transformers"): ("trust_remote_code", "dtype", "torch_dtype", "context_length", "revision",
-                              "attn_implementation", "quantization_config", "enable_thinking"),
+                              "attn_implementation", "quantization_config", "enable_thinking", "max_num_seqs",
+                              "batch_wait_ms"),
     ("LLM", "llama.cpp"): ("n_ctx", "context_length", "enable_thinking"),          # + llama_cpp.Llama() keywords
     ("embedding", "sentence_transformers"): ("trust_remote_code", "model_kwargs", "tokenizer_kwargs",
                                              "processor_kwargs", "config_kwargs", "revision", "truncate_dim",

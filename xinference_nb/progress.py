@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .errors import LaunchError
 
@@ -57,3 +57,38 @@ class LaunchProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def map_in_order(fn: Callable[[Any], Any], items: list[Any], *, workers: int, progress: bool = True,
+                 desc: str = "") -> list[Any]:
+    """``[fn(x) for x in items]`` run ``workers`` at a time (so that an LLM's continuous batching,
+    in-kernel or behind a server, gets them together), results in the order of ``items``, with a
+    tqdm bar counting finished items. The first error is raised once the running calls have ended;
+    the items not started yet are not run."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if not items:
+        return []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, leave=False, dynamic_ncols=True)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))),
+                                thread_name_prefix="xinf-batch") as pool:
+            futures = [pool.submit(fn, x) for x in items]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+                    if bar is not None:
+                        bar.update(1)
+                results = [fut.result() for fut in futures]
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return results

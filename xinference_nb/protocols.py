@@ -33,6 +33,12 @@ class LLMHandleProtocol(ModelHandleProtocol, Protocol):
              enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]: ...
 
+    def generate_batch(self, prompts: list[str], generate_config: Optional[dict[str, Any]] = None,
+                       progress: bool = True) -> list[dict[str, Any]]: ...
+
+    def chat_batch(self, messages_list: list[Messages], generate_config: Optional[dict[str, Any]] = None,
+                   progress: bool = True) -> list[dict[str, Any]]: ...
+
 
 @runtime_checkable
 class EmbeddingHandleProtocol(ModelHandleProtocol, Protocol):

@@ -439,6 +439,27 @@ class RemoteLLMHandle(RemoteModelHandle):
         return self._http.json("POST", self._route("chat"), json=body)
 
 
+    def generate_batch(self, prompts: list[str], generate_config: Optional[dict[str, Any]] = None,
+                       progress: bool = True) -> list[dict[str, Any]]:
+        """``generate`` for each prompt, sent concurrently (the server batches them), results in order."""
+        from .handles import BATCH_WORKERS, check_batch
+        from .progress import map_in_order
+
+        prompts, cfg = check_batch(prompts, "prompts", generate_config, progress)
+        return map_in_order(lambda p: self.generate(p, cfg), prompts, workers=BATCH_WORKERS, progress=progress,
+                            desc=f"generate {self.model_uid}")
+
+    def chat_batch(self, messages_list: list[Union[str, list[dict[str, Any]]]],
+                   generate_config: Optional[dict[str, Any]] = None, progress: bool = True) -> list[dict[str, Any]]:
+        """``chat`` for each message list, sent concurrently (the server batches them), results in order."""
+        from .handles import BATCH_WORKERS, check_batch
+        from .progress import map_in_order
+
+        items, cfg = check_batch(messages_list, "messages_list", generate_config, progress)
+        return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=BATCH_WORKERS,
+                            progress=progress, desc=f"chat {self.model_uid}")
+
+
 class RemoteEmbeddingHandle(RemoteModelHandle):
     model_type = "embedding"
 

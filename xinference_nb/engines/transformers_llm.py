@@ -3,7 +3,11 @@ config, and optional 4-bit / 8-bit quantization through bitsandbytes.
 
 Launch options read here: ``trust_remote_code`` (off unless given), ``dtype`` / ``torch_dtype``,
 ``context_length``, ``revision``, ``attn_implementation``, ``quantization_config`` (a dict for
-BitsAndBytesConfig), ``enable_thinking`` (the chat template's default).
+BitsAndBytesConfig), ``enable_thinking`` (the chat template's default), ``max_num_seqs`` (how many
+requests share one forward pass, default 16; 1 runs one ``generate`` per request) and
+``batch_wait_ms`` (how long an idle model waits for more requests before it starts a batch).
+
+Concurrent requests are batched continuously by ``batching_llm.BatchScheduler``.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from ..errors import InferenceError, LaunchError
 from . import InFlight, LoadRequest
 
 QUANTIZATIONS = ("none", "4-bit", "8-bit")
+DEFAULT_MAX_NUM_SEQS = 16
+DEFAULT_BATCH_WAIT_MS = 2.0
 
 
 def _bnb_config(quantization: Optional[str], options: dict[str, Any], model_format: Optional[str]):
@@ -150,6 +156,18 @@ class TransformersLLM(ChatLLM):
         self._lock = threading.Lock()
         # generation runs in in-flight steps that terminate_model cancels (stopping criteria) and waits for
         self._inflight = InFlight(request.model_uid)
+        self.max_num_seqs = int(opts.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+        wait = opts.get("batch_wait_ms")
+        self.batch_wait_ms = float(DEFAULT_BATCH_WAIT_MS if wait is None else wait)
+        self._gen_defaults = gen_cfg
+        self.scheduler = None
+        if self.max_num_seqs > 1:
+            from .batching_llm import BatchScheduler, supports_batching
+
+            if supports_batching(model):
+                self.scheduler = BatchScheduler(model, tokenizer, self._inflight, request.model_uid,
+                                                max_num_seqs=self.max_num_seqs, batch_wait_ms=self.batch_wait_ms,
+                                                pad_token_id=self.pad_token_id, device=self.device)
 
     # ------------------------------------------------------------------ helpers
     def _token_of(self, text: str) -> Optional[int]:
@@ -208,9 +226,50 @@ class TransformersLLM(ChatLLM):
             return "stop"
         return "length" if len(new_ids) >= max_new else "stop"
 
+    def _batch_request(self, prompt: str, params: SamplingParams, chat: bool):
+        """The scheduler's request for one call: prompt ids, limits, stops, sampling and seed."""
+        import torch
+
+        from .batching_llm import BatchRequest
+
+        ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+        max_new = check_prompt_fits(len(ids), params, self.context_length)
+        stop_ids = set(params.stop_token_ids)
+        strings = []
+        for s in params.stop:
+            tid = self._token_of(s)
+            if tid is not None:
+                stop_ids.add(tid)
+            else:
+                strings.append(s)
+        if not stop_ids:   # as generate(): the generation config's end-of-sequence ids
+            eos = getattr(self._gen_defaults, "eos_token_id", None)
+            stop_ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        gen = self._gen_defaults
+        sample = self._sample_by_default if params.temperature is None else params.temperature > 0
+        temperature = params.temperature if params.temperature is not None else getattr(gen, "temperature", None)
+        top_p = params.top_p if params.top_p is not None else getattr(gen, "top_p", None)
+        top_k = params.top_k if params.top_k is not None else getattr(gen, "top_k", None)
+        generator = None
+        if sample and params.seed is not None:
+            device = self.device if self.device is not None and str(self.device) != "cpu" else "cpu"
+            generator = torch.Generator(device=device).manual_seed(params.seed)
+        return BatchRequest(list(ids), params, max_new, stop_ids, strings, sample,
+                            temperature=float(temperature or 1.0), top_p=top_p,
+                            top_k=top_k if top_k and top_k > 0 else None, generator=generator)
+
     # ------------------------------------------------------------------ ChatLLM
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
         import torch
+
+        if self.scheduler is not None:
+            from .batching_llm import wait_result
+
+            self._inflight.check()
+            req = self.scheduler.submit(self._batch_request(prompt, params, chat))
+            wait_result(req)
+            text = self.tokenizer.decode(req.ids, skip_special_tokens=True)
+            return Completion(text, len(req.prompt_ids), len(req.ids), req.finish_reason)
         from transformers import StoppingCriteriaList
 
         inflight = self._inflight
@@ -233,6 +292,12 @@ class TransformersLLM(ChatLLM):
         return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new))
 
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
+        if self.scheduler is not None:
+            from .batching_llm import BatchTokenStream
+
+            self._inflight.check()
+            req = self.scheduler.submit(self._batch_request(prompt, params, chat))
+            return BatchTokenStream(req, self.tokenizer, self._inflight)
         with self._inflight.step():
             input_ids, attention = self._encode(prompt, chat)
             n_prompt = int(input_ids.shape[1])

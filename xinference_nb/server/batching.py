@@ -1,22 +1,31 @@
 """Dynamic batching: concurrent requests for one key (model uid + options) become one call.
 
-    batcher = Batcher(run_batch, max_wait_s=0.005, max_items=256)
+    batcher = Batcher(run_batch, max_items=256)
     result = await batcher.submit(key, items)     # items: this request's inputs (a list)
 
-One worker task per key takes every request already queued (a lone request goes at once: no added
-latency when idle); when several arrived together (load), it collects up to ``max_wait_s`` more (or
-until ``max_items`` inputs). It calls ``run_batch(key, all_items)`` once in a worker thread and hands
-each request the slice of the results that belongs to it. While a batch runs the next one collects,
-so under load batches grow by themselves. A batch that fails is retried request by request, so one bad request fails
+One worker task per key takes every request already queued, up to ``max_items`` inputs, and starts
+at once: no fixed wait, so a lone call on an idle model pays nothing. While a batch runs, the
+requests that arrive queue up and become the next batch (as text-embeddings-inference does), so
+under load batches grow by themselves. ``max_wait_s`` > 0 (off by default) adds a collection window
+when several requests arrived together. It calls ``run_batch(key, all_items)`` once in a worker
+thread and hands each request the slice of the results that belongs to it. A batch that fails is retried request by request, so one bad request fails
 alone. Workers of idle keys exit. Generic: knows nothing about models.
+
+Memory: after a batch (once its callers have their results), at most every ``housekeeping_s`` seconds,
+``housekeeping()`` runs in a worker thread; by default it hands the C heap's free pages back to the OS
+(``memory.trim_heap``). Without it, the freed buffers of batches of varying shapes stay resident and a
+server's RSS grows with every few thousand requests (bench/server_memory.py measures it).
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, Sequence
 
 from starlette.concurrency import run_in_threadpool
+
+from ..memory import trim_heap
 
 
 @dataclass
@@ -32,14 +41,19 @@ class BatchStats:
     items: int = 0          # inputs served
     largest: int = 0        # most requests in one call
     history: list[int] = field(default_factory=list)  # requests per call, last 1000
+    housekeeping: int = 0   # housekeeping() runs
 
 
 class Batcher:
     """``run_batch(key, items) -> results`` with ``len(results) == len(items)``, run off the loop."""
 
-    def __init__(self, run_batch: Callable[[Hashable, list[Any]], Sequence[Any]], *, max_wait_s: float = 0.005,
-                 max_items: int = 256, idle_s: float = 30.0):
+    def __init__(self, run_batch: Callable[[Hashable, list[Any]], Sequence[Any]], *, max_wait_s: float = 0.0,
+                 max_items: int = 256, idle_s: float = 30.0,
+                 housekeeping: Optional[Callable[[], Any]] = trim_heap, housekeeping_s: float = 1.0):
         self.run_batch = run_batch
+        self.housekeeping = housekeeping
+        self.housekeeping_s = housekeeping_s
+        self._last_housekeeping = float("-inf")
         self.max_wait_s = max_wait_s
         self.max_items = max_items
         self.idle_s = idle_s
@@ -113,6 +127,19 @@ class Batcher:
             batch = [p for p in batch if not p.future.done()]  # callers that went away
             if batch:
                 await self._run(key, batch)
+            # the results are the callers' now: hold no reference to them while waiting for more work
+            batch = first = nxt = None  # type: ignore[assignment]
+            await self._housekeep()
+
+    async def _housekeep(self) -> None:
+        if self.housekeeping is None or time.monotonic() - self._last_housekeeping < self.housekeeping_s:
+            return
+        self._last_housekeeping = time.monotonic()
+        try:
+            await run_in_threadpool(self.housekeeping)
+        except Exception:  # noqa: BLE001 - best effort, never fails a worker
+            return
+        self.stats.housekeeping += 1
 
     async def _run(self, key: Hashable, batch: list[_Pending]) -> None:
         flat = [item for p in batch for item in p.items]

@@ -146,9 +146,9 @@ class ServerSettings:
     bind_hosts: list[str] = field(default_factory=list)  # loopback names the server was bound to (note_bind_host)
     max_body_bytes: int = 8 * 1024 * 1024        # JSON bodies
     max_upload_bytes: int = 64 * 1024 * 1024     # multipart (audio files)
-    batch_wait_ms: float = 5.0                   # dynamic batching window for embeddings / rerank
+    batch_wait_ms: float = 0.0                   # extra batching window for embeddings / rerank (0: none)
     max_batch: int = 256                         # inputs per batched call
-    llm_concurrency: int = 8                     # concurrent LLM calls per model (FIFO beyond that)
+    llm_concurrency: int = 16                    # concurrent LLM calls per model (FIFO beyond that; = max_num_seqs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

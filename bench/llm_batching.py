@@ -1,0 +1,247 @@
+"""Continuous batching (issue 14): tokens/s at 1, 4, 8 and 16 concurrent chat requests, in one run.
+
+    .venv/bin/python bench/llm_batching.py [--tokens 32] [--per-stream 1] [--levels 1,4,8,16] [--json out.json]
+
+The model: a random Llama of about 100M parameters (hidden 768, 12 layers, 12 heads, MLP 3072), built
+like tests/tiny_models.py's with a bigger config, registered the same way on every system
+(bench/vs_xinference.py's custom registration). Every request: the same kind of short chat, greedy
+(temperature 0), ``--tokens`` new tokens, streamed so that time to first token is measured.
+Systems, one after the other (each alone on the 2 cores):
+
+* ``today``       in-kernel, ``max_num_seqs=1``: one ``model.generate`` per request (the old path);
+* ``in-kernel``   in-kernel, continuous batching (default ``max_num_seqs=16``), concurrent threads;
+* ``nb-rest``     our REST server (``xinf serve``, its own process), concurrent clients;
+* ``xinference``  Xinference 4.1 (``xinference-local`` from .venv-xinference), the same clients.
+
+At concurrency c, c clients each send ``--per-stream`` requests (c × per-stream in all, at least 3 at
+c=1); tokens/s = all completion tokens / wall time. TTFT p50/p95 at the highest level. Then the
+notebook batch API: ``chat_batch`` over ``--batch`` prompts against a Python loop of ``chat``
+(timed over ``--loop`` prompts, per prompt). Ratios printed against the targets: at 8 and 16
+concurrent ours ≥ 1.5× Xinference; single stream ≥ 0.95× today's; batch API ≥ 4× the loop.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import xinference_cluster as xc  # noqa: E402
+from vs_xinference import NbServer, remote_client, tiny_llm_doc  # noqa: E402
+
+BIG_LLAMA = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "num_key_value_heads": 12, "initializer_range": 0.02}
+
+
+def build_model(workdir: Path) -> Path:
+    import tiny_models
+
+    path = workdir / "llama-100m"
+    with tiny_models.quiet():
+        tiny_models.build_tiny_llama(path, overrides=BIG_LLAMA)
+    return path
+
+
+def prompt(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Story number {i}: tell me about a robot who learns to write poems."}]
+
+
+def one_request(handle: Any, i: int, tokens: int) -> tuple[float, float, int]:
+    """(seconds to the first content, total seconds, completion tokens) of one streamed chat."""
+    cfg = {"temperature": 0, "max_tokens": tokens, "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    first: Optional[float] = None
+    pieces, used = 0, None
+    for chunk in handle.chat(prompt(i), generate_config=cfg):
+        choices = chunk.get("choices") or []
+        if choices and (choices[0].get("delta") or {}).get("content"):
+            pieces += 1
+            if first is None:
+                first = time.perf_counter() - t0
+        if chunk.get("usage"):
+            used = chunk["usage"].get("completion_tokens")
+    total = time.perf_counter() - t0
+    return first if first is not None else total, total, used if used is not None else pieces
+
+
+def level(handle: Any, clients: int, per_stream: int, tokens: int) -> dict[str, Any]:
+    results: list[tuple[float, float, int]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        for k in range(per_stream):
+            try:
+                r = one_request(handle, c * 1000 + k, tokens)
+            except Exception as exc:  # noqa: BLE001 - reported in the row
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                return
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ttft = sorted(r[0] for r in results)
+    out = {"clients": clients, "requests": len(results), "tokens": sum(r[2] for r in results), "wall_s": wall}
+    out["tok_s"] = out["tokens"] / wall if wall else 0.0
+    if ttft:
+        out["ttft_p50_ms"] = 1000 * statistics.median(ttft)
+        out["ttft_p95_ms"] = 1000 * ttft[min(len(ttft) - 1, int(round(0.95 * (len(ttft) - 1))))]
+    if errors:
+        out["errors"] = errors[:3]
+    return out
+
+
+def batch_api(handle: Any, n_batch: int, n_loop: int, tokens: int) -> dict[str, Any]:
+    cfg = {"temperature": 0, "max_tokens": tokens}
+    t0 = time.perf_counter()
+    for i in range(n_loop):
+        handle.chat(prompt(i), generate_config=cfg)
+    loop_s = (time.perf_counter() - t0) / n_loop
+    t0 = time.perf_counter()
+    out = handle.chat_batch([prompt(i) for i in range(n_batch)], cfg, progress=False)
+    batch_s = (time.perf_counter() - t0) / n_batch
+    assert len(out) == n_batch
+    return {"loop_s_per_prompt": loop_s, "batch_s_per_prompt": batch_s, "gain": loop_s / batch_s}
+
+
+def run_system(name: str, client: Any, doc: dict, launch_kw: dict, args: argparse.Namespace,
+               levels: list[int]) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": name, "levels": {}}
+    print(f"== {name}", flush=True)
+    try:
+        try:
+            client.register_model("LLM", json.dumps(doc), persist=False)
+        except Exception as exc:  # noqa: BLE001 - in-kernel rows share this process's registry
+            if "already registered" not in str(exc):
+                raise
+        t0 = time.perf_counter()
+        uid = client.launch_model(doc["model_name"], model_type="LLM", **launch_kw)
+        row["launch_s"] = time.perf_counter() - t0
+        handle = client.get_model(uid)
+        one_request(handle, 0, 4)   # warm up
+        for c in levels:
+            per = max(args.per_stream, 3) if c == 1 else args.per_stream
+            row["levels"][c] = res = level(handle, c, per, args.tokens)
+            print(f"   {c:>2} concurrent: {res['tok_s']:7.1f} tok/s  ({res['requests']} requests, "
+                  f"{res['wall_s']:.1f} s, TTFT p50 {res.get('ttft_p50_ms', 0):.0f} ms)"
+                  + (f"  errors: {res['errors']}" if res.get("errors") else ""), flush=True)
+        if args.batch and name == "in-kernel":
+            row["batch_api"] = b = batch_api(handle, args.batch, args.loop, args.tokens)
+            print(f"   chat_batch over {args.batch}: {b['batch_s_per_prompt']*1000:.0f} ms/prompt; loop of chat: "
+                  f"{b['loop_s_per_prompt']*1000:.0f} ms/prompt ({b['gain']:.2f}x)", flush=True)
+        client.terminate_model(uid)
+    except Exception as exc:  # noqa: BLE001 - a bench row reports what failed and goes on
+        row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        print(f"   failed: {row['error']}", flush=True)
+    return row
+
+
+def report(rows: list[dict[str, Any]], levels: list[int]) -> list[str]:
+    by = {r["system"]: r for r in rows}
+    lines = ["| system | " + " | ".join(f"{c} concurrent tok/s" for c in levels) +
+             f" | TTFT p50 / p95 at {levels[-1]} (ms) |", "|---" * (len(levels) + 2) + "|"]
+    for r in rows:
+        cells = [f"{r['levels'][c]['tok_s']:.1f}" if c in r["levels"] else "—" for c in levels]
+        top = r["levels"].get(levels[-1], {})
+        ttft = f"{top['ttft_p50_ms']:.0f} / {top['ttft_p95_ms']:.0f}" if "ttft_p50_ms" in top else "—"
+        lines.append(f"| {r['system']} | " + " | ".join(cells) + f" | {ttft} |")
+
+    def tok(system: str, c: int) -> Optional[float]:
+        return by.get(system, {}).get("levels", {}).get(c, {}).get("tok_s")
+
+    lines.append("")
+    for ours in ("in-kernel", "nb-rest"):
+        for c in levels:
+            a, b = tok(ours, c), tok("xinference", c)
+            if a and b:
+                target = "  (target ≥ 1.5)" if c in (8, 16) else ""
+                lines.append(f"{ours} / xinference at {c:>2}: {a / b:.2f}x{target}")
+    a, b = tok("in-kernel", 1), tok("today", 1)
+    if a and b:
+        lines.append(f"single stream in-kernel / today: {a / b:.2f}x  (target ≥ 0.95)")
+    a = tok("nb-rest", 1)
+    if a and b:
+        lines.append(f"single stream nb-rest / today (in-kernel): {a / b:.2f}x")
+    batch = by.get("in-kernel", {}).get("batch_api")
+    if batch:
+        lines.append(f"chat_batch / loop of chat: {batch['gain']:.2f}x  (target ≥ 4)")
+    return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--per-stream", type=int, default=1, help="requests per concurrent client")
+    ap.add_argument("--levels", default="1,4,8,16")
+    ap.add_argument("--batch", type=int, default=32, help="prompts for chat_batch (0: skip)")
+    ap.add_argument("--loop", type=int, default=4, help="prompts for the loop of chat it is compared with")
+    ap.add_argument("--systems", default="today,in-kernel,nb-rest,xinference")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")]
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-llm-batching-"))
+    os.environ["XINFERENCE_NB_HOME"] = str(workdir / "nb-home")
+    path = build_model(workdir)
+    doc = tiny_llm_doc(path)
+    doc.update(model_name="bench-llama-100m")
+    doc["model_specs"][0]["model_size_in_billions"] = "0_1"
+    print(f"LLM batching bench — {os.cpu_count()} CPUs, model {path}, {args.tokens} new tokens, greedy", flush=True)
+    rows: list[dict[str, Any]] = []
+    from xinference_nb.client import Client
+
+    if "today" in wanted:
+        rows.append(run_system("today", Client(), doc, {"model_engine": "transformers", "max_num_seqs": 1,
+                                                        "show_progress": False}, args, [1]))
+    if "in-kernel" in wanted:
+        rows.append(run_system("in-kernel", Client(), doc, {"model_engine": "transformers",
+                                                            "show_progress": False}, args, levels))
+    if "nb-rest" in wanted:
+        server = NbServer(workdir)
+        try:
+            rows.append(run_system("nb-rest", remote_client(server.endpoint), doc, {"model_engine": "transformers"},
+                                   args, levels))
+        finally:
+            server.stop()
+    if "xinference" in wanted:
+        reason = xc.xinference_missing_reason()
+        if reason:
+            print(f"skipping Xinference: {reason}")
+        else:
+            xl = xc.XinferenceLocal(workdir=workdir / "xinference", roots=[workdir])
+            try:
+                xl.start()
+                print(f"xinference-local up in {xl.startup_seconds:.1f}s", flush=True)
+                rows.append(run_system("xinference", remote_client(xl.endpoint), doc,
+                                       {"model_engine": "transformers", "n_gpu": None}, args, levels))
+            finally:
+                xl.stop()
+    print()
+    print("\n".join(report(rows, levels)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Continuous batching of the transformers LLM engine (issue 14): concurrent requests share forward
+passes and each gets exactly what it gets alone; per-request limits, stops, seeds, streaming,
+cancellation and terminate mid-batch; the notebook batch API in-kernel and over REST; llama.cpp
+serializes concurrent requests on one GGUF without mixing them up. Tiny real models."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from xinference_nb.errors import InferenceError, LaunchOptionError
+from xinference_nb.manager import ModelManager
+
+pytest.importorskip("transformers")
+
+PROMPTS = ["Hello", "Once upon a time there was a", "The cat", "A much longer prompt that goes on about many things",
+           "x", "Numbers: 1 2 3"]
+
+
+@pytest.fixture(scope="module")
+def manager():
+    from xinference_nb.manager import get_manager   # the one a Client (and so the server) uses
+
+    m = get_manager()
+    yield m
+    for uid in list(m.list_models()):
+        if uid.startswith("batching-"):
+            m.terminate_model(uid)
+
+
+def _launch(manager, path, uid, **kw):
+    return manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(path),
+                                show_progress=False, model_uid=f"batching-{uid}", **kw)
+
+
+@pytest.fixture(scope="module")
+def pair(manager, tiny_llama_dir):
+    """(batched handle, one-request-at-a-time handle) on the same weights."""
+    batched = _launch(manager, tiny_llama_dir, "batched")
+    serial = _launch(manager, tiny_llama_dir, "serial", max_num_seqs=1)
+    return manager.get_model(batched), manager.get_model(serial)
+
+
+def _concurrently(fn, items):
+    out = [None] * len(items)
+    errors = []
+
+    def run(i):
+        try:
+            out[i] = fn(i, items[i])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return out
+
+
+def _count_forwards(manager, uid):
+    model = manager._peek(uid).model
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    return calls, hook
+
+
+def test_options_and_fallback(manager, pair, tiny_llama_dir, tiny_gguf_file):
+    batched, serial = pair
+    assert manager._peek(batched.model_uid).scheduler is not None
+    assert manager._peek(batched.model_uid).max_num_seqs == 16
+    assert manager._peek(serial.model_uid).scheduler is None       # max_num_seqs=1: model.generate per call
+    for bad in ({"max_num_seqs": 0}, {"max_num_seqs": "8"}, {"batch_wait_ms": -1}, {"batch_wait_ms": True}):
+        with pytest.raises(LaunchOptionError, match=next(iter(bad))):
+            _launch(manager, tiny_llama_dir, "bad", **bad)
+    pytest.importorskip("llama_cpp")
+    with pytest.raises(LaunchOptionError, match="max_num_seqs"):   # llama.cpp has no batch scheduler
+        manager.launch_model("qwen2.5-instruct", model_engine="llama.cpp", model_path=str(tiny_gguf_file),
+                             show_progress=False, max_num_seqs=4)
+    assert "batching-bad" not in manager.list_models()
+
+
+def test_greedy_batch_equals_each_request_alone(manager, pair):
+    batched, serial = pair
+    cfgs = [{"temperature": 0, "max_tokens": 24 - 3 * i} for i in range(len(PROMPTS))]
+    alone = [serial.generate(p, c) for p, c in zip(PROMPTS, cfgs)]
+    calls, hook = _count_forwards(manager, batched.model_uid)
+    try:
+        together = _concurrently(lambda i, p: batched.generate(p, cfgs[i]), PROMPTS)
+    finally:
+        hook.remove()
+    for a, b in zip(alone, together):
+        assert b["choices"][0]["text"] == a["choices"][0]["text"]
+        assert b["choices"][0]["finish_reason"] == a["choices"][0]["finish_reason"]
+        assert b["usage"] == a["usage"]
+    # they shared forward passes: far fewer than one per token per request
+    tokens = sum(r["usage"]["completion_tokens"] for r in together)
+    assert len(calls) < tokens / 2, (len(calls), tokens)
+    # chat, the same through the batched model alone and together
+    msgs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    solo = [serial.chat(m, generate_config={"temperature": 0, "max_tokens": 16}) for m in msgs]
+    many = batched.chat_batch(msgs, {"temperature": 0, "max_tokens": 16}, progress=False)
+    assert [r["choices"][0]["message"] for r in many] == [r["choices"][0]["message"] for r in solo]
+
+
+def test_per_request_seeds_stops_and_lengths_in_one_batch(pair):
+    batched, _ = pair
+    sampled = {"temperature": 1.5, "top_p": 0.9, "top_k": 50, "seed": 7, "max_tokens": 12}
+    alone = batched.generate("Numbers:", sampled)["choices"][0]["text"]
+    full = batched.generate("Once upon", {"temperature": 0, "max_tokens": 30})["choices"][0]["text"]
+    stop = next((full[i:i + 2] for i in range(3, len(full) - 2) if full[i:i + 2].strip() == full[i:i + 2]), None)
+    jobs = [("Numbers:", sampled), ("Once upon", {"temperature": 0, "max_tokens": 30, "stop": [stop]}),
+            ("Hello", {"temperature": 0, "max_tokens": 3}), ("Numbers:", dict(sampled, seed=8)),
+            ("Numbers:", sampled)]
+    out = _concurrently(lambda i, job: batched.generate(*job), jobs)
+    assert out[0]["choices"][0]["text"] == alone == out[4]["choices"][0]["text"]   # own generator per request
+    assert out[1]["choices"][0]["text"] == full[:full.index(stop)]
+    assert out[1]["choices"][0]["finish_reason"] == "stop"
+    assert out[2]["usage"]["completion_tokens"] <= 3
+    if out[2]["choices"][0]["finish_reason"] == "length":
+        assert out[2]["usage"]["completion_tokens"] == 3
+
+
+def test_streams_in_a_batch_and_a_reader_that_goes_away(pair):
+    batched, serial = pair
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+    cfg = {"temperature": 0, "max_tokens": 40}
+    expected = serial.chat(msgs, generate_config=cfg)["choices"][0]["message"]["content"]
+    started = threading.Barrier(3)
+
+    def read(i, close_early):
+        stream = batched.chat(msgs, generate_config=dict(cfg, stream=True))
+        next(stream)
+        started.wait(30)
+        if close_early:
+            next(stream)
+            stream.close()
+            return None
+        chunks = list(stream)
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks), chunks[-1]
+
+    out = _concurrently(read, [False, True, False])
+    for text, last in (out[0], out[2]):
+        assert text == expected
+        assert last["usage"]["completion_tokens"] > 0
+    for t in threading.enumerate():   # the worker leaves once nothing runs
+        if t.name == f"xinf-generate-{batched.model_uid}":
+            t.join(10)
+            assert not t.is_alive()
+
+
+def test_terminate_ends_every_request_in_the_batch(manager, tiny_llama_dir):
+    uid = _launch(manager, tiny_llama_dir, "doomed")
+    handle = manager.get_model(uid)
+    scheduler = manager._peek(uid).scheduler
+    results = []
+
+    def call(i, stream):
+        cfg = {"temperature": 0, "max_tokens": 2000}
+        try:
+            if stream:
+                for _ in handle.generate("Tell me", dict(cfg, stream=True)):
+                    pass
+            else:
+                handle.generate("Tell me a long story", cfg)
+            results.append("finished")
+        except InferenceError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=call, args=(i, i % 2 == 0)) for i in range(4)]
+    for t in threads:
+        t.start()
+    from server_fakes import wait_until
+
+    assert wait_until(lambda: len(scheduler._rows) == 4 and scheduler.steps > 3, 60)
+    manager.terminate_model(uid)
+    for t in threads:
+        t.join(60)
+    assert len(results) == 4 and all("model terminated" in r for r in results), results
+
+
+def test_batch_api_in_order_and_refusals(pair):
+    batched, serial = pair
+    prompts = [f"Item {i}:" for i in range(20)]
+    out = batched.generate_batch(prompts, {"temperature": 0, "max_tokens": 6}, progress=False)
+    assert [r["choices"][0]["text"] for r in out] == \
+        [serial.generate(p, {"temperature": 0, "max_tokens": 6})["choices"][0]["text"] for p in prompts]
+    assert batched.generate_batch([], progress=False) == []
+    with pytest.raises(InferenceError, match="stream"):
+        batched.chat_batch([[{"role": "user", "content": "hi"}]], {"stream": True})
+    with pytest.raises(InferenceError, match="must be a list"):
+        batched.generate_batch("one prompt")
+    with pytest.raises(InferenceError, match=r"prompts\[1\]"):
+        batched.generate_batch(["ok", 3])
+    with pytest.raises(InferenceError, match=r"messages_list\[1\]"):
+        batched.chat_batch([[{"role": "user", "content": "hi"}], [{"role": "nobody", "content": "x"}]])
+    with pytest.raises(InferenceError, match="max_tokens"):
+        batched.chat_batch([[{"role": "user", "content": "hi"}]], {"max_tokens": -1})
+    with pytest.raises(InferenceError, match="progress"):
+        batched.generate_batch(["a"], progress="yes")
+
+
+def test_remote_batch_api_through_the_server(manager, pair, tmp_path):
+    pytest.importorskip("fastapi")
+    from xinference_nb import Client
+    from xinference_nb.remote import RemoteClient
+    from xinference_nb.server.app import create_app
+    from xinference_nb.server.runner import start_in_thread
+
+    batched, serial = pair
+    client = Client()   # the global manager: the module's models, served
+    server = start_in_thread(create_app(client, allowed_roots=[str(tmp_path)]), port=0)
+    try:
+        remote = RemoteClient(server.url).get_model(batched.model_uid)
+        scheduler = manager._peek(batched.model_uid).scheduler
+        before = scheduler.steps
+        msgs = [[{"role": "user", "content": f"Question {i}"}] for i in range(8)]
+        out = remote.chat_batch(msgs, {"temperature": 0, "max_tokens": 12}, progress=False)
+        solo = [serial.chat(m, generate_config={"temperature": 0, "max_tokens": 12}) for m in msgs]
+        assert [r["choices"][0]["message"]["content"] for r in out] == \
+            [r["choices"][0]["message"]["content"] for r in solo]
+        tokens = sum(r["usage"]["completion_tokens"] for r in out)
+        assert scheduler.steps - before < tokens   # concurrent requests over REST shared forward passes
+        with pytest.raises(InferenceError, match="stream"):
+            remote.generate_batch(["a"], {"stream": True})
+    finally:
+        server.stop()
+
+
+def test_llama_cpp_concurrent_requests_are_serialized(tiny_gguf_file):
+    pytest.importorskip("llama_cpp")
+    m = ModelManager()
+    try:
+        uid = m.launch_model("qwen2.5-instruct", model_engine="llama.cpp", model_path=str(tiny_gguf_file),
+                             show_progress=False)
+        handle = m.get_model(uid)
+        cfgs = [{"temperature": 0, "max_tokens": 20}, {"temperature": 0.9, "seed": 5, "max_tokens": 20}] * 2
+        prompts = ["Once upon a time", "Numbers:", "The cat", "Hello"]
+        sequential = [handle.generate(p, c)["choices"][0]["text"] for p, c in zip(prompts, cfgs)]
+        together = _concurrently(lambda i, p: handle.generate(p, cfgs[i])["choices"][0]["text"], prompts)
+        assert together == sequential
+        streamed = _concurrently(lambda i, p: "".join(c["choices"][0]["text"] for c in handle.generate(
+            p, dict(cfgs[i], stream=True))), prompts)
+        assert streamed == sequential
+        assert handle.generate_batch(prompts, cfgs[0], progress=False)[0]["choices"][0]["text"] == sequential[0]
+    finally:
+        m.terminate_all()

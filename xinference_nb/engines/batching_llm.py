@@ -1,0 +1,388 @@
+"""Continuous batching for the transformers LLM engine.
+
+One worker thread per model owns the forward passes while requests are running (it exits when
+there is nothing left to do, and the next request starts a new one). Each request joins the
+running batch at the next step and leaves when it is done, with its own stop ids and strings,
+max_tokens, sampling parameters and seed (a ``torch.Generator`` per request; argmax when greedy):
+
+- joining: the joiners' prompts are prefilled together (left-padded, ``logits_to_keep=1``) into a
+  fresh ``DynamicCache``, and their key/value tensors are left-padded and concatenated onto the
+  running batch's along the batch axis;
+- a step: one forward pass of the last token of every running sequence, with a per-row attention
+  mask (0 over each row's left padding) and per-row position ids;
+- leaving: the finished rows are dropped from the cache (``index_select``) and the columns that are
+  padding for every remaining row are cut off.
+
+Cancellation: a reader that goes away (``TokenStream.close``) drops its row at the next step;
+``terminate_model`` (``InFlight.cancel``) ends every running and waiting request with
+InferenceError("model terminated ..."). The worker runs inside one ``InFlight.step()``, so
+``wait_idle`` waits for it before the weights are freed.
+
+Only models whose cache layers are all ``DynamicLayer`` (no sliding window, no quantized cache)
+batch; ``supports_batching`` says so, and the engine falls back to one request at a time.
+"""
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from ..chat import SamplingParams, TokenStream
+from ..errors import InferenceError
+from . import InFlight
+
+_DONE = object()
+
+
+def supports_batching(model: Any) -> bool:
+    """True when the model's default cache is made of plain DynamicLayers (what the merge handles)."""
+    try:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - any model the cache cannot describe runs one request at a time
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+@dataclass
+class BatchRequest:
+    """One generation in the batch: its prompt ids, limits, sampling and what it produced."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new: int
+    stop_ids: set[int]
+    stop_strings: list[str]
+    sample: bool
+    temperature: float = 1.0
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    generator: Any = None
+    out: "queue.Queue[Any]" = field(default_factory=queue.Queue)
+    closed: threading.Event = field(default_factory=threading.Event)
+    ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+    error: Optional[BaseException] = None
+    done: bool = False
+
+    def emit(self, tid: int) -> None:
+        self.ids.append(tid)
+        self.out.put(tid)
+
+    def finish(self, reason: Optional[str] = None, error: Optional[BaseException] = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if reason is not None:
+            self.finish_reason = reason
+        self.error = error
+        self.out.put(_DONE)
+
+
+class BatchScheduler:
+    """Continuous batching over one transformers model (see the module doc)."""
+
+    def __init__(self, model: Any, tokenizer: Any, inflight: InFlight, model_uid: str, *, max_num_seqs: int = 16,
+                 batch_wait_ms: float = 2.0, pad_token_id: Optional[int] = None, device: Any = None):
+        import torch
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.inflight = inflight
+        self.model_uid = model_uid
+        self.max_num_seqs = max(1, int(max_num_seqs))
+        self.batch_wait = max(0.0, float(batch_wait_ms)) / 1000
+        self.pad_token_id = int(pad_token_id) if pad_token_id is not None else 0
+        self.device = device if device is not None and str(device) != "cpu" else torch.device("cpu")
+        params = inspect.signature(model.forward).parameters
+        self._keep_logits = "logits_to_keep" in params
+        # transformers >= 5.2x names the cache argument ``cache`` (``past_key_values`` is deprecated)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[BatchRequest] = []
+        self._running = False
+        # the running batch (touched only by the worker thread)
+        self._rows: list[BatchRequest] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self.steps = 0            # forward passes run (prefills + decode steps), for tests and benches
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, req: BatchRequest) -> BatchRequest:
+        with self._cond:
+            self.inflight.check()
+            self._pending.append(req)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name=f"xinf-generate-{self.model_uid}", daemon=True).start()
+            self._cond.notify_all()
+        return req
+
+    # ------------------------------------------------------------------ worker
+    def _take(self) -> Optional[list[BatchRequest]]:
+        """The requests that join now; None when the worker has nothing left and exits."""
+        with self._cond:
+            self.inflight.check()
+            for r in [r for r in self._pending if r.closed.is_set()]:
+                r.finish("stop")
+            self._pending = [r for r in self._pending if not r.done]
+            if not self._rows and not self._pending:
+                self._running = False
+                return None
+            if not self._rows and self.batch_wait and len(self._pending) < self.max_num_seqs:
+                # idle start: let a burst of requests arrive so their prompts prefill together
+                self._cond.wait_for(lambda: len(self._pending) >= self.max_num_seqs or self.inflight.cancelled,
+                                    self.batch_wait)
+            room = self.max_num_seqs - len(self._rows)
+            joiners, self._pending = self._pending[:room], self._pending[room:]
+            return joiners
+
+    def _work(self) -> None:
+        try:
+            with self.inflight.step():
+                import torch
+
+                with torch.inference_mode():
+                    while True:
+                        joiners = self._take()
+                        if joiners is None:
+                            return
+                        try:
+                            self._drop([r for r in self._rows if r.closed.is_set()], "stop")
+                            if joiners:
+                                self._prefill(joiners)
+                            if self._rows:
+                                self._decode()
+                        except Exception as exc:  # noqa: BLE001 - every running request gets the error
+                            err = (self.inflight.error() if self.inflight.cancelled else
+                                   InferenceError(f"generation failed: {type(exc).__name__}: {exc}"))
+                            for r in self._rows + joiners:
+                                r.finish(error=err)
+                            self._rows, self._cache, self._mask = [], None, None
+        except BaseException as exc:  # terminated (or worse): nobody waits forever
+            err = exc if isinstance(exc, InferenceError) else InferenceError(f"generation failed: {exc}")
+            with self._cond:
+                rest, self._pending = self._pending, []
+                self._running = False
+            for r in self._rows + rest:
+                r.finish(error=err)
+            self._rows, self._cache, self._mask = [], None, None
+
+    # ------------------------------------------------------------------ forward passes
+    def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        kw: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions,
+                              self._cache_arg: cache, "use_cache": True}
+        if self._keep_logits:
+            kw["logits_to_keep"] = 1
+        self.steps += 1
+        return self.model(**kw).logits[:, -1, :].float()
+
+    def _prefill(self, joiners: list[BatchRequest]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        longest = max(len(r.prompt_ids) for r in joiners)
+        ids = torch.full((len(joiners), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(joiners), longest), dtype=torch.long)
+        for i, r in enumerate(joiners):
+            n = len(r.prompt_ids)
+            ids[i, longest - n:] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, longest - n:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(ids, mask, positions, cache)
+        self._merge(joiners, cache, mask)
+        self._advance(logits, start=len(self._rows) - len(joiners))
+
+    def _decode(self) -> None:
+        import torch
+
+        last = torch.tensor([[r.ids[-1]] for r in self._rows], dtype=torch.long, device=self.device)
+        ones = torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=self.device)
+        positions = self._mask.sum(-1, keepdim=True)
+        self._mask = torch.cat([self._mask, ones], dim=-1)
+        logits = self._forward(last, self._mask, positions, self._cache)
+        self._advance(logits, start=0)
+
+    def _merge(self, joiners: list[BatchRequest], cache: Any, mask: Any) -> None:
+        """Append the joiners' rows (their cache and mask) to the running batch's."""
+        import torch
+
+        if self._cache is None:
+            self._rows, self._cache, self._mask = list(joiners), cache, mask
+            return
+        t_old, t_new = self._mask.shape[1], mask.shape[1]
+        width = max(t_old, t_new)
+
+        def lpad(x: Any, n: int, dim: int) -> Any:
+            if n == 0:
+                return x
+            shape = list(x.shape)
+            shape[dim] = n
+            return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+        for old, new in zip(self._cache.layers, cache.layers):
+            old.keys = torch.cat([lpad(old.keys, width - t_old, 2), lpad(new.keys, width - t_new, 2)], dim=0)
+            old.values = torch.cat([lpad(old.values, width - t_old, 2), lpad(new.values, width - t_new, 2)], dim=0)
+        self._mask = torch.cat([lpad(self._mask, width - t_old, 1), lpad(mask, width - t_new, 1)], dim=0)
+        self._rows = self._rows + list(joiners)
+
+    def _drop(self, leaving: list[BatchRequest], reason: Optional[str] = None) -> None:
+        """Remove finished or abandoned rows from the batch and cut the all-padding columns."""
+        import torch
+
+        if not leaving:
+            return
+        for r in leaving:
+            r.finish(reason)
+        gone = {id(r) for r in leaving}
+        keep = [i for i, r in enumerate(self._rows) if id(r) not in gone]
+        if not keep:
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        mask = self._mask.index_select(0, index)
+        first = int(mask.any(0).nonzero()[0])
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
+            layer.values = layer.values.index_select(0, index)[:, :, first:]
+        self._mask = mask[:, first:]
+        self._rows = [self._rows[i] for i in keep]
+
+    # ------------------------------------------------------------------ sampling
+    def _advance(self, logits: Any, start: int) -> None:
+        """Pick the next token of rows ``start:`` from their logits; finished rows leave."""
+        rows = self._rows[start:]
+        greedy = logits.argmax(-1).tolist()
+        leaving = []
+        for i, r in enumerate(rows):
+            tid = greedy[i]
+            if r.sample or (r.params.repetition_penalty not in (None, 1.0)):
+                tid = self._sample_row(r, logits[i])
+            r.emit(tid)
+            reason = self._finished(r, tid)
+            if reason is not None:
+                r.finish_reason = reason
+                leaving.append(r)
+            elif r.closed.is_set():
+                r.finish_reason = "stop"
+                leaving.append(r)
+        self._drop(leaving)
+
+    def _sample_row(self, r: BatchRequest, logits: Any) -> int:
+        import torch
+
+        scores = logits.clone()
+        penalty = r.params.repetition_penalty
+        if penalty not in (None, 1.0):
+            seen = torch.tensor(r.prompt_ids + r.ids, dtype=torch.long, device=scores.device).unique()
+            picked = scores.index_select(0, seen)
+            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+            scores.index_copy_(0, seen, picked)
+        if not r.sample:
+            return int(scores.argmax())
+        if r.temperature and r.temperature != 1.0:
+            scores = scores / r.temperature
+        if r.top_k is not None and 0 < r.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, r.top_k).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if r.top_p is not None and r.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=False)
+            cum = ordered.softmax(-1).cumsum(-1)
+            remove = cum <= (1 - r.top_p)
+            remove[-1] = False
+            scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+        probs = scores.softmax(-1)
+        return int(torch.multinomial(probs, 1, generator=r.generator))
+
+    def _finished(self, r: BatchRequest, tid: int) -> Optional[str]:
+        if tid in r.stop_ids:
+            return "stop"
+        if r.stop_strings:
+            longest = max(len(s) for s in r.stop_strings)
+            tail = self.tokenizer.decode(r.ids[-(longest + 1):], skip_special_tokens=True)
+            if any(s in tail for s in r.stop_strings):
+                return "stop"
+        if len(r.ids) >= r.max_new:
+            return "length"
+        return None
+
+
+def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Optional[threading.Event] = None
+                       ) -> Iterator[str]:
+    """Text deltas of a growing token sequence: each new piece once it decodes to whole characters
+    (never a dangling "\ufffd" of a split UTF-8 sequence). Once ``stopped`` is set the remaining ids
+    are consumed without text."""
+    seen: list[int] = []
+    prefix, read = 0, 0
+    for tid in ids:
+        seen.append(tid)
+        if stopped is not None and stopped.is_set():
+            continue
+        prefix_text = tokenizer.decode(seen[prefix:read], skip_special_tokens=True) if read > prefix else ""
+        new_text = tokenizer.decode(seen[prefix:], skip_special_tokens=True)
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            prefix, read = read, len(seen)
+            yield new_text[len(prefix_text):]
+
+
+class BatchTokenStream(TokenStream):
+    """A request's tokens as text deltas, decoded incrementally as the worker produces them;
+    ``close()`` drops the request from the batch at the next step."""
+
+    def __init__(self, req: BatchRequest, tokenizer: Any, inflight: InFlight):
+        self.prompt_tokens = len(req.prompt_ids)
+        self.completion_tokens = 0
+        self.finish_reason = "stop"
+        self._req = req
+        self._tok = tokenizer
+        self._inflight = inflight
+        self._iter = self._decode()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def _decode(self) -> Iterator[str]:
+        req = self._req
+
+        def ids() -> Iterator[int]:
+            while True:
+                item = req.out.get()
+                if item is _DONE:
+                    return
+                self.completion_tokens += 1
+                yield item
+
+        yield from incremental_deltas(self._tok, ids(), stopped=req.closed)
+        self.finish_reason = req.finish_reason
+        if req.error is not None and not req.closed.is_set():
+            raise req.error
+
+    def close(self) -> None:
+        if not self._req.done:
+            self._req.closed.set()
+            self.finish_reason = "stop"
+        self._iter.close()
+
+
+def wait_result(req: BatchRequest) -> None:
+    """Block until ``req`` is done (a KeyboardInterrupt in a notebook drops it from the batch)."""
+    try:
+        while True:
+            item = req.out.get()
+            if item is _DONE:
+                break
+    except BaseException:
+        req.closed.set()
+        raise
+    if req.error is not None:
+        raise req.error
