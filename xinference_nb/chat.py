@@ -645,6 +645,24 @@ class Completion:
     finish_reason: str   # "stop" | "length"
 
 
+def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None
+                       ) -> Iterator[str]:
+    """Text deltas of a growing token sequence: each new piece once it decodes to whole characters
+    (never a dangling "\ufffd" of a split UTF-8 sequence). Once ``stopped`` is set the remaining ids
+    are consumed without text."""
+    seen: list[int] = []
+    prefix, read = 0, 0
+    for tid in ids:
+        seen.append(tid)
+        if stopped is not None and stopped.is_set():
+            continue
+        prefix_text = tokenizer.decode(seen[prefix:read], skip_special_tokens=True) if read > prefix else ""
+        new_text = tokenizer.decode(seen[prefix:], skip_special_tokens=True)
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            prefix, read = read, len(seen)
+            yield new_text[len(prefix_text):]
+
+
 class TokenStream:
     """What ``ChatLLM.stream`` returns: iterate for text deltas; after the end (or ``close()``)
     ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` hold the totals."""

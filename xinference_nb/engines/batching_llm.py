@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..chat import SamplingParams, TokenStream
+from ..chat import SamplingParams, TokenStream, incremental_deltas
 from ..errors import InferenceError
 from . import InFlight
 
@@ -312,24 +312,6 @@ class BatchScheduler:
         if len(r.ids) >= r.max_new:
             return "length"
         return None
-
-
-def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Optional[threading.Event] = None
-                       ) -> Iterator[str]:
-    """Text deltas of a growing token sequence: each new piece once it decodes to whole characters
-    (never a dangling "\ufffd" of a split UTF-8 sequence). Once ``stopped`` is set the remaining ids
-    are consumed without text."""
-    seen: list[int] = []
-    prefix, read = 0, 0
-    for tid in ids:
-        seen.append(tid)
-        if stopped is not None and stopped.is_set():
-            continue
-        prefix_text = tokenizer.decode(seen[prefix:read], skip_special_tokens=True) if read > prefix else ""
-        new_text = tokenizer.decode(seen[prefix:], skip_special_tokens=True)
-        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            prefix, read = read, len(seen)
-            yield new_text[len(prefix_text):]
 
 
 class BatchTokenStream(TokenStream):

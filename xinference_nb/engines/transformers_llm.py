@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
-                    read_own_chat_template)
+                    incremental_deltas, read_own_chat_template)
 from ..errors import InferenceError, LaunchError
 from . import InFlight, LoadRequest
 
@@ -379,23 +379,19 @@ class _HFTokenStream(TokenStream):
         return next(self._iter)
 
     def _decode(self) -> Iterator[str]:
-        tok = self._tok
         ids = self._ids
-        prefix, read = 0, 0
-        while True:
-            item = self._q.get()
-            if item is self._DONE or self._inflight.cancelled:
-                break
-            ids.extend(item)
-            self.completion_tokens = len(ids)
-            if self._stop.is_set():
-                continue
-            prefix_text = tok.decode(ids[prefix:read], skip_special_tokens=True) if read > prefix else ""
-            new_text = tok.decode(ids[prefix:], skip_special_tokens=True)
-            if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-                delta = new_text[len(prefix_text):]
-                prefix, read = read, len(ids)
-                yield delta
+
+        def new_ids() -> Iterator[int]:
+            while True:
+                item = self._q.get()
+                if item is self._DONE or self._inflight.cancelled:
+                    return
+                for tid in item:
+                    ids.append(tid)
+                    self.completion_tokens = len(ids)
+                    yield tid
+
+        yield from incremental_deltas(self._tok, new_ids(), stopped=self._stop)
         self._thread.join()  # a terminated model's generation stops at its next token
         self._finished = True
         self.finish_reason = TransformersLLM._finish(ids, self._stop_ids, self._max_new)
