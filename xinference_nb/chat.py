@@ -670,9 +670,13 @@ class TokenStream:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    _iter: Iterator[str]      # set by each engine's stream: the generator of text deltas
 
-    def __iter__(self) -> Iterator[str]:  # pragma: no cover - interface
-        raise NotImplementedError
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
 
     def close(self) -> None:
         """Stop generating now (the consumer went away or a stop string was hit)."""

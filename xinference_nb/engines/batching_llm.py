@@ -327,12 +327,6 @@ class BatchTokenStream(TokenStream):
         self._inflight = inflight
         self._iter = self._decode()
 
-    def __iter__(self) -> Iterator[str]:
-        return self._iter
-
-    def __next__(self) -> str:
-        return next(self._iter)
-
     def _decode(self) -> Iterator[str]:
         req = self._req
 

@@ -8,7 +8,6 @@ path is a folder, the file is picked with the spec's ``model_file_name_template`
 from __future__ import annotations
 
 import codecs
-import inspect
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -286,13 +285,7 @@ class _LlamaTokenStream(TokenStream):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finish_reason = "stop"
-        self._gen = model._run(prompt, params, chat, self, check_stops=False)
-
-    def __iter__(self) -> Iterator[str]:
-        return self._gen
-
-    def __next__(self) -> str:
-        return next(self._gen)
+        self._iter = model._run(prompt, params, chat, self, check_stops=False)
 
     def close(self) -> None:
-        self._gen.close()
+        self._iter.close()

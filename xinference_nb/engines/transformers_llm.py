@@ -372,12 +372,6 @@ class _HFTokenStream(TokenStream):
         self._thread.start()
         self._iter = self._decode()
 
-    def __iter__(self) -> Iterator[str]:
-        return self._iter
-
-    def __next__(self) -> str:
-        return next(self._iter)
-
     def _decode(self) -> Iterator[str]:
         ids = self._ids
 

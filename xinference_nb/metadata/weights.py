@@ -100,9 +100,9 @@ def safetensors_stats(folder: Path) -> Optional[tuple[int, int]]:
     never raises on a broken file."""
     folder = Path(folder)
     try:
-        files, missing, index = safetensors_files(folder)
+        files, missing, _index = safetensors_files(folder)
     except ParseError:
-        files, missing, index = [], [], None
+        files, missing = [], []
     if files and not missing:
         try:
             headers = [read_safetensors_header(p) for p in files]
