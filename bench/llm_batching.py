@@ -59,8 +59,16 @@ def prompt(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Story number {i}: tell me about a robot who learns to write poems."}]
 
 
+STREAM = True   # --no-stream: whole answers (time to first token is then the whole request)
+
+
 def one_request(handle: Any, i: int, tokens: int) -> tuple[float, float, int]:
     """(seconds to the first content, total seconds, completion tokens) of one streamed chat."""
+    if not STREAM:
+        t0 = time.perf_counter()
+        out = handle.chat(prompt(i), generate_config={"temperature": 0, "max_tokens": tokens})
+        total = time.perf_counter() - t0
+        return total, total, int((out.get("usage") or {}).get("completion_tokens") or 0)
     cfg = {"temperature": 0, "max_tokens": tokens, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first: Optional[float] = None
@@ -197,7 +205,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--loop", type=int, default=4, help="prompts for the loop of chat it is compared with")
     ap.add_argument("--systems", default="today,in-kernel,nb-rest,xinference")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--no-stream", action="store_true",
+                    help="whole answers instead of streams (TTFT is then the whole request)")
     args = ap.parse_args(argv)
+    global STREAM
+    STREAM = not args.no_stream
     levels = [int(x) for x in args.levels.split(",")]
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bench-llm-batching-"))

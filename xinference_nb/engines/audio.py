@@ -234,13 +234,24 @@ class _AudioBase(EngineModel):
         return _chunks(data) if stream else data
 
 
-class TransformersTTS(_AudioBase):
-    abilities = ("text2audio",)
+class _PipelineAudio(_AudioBase):
+    """An audio model served by a transformers pipeline (speech or recognition)."""
 
     def __init__(self, model_uid: str, pipe: Any, defaults: dict[str, Any], uses_cuda: bool = False):
         super().__init__(model_uid, uses_cuda)
         self.pipe = pipe
         self.defaults = dict(defaults or {})
+
+    def memory_bytes(self) -> Optional[int]:
+        return torch_memory_bytes(getattr(self.pipe, "model", None))
+
+    def close(self) -> None:
+        self.pipe = None
+        release_memory()
+
+
+class TransformersTTS(_PipelineAudio):
+    abilities = ("text2audio",)
 
     @property
     def sampling_rate(self) -> int:
@@ -280,21 +291,13 @@ class TransformersTTS(_AudioBase):
         return self._speech_result(out["audio"], int(out.get("sampling_rate") or self.sampling_rate),
                                    response_format, stream)
 
-    def memory_bytes(self) -> Optional[int]:
-        return torch_memory_bytes(getattr(self.pipe, "model", None))
-
-    def close(self) -> None:
-        self.pipe = None
-        release_memory()
 
 
-class TransformersASR(_AudioBase):
+class TransformersASR(_PipelineAudio):
     abilities = ("audio2text",)
 
     def __init__(self, model_uid: str, pipe: Any, defaults: dict[str, Any], uses_cuda: bool = False):
-        super().__init__(model_uid, uses_cuda)
-        self.pipe = pipe
-        self.defaults = dict(defaults or {})
+        super().__init__(model_uid, pipe, defaults, uses_cuda)
         self.is_whisper = getattr(pipe.model.config, "model_type", "") == "whisper"
 
     @property
@@ -375,12 +378,6 @@ class TransformersASR(_AudioBase):
             result["words"] = words
         return result
 
-    def memory_bytes(self) -> Optional[int]:
-        return torch_memory_bytes(getattr(self.pipe, "model", None))
-
-    def close(self) -> None:
-        self.pipe = None
-        release_memory()
 
 
 def _segments(text: str, chunks: list[dict], duration: float, word_level: bool,
