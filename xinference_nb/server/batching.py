@@ -12,6 +12,7 @@ thread and hands each request the slice of the results that belongs to it. A bat
 alone. Workers of idle keys exit. Generic: knows nothing about models.
 
 Memory: after a batch (once its callers have their results), at most every ``housekeeping_s`` seconds,
+and once the queue has been quiet for ``housekeeping_s`` after work (so a server at rest is tidy),
 ``housekeeping()`` runs in a worker thread; by default it hands the C heap's free pages back to the OS
 (``memory.trim_heap``). Without it, the freed buffers of batches of varying shapes stay resident and a
 server's RSS grows with every few thousand requests (bench/server_memory.py measures it).
@@ -54,6 +55,7 @@ class Batcher:
         self.housekeeping = housekeeping
         self.housekeeping_s = housekeeping_s
         self._last_housekeeping = float("-inf")
+        self._dirty = False  # batches ran since the last housekeeping
         self.max_wait_s = max_wait_s
         self.max_items = max_items
         self.idle_s = idle_s
@@ -83,9 +85,15 @@ class Batcher:
             if carry is not None:
                 first, carry = carry, None
             else:
+                # after work, tidy up once the queue has been quiet for housekeeping_s (load is over)
+                tidy = self._dirty and self.housekeeping is not None
                 try:
-                    first = await asyncio.wait_for(queue.get(), self.idle_s)
+                    first = await asyncio.wait_for(queue.get(), min(self.housekeeping_s, self.idle_s)
+                                                   if tidy else self.idle_s)
                 except asyncio.TimeoutError:
+                    if tidy:
+                        await self._housekeep(force=True)
+                        continue
                     if queue.empty():  # nothing can slip in between: one event-loop thread
                         self._queues.pop(key, None)
                         self._workers.pop(key, None)
@@ -129,12 +137,16 @@ class Batcher:
                 await self._run(key, batch)
             # the results are the callers' now: hold no reference to them while waiting for more work
             batch = first = nxt = None  # type: ignore[assignment]
+            self._dirty = True
             await self._housekeep()
 
-    async def _housekeep(self) -> None:
-        if self.housekeeping is None or time.monotonic() - self._last_housekeeping < self.housekeeping_s:
+    async def _housekeep(self, force: bool = False) -> None:
+        if self.housekeeping is None:
+            return
+        if not force and time.monotonic() - self._last_housekeeping < self.housekeeping_s:
             return
         self._last_housekeeping = time.monotonic()
+        self._dirty = False
         try:
             await run_in_threadpool(self.housekeeping)
         except Exception:  # noqa: BLE001 - best effort, never fails a worker
