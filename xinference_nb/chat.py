@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .engines import EngineModel
 from .errors import InferenceError
@@ -661,6 +661,20 @@ def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             prefix, read = read, len(seen)
             yield new_text[len(prefix_text):]
+
+
+def split_stops(params: "SamplingParams", token_of: Callable[[str], Optional[int]]) -> tuple[list[int], list[str]]:
+    """A request's stops as an engine checks them: the stop token ids plus every stop string that is
+    one token (in order, once each), and the stop strings that are not (matched on the text)."""
+    ids = list(dict.fromkeys(params.stop_token_ids))
+    strings = []
+    for s in params.stop:
+        tid = token_of(s)
+        if tid is None:
+            strings.append(s)
+        elif tid not in ids:
+            ids.append(tid)
+    return ids, strings
 
 
 class TokenStream:

@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..chat import ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits
+from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
+                    split_stops)
 from ..errors import LaunchError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
 from . import InFlight, LoadRequest
@@ -198,14 +199,8 @@ class LlamaCppLLM(ChatLLM):
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
-        stop_ids = set(params.stop_token_ids)
-        stop_strings = []
-        for s in params.stop:
-            tid = self._token_of(s)
-            if tid is not None:
-                stop_ids.add(tid)
-            else:
-                stop_strings.append(s)
+        ids_list, stop_strings = split_stops(params, self._token_of)
+        stop_ids = set(ids_list)
         longest = max((len(s) for s in stop_strings), default=0)
         if params.seed is not None:
             llm.set_seed(params.seed)

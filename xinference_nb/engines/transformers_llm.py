@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
-                    incremental_deltas, read_own_chat_template)
+                    incremental_deltas, read_own_chat_template, split_stops)
 from ..errors import InferenceError, LaunchError
 from . import InFlight, LoadRequest
 
@@ -184,15 +184,7 @@ class TransformersLLM(ChatLLM):
         return input_ids, attention
 
     def _gen_kwargs(self, params: SamplingParams, max_new: int) -> tuple[dict[str, Any], list[int]]:
-        stop_ids = list(params.stop_token_ids)
-        strings = []
-        for s in params.stop:
-            tid = self._token_of(s)
-            if tid is not None:
-                if tid not in stop_ids:
-                    stop_ids.append(tid)
-            else:
-                strings.append(s)
+        stop_ids, strings = split_stops(params, self._token_of)
         kw: dict[str, Any] = {"max_new_tokens": max_new}
         if stop_ids:
             kw["eos_token_id"] = stop_ids
@@ -234,14 +226,8 @@ class TransformersLLM(ChatLLM):
 
         ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
         max_new = check_prompt_fits(len(ids), params, self.context_length)
-        stop_ids = set(params.stop_token_ids)
-        strings = []
-        for s in params.stop:
-            tid = self._token_of(s)
-            if tid is not None:
-                stop_ids.add(tid)
-            else:
-                strings.append(s)
+        ids_list, strings = split_stops(params, self._token_of)
+        stop_ids = set(ids_list)
         if not stop_ids:   # as generate(): the generation config's end-of-sequence ids
             eos = getattr(self._gen_defaults, "eos_token_id", None)
             stop_ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
