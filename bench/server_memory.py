@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -267,6 +268,7 @@ def main(argv=None) -> int:
                 print(f"  {s.size_diff / 1024:+9.1f} KiB {s.count_diff:+7d} blocks  {inner.filename}:{inner.lineno}{via}")
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
