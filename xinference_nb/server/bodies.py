@@ -123,6 +123,22 @@ def extras(body: BaseModel) -> dict[str, Any]:
     return dict(body.model_extra or {})
 
 
+async def read_form(request: Request, allowed: frozenset, not_multipart: str) -> Any:
+    """The multipart form of an upload route, with no field outside ``allowed`` (a 400 naming them);
+    ``not_multipart`` is the error for a body of another type."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InferenceError(not_multipart)
+    try:
+        form = await request.form()
+    except Exception as exc:  # noqa: BLE001 - malformed multipart
+        raise InferenceError(f"malformed multipart body: {exc}") from None
+    unknown = sorted(set(form.keys()) - allowed)
+    if unknown:
+        raise InferenceError(f"unknown form field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the "
+                             f"fields are {', '.join(sorted(allowed))}")
+    return form
+
+
 def refuse_extras(body: BaseModel, route: str, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
     """The extra keys of a body whose route takes none beyond ``allowed``: any other is a 400 naming it
     and what the route accepts (never dropped silently). Returns the allowed extras."""

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from ...errors import InferenceError
-from ..bodies import SpeechBody, extras, form_bool, form_number, json_body, json_kwargs, pydantic_message
+from ..bodies import (SpeechBody, extras, form_bool, form_number, json_body, json_kwargs, pydantic_message,
+                      read_form)
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter(tags=["audio"])
@@ -78,16 +79,8 @@ async def speech(request: Request, client: ClientDep):
 
 async def transcription_form(request: Request) -> tuple[Any, str, Any, float]:
     """(form, model uid, upload, temperature) of a transcription request; every field checked."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InferenceError("send the audio as multipart/form-data with fields model and file")
-    try:
-        form = await request.form()
-    except Exception as exc:  # noqa: BLE001 - malformed multipart
-        raise InferenceError(f"malformed multipart body: {exc}") from None
-    unknown = sorted(set(form.keys()) - TRANSCRIPTION_FIELDS)
-    if unknown:
-        raise InferenceError(f"unknown form field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the "
-                             f"fields are {', '.join(sorted(TRANSCRIPTION_FIELDS))}")
+    form = await read_form(request, TRANSCRIPTION_FIELDS,
+                           "send the audio as multipart/form-data with fields model and file")
     uid = form.get("model")
     upload = form.get("file")
     if not isinstance(uid, str) or not uid:

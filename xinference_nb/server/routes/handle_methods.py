@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ...errors import InferenceError
 from ...model_types import model_type
-from ..bodies import form_number, json_kwargs
+from ..bodies import form_number, json_kwargs, read_form
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter()
@@ -68,17 +68,8 @@ async def _files(form: Any, name: str) -> list[bytes]:
 async def _image_call(request: Request, client: Any, method: str, route: str) -> Any:
     """image_to_image / inpainting from a multipart form (Xinference's fields), every field checked."""
     allowed = INPAINTING_FIELDS if method == "inpainting" else IMAGE_FIELDS
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InferenceError(f"send {route} as multipart/form-data: the image{'s' if method == 'inpainting' else ''} "
-                             "as file uploads, the rest as form fields")
-    try:
-        form = await request.form()
-    except Exception as exc:  # noqa: BLE001 - malformed multipart
-        raise InferenceError(f"malformed multipart body: {exc}") from None
-    unknown = sorted(set(form.keys()) - allowed)
-    if unknown:
-        raise InferenceError(f"unknown form field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the fields "
-                             f"are {', '.join(sorted(allowed))}")
+    form = await read_form(request, allowed, f"send {route} as multipart/form-data: the "
+                           f"image{'s' if method == 'inpainting' else ''} as file uploads, the rest as form fields")
     uid = _text(form, "model")
     handle = await handle_for(client, uid, method, route)
     images = await _files(form, "image")
