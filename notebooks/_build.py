@@ -313,6 +313,86 @@ print("running models:", len(client.list_models()))"""),
 ]
 
 
+NOTEBOOKS["07-vision-lora-tools"] = [
+    ("md", "# Vision chat, LoRA adapters and tool calls\n\n"
+           "Three things people do with their own models, on tiny random models built on the spot (the answers "
+           "are noise; what reaches the model is the point): a vision model that reads the images of a chat, "
+           "LoRA adapters chosen per request, and a model's own tool-call format turned into OpenAI `tool_calls`."),
+    ("code", SETUP),
+    ("md", "## Vision chat\nA folder with a processor and an image-text-to-text model parses with the `vision` "
+           "ability. Images go in OpenAI message parts: a data URL, a local path or `file://` URL, or a PIL image."),
+    ("code", """\
+from PIL import Image
+from xinference_nb.parse import parse_model
+llava = _helpers.tiny_llava(work)
+parsed = parse_model(llava, model_name="my-llava")
+print("abilities:", parsed.to_dict()["model_ability"])
+client.register_model("LLM", parsed.to_json())
+vision = client.get_model(client.launch_model(model_name="my-llava", model_engine="transformers"))
+black, white = Image.new("RGB", (32, 32), "black"), Image.new("RGB", (32, 32), "white")
+def ask(image):
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is in the picture?"},
+                                             {"type": "image_url", "image_url": {"url": image}}]}]
+    return messages, vision.chat(messages, generate_config={"max_tokens": 6, "temperature": 0})
+_, on_black = ask(black)
+messages, on_white = ask(white)
+print("different images, different answers:",
+      on_black["choices"][0]["message"]["content"] != on_white["choices"][0]["message"]["content"])
+show(on_white, messages=messages)"""),
+    ("md", "A text-only model given an image part says which abilities it has, instead of ignoring the image."),
+    ("code", """\
+from xinference_nb.errors import InferenceError
+client.register_model("LLM", parse_model(_helpers.tiny_llama(work), model_name="text-only").to_json())
+text_only = client.get_model(client.launch_model(model_name="text-only", model_engine="transformers"))
+try:
+    text_only.chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": black}}]}])
+except InferenceError as exc:
+    print("InferenceError:", exc)"""),
+    ("md", "## LoRA adapters\nXinference's `peft_model_config`: several adapters on one base, each request picks "
+           "one with `generate_config={\"lora_name\": ...}` (none: the base model). Concurrent requests with "
+           "different adapters still share forward passes."),
+    ("code", """\
+llama = work / "tiny-llama"
+loras = {"lora_list": [{"lora_name": "pirate", "local_path": str(_helpers.tiny_lora(llama, work, "pirate", 1))},
+                       {"lora_name": "poet", "local_path": str(_helpers.tiny_lora(llama, work, "poet", 2))}]}
+with_loras = client.get_model(client.launch_model(model_name="text-only", model_engine="transformers",
+                                                  model_uid="text-only-lora", peft_model_config=loras))
+for name in (None, "pirate", "poet"):
+    cfg = {"max_tokens": 8, "temperature": 0, **({"lora_name": name} if name else {})}
+    print(f"{name or 'base':>7}:", repr(with_loras.chat("Hello!", generate_config=cfg)["choices"][0]["message"]["content"]))
+try:
+    with_loras.chat("Hello!", generate_config={"lora_name": "pirat"})
+except InferenceError as exc:
+    print("InferenceError:", exc)"""),
+    ("md", "The same from the magics: `%xinf launch my-model -lm pirate /path/to/adapter`."),
+    ("md", "## Tool calls in the model's own format\nThe parser comes from the registration's `tool_parser` "
+           "(else its family's, else the chat template's markers): qwen, llama3, glm4, glm5, the deepseek line, "
+           "minimax, gemma, kimi, minicpm5, mistral and hermes. This tiny model always answers in Mistral's form."),
+    ("code", """\
+tool_llama = _helpers.tiny_tool_llama(llama, work)
+document = parse_model(tool_llama, model_name="tool-llama").to_dict()
+document.update(tool_parser="mistral", model_ability=["generate", "chat", "tools"])
+client.register_model("LLM", document)
+tooled = client.get_model(client.launch_model(model_name="tool-llama", model_engine="transformers"))
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+reply = tooled.chat("What is the weather in Paris?", tools=TOOLS, generate_config={"max_tokens": 8})
+print("finish_reason:", reply["choices"][0]["finish_reason"])
+print("content:", repr(reply["choices"][0]["message"]["content"]))
+print("tool_calls:", reply["choices"][0]["message"]["tool_calls"])
+stream = list(tooled.chat("Weather?", tools=TOOLS, generate_config={"max_tokens": 8, "stream": True}))
+print("streamed tool call:", stream[-1]["choices"][0]["delta"].get("tool_calls") or stream[-2]["choices"][0]["delta"])"""),
+    ("md", "Every parser also works on text you already have:"),
+    ("code", """\
+from xinference_nb.tool_parsers import get_tool_parser
+print(get_tool_parser("llama3").parse('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}'))
+print(get_tool_parser("glm5").parse('<tool_call>get_weather<arg_key>city</arg_key><arg_value>Rome</arg_value></tool_call>'))"""),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

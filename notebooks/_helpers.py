@@ -66,3 +66,32 @@ def tiny_whisper(folder: Path) -> Path:
     b = _builders()
     with b.quiet():
         return b.build_tiny_whisper(Path(folder) / "tiny-whisper")
+
+
+def tiny_llava(folder: Path) -> Path:
+    """A random LLaVA (1-layer CLIP vision tower, the tiny Llama) with its processor and chat template."""
+    b = _builders()
+    with b.quiet():
+        return b.build_tiny_llava(Path(folder) / "tiny-llava")
+
+
+def tiny_lora(llama_dir: Path, folder: Path, name: str, seed: int) -> Path:
+    """A peft LoRA adapter of the tiny Llama with random weights (big enough to change its answers)."""
+    b = _builders()
+    import tiny_adapters   # tests/tiny_adapters.py, on the path once _builders ran
+
+    with b.quiet():
+        return tiny_adapters.build_peft_lora(Path(llama_dir), Path(folder) / f"lora-{name}", seed=seed)
+
+
+TOOL_REPLY = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+
+
+def tiny_tool_llama(llama_dir: Path, folder: Path) -> Path:
+    """The tiny Llama rewired so that every reply is Mistral's tool-call form,
+    ``Sure.[TOOL_CALLS][{"name": "get_weather", ...}]`` (``[TOOL_CALLS]`` a special token, as in Mistral's
+    tokenizers): a stand-in for a model that was trained to call tools."""
+    b = _builders()
+    with b.quiet():
+        return b.build_forced_llama(Path(llama_dir), Path(folder) / "tool-llama", ["Sure.", "[TOOL_CALLS]", TOOL_REPLY],
+                                    special=("[TOOL_CALLS]",))

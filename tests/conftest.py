@@ -119,3 +119,58 @@ def cross_encoder_dir(tmp_path_factory):
 def local_package_dir(tmp_path_factory):
     """Path to the source tree of the pure-Python package ``xnb-tiny-pkg`` (module ``xnb_tiny_pkg``)."""
     return tiny_models.build_local_package(tmp_path_factory.mktemp("local_pkg") / "xnb-tiny-pkg")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    """Path to a HF dir: random LlavaForConditionalGeneration + LlavaProcessor (32x32 images, 16 image tokens)."""
+    _need("torch", "transformers", "tokenizers", "PIL")
+    with tiny_models.quiet():
+        return tiny_models.build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "tiny-llava")
+
+
+# LoRA adapters of the tiny models (tests/tiny_adapters.py), built once per session.
+@pytest.fixture(scope="session")
+def tiny_lora_dirs(tiny_llama_dir, tmp_path_factory):
+    """{"a": dir, "b": dir}: two peft LoRA adapters (random non-zero B) of the tiny llama."""
+    _need("torch", "transformers", "peft")
+    import tiny_adapters
+
+    root = tmp_path_factory.mktemp("tiny_loras")
+    with tiny_models.quiet():
+        return {name: tiny_adapters.build_peft_lora(tiny_llama_dir, root / f"lora-{name}", seed=seed)
+                for name, seed in (("a", 1), ("b", 2))}
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_merged_dir(tiny_llama_dir, tiny_lora_dirs, tmp_path_factory):
+    """The tiny llama with adapter "a" merged into its weights (peft's merge_and_unload)."""
+    import tiny_adapters
+
+    with tiny_models.quiet():
+        return tiny_adapters.build_merged_llama(tiny_llama_dir, tiny_lora_dirs["a"],
+                                                tmp_path_factory.mktemp("tiny_lora_merged") / "merged-a")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_loras(tiny_llama_dir, tiny_lora_dirs, tiny_lora_merged_dir, tmp_path_factory):
+    """{"a": file, "b": file}: the adapters as llama.cpp GGUF LoRAs, and "merged": the GGUF of the
+    merged model (for the base tiny_gguf_file)."""
+    _need("gguf", "safetensors")
+    import tiny_adapters
+
+    root = tmp_path_factory.mktemp("tiny_gguf_loras")
+    out = {name: tiny_adapters.build_gguf_lora(tiny_llama_dir, path, root / f"lora-{name}.gguf")
+           for name, path in tiny_lora_dirs.items()}
+    out["merged"] = tiny_models.build_tiny_gguf(tiny_lora_merged_dir, root / "merged-a.gguf")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_lora_dir(tiny_sd_dir, tmp_path_factory):
+    """A diffusers LoRA (pytorch_lora_weights.safetensors) of the tiny Stable Diffusion UNet."""
+    _need("diffusers", "peft")
+    import tiny_adapters
+
+    with tiny_models.quiet("diffusers"):
+        return tiny_adapters.build_sd_lora(tiny_sd_dir, tmp_path_factory.mktemp("tiny_sd_lora") / "sd-lora")

@@ -144,3 +144,41 @@ def test_rerank_matches_cross_encoder(cross_encoder_dir, cross_encoder):
             h.rerank(docs, None)
     finally:
         terminate(uid, h)
+
+
+def test_rerank_max_chunks_per_doc_scores_the_best_window(cross_encoder_dir, cross_encoder):
+    """max_chunks_per_doc (Cohere's meaning): a long document is cut into windows beside the query and
+    scores as its best one; one window is what truncation scores; more windows never score lower."""
+    uid, h = launch("rerank", rerank_doc(cross_encoder_dir, name="my-reranker-chunks"))
+    try:
+        query = "Where is the station?"
+        tok = cross_encoder.tokenizer
+        window = cross_encoder.max_seq_length
+        filler = " ".join(["the weather today is sunny and the cat is asleep"] * 120)
+        long_doc = filler + " Turn left at the bank and the station is on your right."
+        assert len(tok(long_doc)["input_ids"]) > 2 * window   # really longer than two windows
+        short = "The cat chased the mouse."
+        docs = [long_doc, short]
+
+        def score(out, i):
+            return next(r["relevance_score"] for r in out["results"] if r["index"] == i)
+
+        truncated = h.rerank(docs, query)
+        by_k = {k: h.rerank(docs, query, max_chunks_per_doc=k) for k in (1, 2, 3, 50)}
+        assert abs(score(by_k[1], 0) - score(truncated, 0)) < 1e-4
+        assert score(by_k[1], 0) <= score(by_k[2], 0) <= score(by_k[3], 0) <= score(by_k[50], 0)
+        for k, out in by_k.items():   # a document that fits is one window: its score does not change
+            assert abs(score(out, 1) - score(truncated, 1)) < 1e-5, k
+        # the best window really is one of the document's windows, scored by sentence-transformers itself
+        ids = tok(long_doc, add_special_tokens=False)["input_ids"]
+        room = window - len(tok(query, add_special_tokens=False)["input_ids"]) - tok.num_special_tokens_to_add(pair=True)
+        windows = [tok.decode(ids[s:s + room]) for s in range(0, len(ids), room)]
+        expected = max(float(x) for x in cross_encoder.predict([(query, w) for w in windows]))
+        assert abs(score(by_k[50], 0) - expected) < 1e-3
+        # tokens billed: every window is a pair the model ran
+        billed = h.rerank(docs, query, max_chunks_per_doc=50, return_len=True)["meta"]["tokens"]["input_tokens"]
+        assert billed > h.rerank(docs, query, return_len=True)["meta"]["tokens"]["input_tokens"]
+        with pytest.raises(InferenceError, match="max_chunks_per_doc"):
+            h.rerank(docs, query, max_chunks_per_doc=0)
+    finally:
+        terminate(uid, h)

@@ -46,7 +46,6 @@ import base64
 import copy
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -59,11 +58,11 @@ httpx = pytest.importorskip("httpx")
 try:
     import xinference_cluster as xc
     from seeds import seed
-    from tiny_models import _save_chat_tokenizer, quiet, tone_wav
+    from tiny_models import build_forced_llama, quiet, tone_wav
 except ImportError:  # pragma: no cover - tests/ imported as a package
     from tests import xinference_cluster as xc
     from tests.seeds import seed
-    from tests.tiny_models import _save_chat_tokenizer, quiet, tone_wav
+    from tests.tiny_models import build_forced_llama, quiet, tone_wav
 
 from xinference_nb.errors import InferenceError
 
@@ -79,42 +78,9 @@ XINFERENCE_MISSING = xc.xinference_missing_reason()
 # A tiny Llama that always calls get_weather(city="Paris")
 # --------------------------------------------------------------------------------------------------
 def build_tool_calling_llama(src: Path, dest: Path) -> Path:
-    """tiny_llama_dir with one more (non-special) token, the whole tool-call JSON, and weights that make
-    the next token a function of the current one only (attention and MLP outputs zeroed, so the
-    residual stream is the token's embedding): generation prompt's "\\n" → <tool_call> → JSON →
-    </tool_call> → <|im_end|>. Sampling or greedy, every reply is that tool call."""
-    import torch
-    from tokenizers import AddedToken
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src, dest)
-    tok = AutoTokenizer.from_pretrained(dest)
-    tok.add_tokens([AddedToken(TOOL_JSON, special=False, normalized=False)])
-    template = (src / "chat_template.jinja").read_text()
-    prompt_ids = tok(tok.apply_chat_template(HI, tokenize=False, add_generation_prompt=True, chat_template=template)
-                     )["input_ids"]
-    chain = [prompt_ids[-1]] + tok.convert_tokens_to_ids(["<tool_call>", TOOL_JSON, "</tool_call>", "<|im_end|>"])
-    model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32)
-    model.resize_token_embeddings(len(tok), mean_resizing=False)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
-        head.zero_()
-        for i, (a, b) in enumerate(zip(chain, chain[1:])):
-            emb[a] = 0.0
-            emb[a, i] = 1.0
-            head[b, i] = 10.0
-    model.config.vocab_size = len(tok)
-    model.save_pretrained(dest, safe_serialization=True)
-    _save_chat_tokenizer(tok, dest, template)
-    cfg = json.loads((dest / "config.json").read_text())
-    cfg["vocab_size"] = len(tok)
-    (dest / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return dest
+    """tiny_llama_dir whose every reply is <tool_call> → the whole tool-call JSON (one added token) →
+    </tool_call> → <|im_end|>, sampled or greedy (tiny_models.build_forced_llama)."""
+    return build_forced_llama(src, dest, ["<tool_call>", TOOL_JSON, "</tool_call>"])
 
 
 @pytest.fixture(scope="module")

@@ -247,3 +247,46 @@ def test_llama_cpp_concurrent_requests_are_serialized(tiny_gguf_file):
         assert handle.generate_batch(prompts, cfgs[0], progress=False)[0]["choices"][0]["text"] == sequential[0]
     finally:
         m.terminate_all()
+
+
+def test_growing_cache_layer_equals_dynamic_cache_past_its_capacity(tiny_llama_dir):
+    """The scheduler's cache layers (key/value views of buffers written in place) give the numbers of
+    transformers' DynamicLayer (torch.cat every step), also after the buffers grow and after the
+    tensors were replaced from outside (what a merge or a drop does)."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from xinference_nb.engines.batching_llm import growing_layer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 9, 30, 41, 7, 12, 3, 18], [0, 0, 0, 22, 8, 19, 4, 27]])
+    mask = (ids != 0).long()
+
+    def run(grow: bool, steps: int = 150):
+        cache = DynamicCache(config=model.config)
+        if grow:
+            cache.layers = [growing_layer() for _ in cache.layers]
+        m, out, logits = mask.clone(), [], []
+        with torch.inference_mode():
+            res = model(input_ids=ids, attention_mask=m, position_ids=(m.cumsum(-1) - 1).clamp(min=0),
+                        cache=cache, use_cache=True)
+            for step in range(steps):
+                nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+                out.append(nxt)
+                logits.append(res.logits[:, -1])
+                if step == 70:   # replaced from outside, as _merge / _drop do: the buffers are rebuilt
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys.clone(), layer.values.clone()
+                positions = m.sum(-1, keepdim=True)
+                m = torch.cat([m, torch.ones((2, 1), dtype=m.dtype)], -1)
+                res = model(input_ids=nxt, attention_mask=m, position_ids=positions, cache=cache,
+                            use_cache=True)
+        return torch.cat(out, -1), torch.stack(logits), cache
+
+    plain_ids, plain_logits, _ = run(False)
+    grown_ids, grown_logits, cache = run(True)
+    assert torch.equal(plain_ids, grown_ids)
+    torch.testing.assert_close(grown_logits, plain_logits, rtol=0, atol=1e-5)
+    layer = cache.layers[0]
+    assert layer.keys.shape[-2] == 8 + 150 and layer._kbuf.shape[-2] >= 8 + 150 > 8 + 64   # it grew
+    assert layer.keys.data_ptr() == layer._kbuf.data_ptr()   # a view of the buffer, not a copy

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from xinference_nb import Client
-from xinference_nb.errors import InferenceError
+from xinference_nb.errors import InferenceError, LaunchError
 from xinference_nb.manager import ModelManager
 
 pytest.importorskip("transformers")
@@ -258,3 +258,14 @@ def test_reasoning_end_to_end(manager, nb_home, engine, tiny_reasoning_llama_dir
     reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks)
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert reasoning.strip() == (message["reasoning_content"] or "") and content.strip() == message["content"].strip()
+
+
+def test_quantization_config_on_a_prequantized_format_is_refused_not_dropped():
+    """gptq / awq / fp8 checkpoints carry their own quantization_config: one given at launch would be
+    dropped, so it is a LaunchError naming the option; without it the format loads as it is."""
+    from xinference_nb.engines.transformers_llm import _bnb_config
+
+    for fmt in ("gptq", "awq", "fp8"):
+        with pytest.raises(LaunchError, match="quantization_config applies to pytorch weights only"):
+            _bnb_config("none", {"quantization_config": {"load_in_4bit": True}}, fmt)
+        assert _bnb_config("Int4", {}, fmt) is None

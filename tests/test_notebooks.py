@@ -37,6 +37,11 @@ EXPECT = {
         "retrieved: The railway station", "in-kernel answer:", "streamed", "async answer is the same: True",
         "remote answer:", "same answer through Client(url): True", "llama-index retrieved: The railway station",
         "llama-index answer:", "running models: 0"]),
+    "07-vision-lora-tools": (("transformers", "torch", "peft", "PIL"), [
+        "'vision'", "different images, different answers: True", "data:image/png;base64,",
+        "needs a model with the 'vision' ability", "   base:", " pirate:", "   poet:", "'pirate', 'poet'",
+        "finish_reason: tool_calls", "content: 'Sure.'", "get_weather", "streamed tool call:", "Oslo", "Rome",
+        "running models: 0"]),
 }
 
 

@@ -390,8 +390,8 @@ def test_corpus_tinyllama_config_only(tmp_path):
     assert spec.context_length == 2048
     assert spec0(parsed)["model_size_in_billions"] == "1_1"
     assert parsed.sources["model_specs[0].model_size_in_billions"] == (
-        "name 'TinyLlama-1.1B-Chat-v1.0' states 1_1B; 1.1B counted from an estimate from config.json sizes "
-        "(no weight files)")
+        "name 'TinyLlama-1.1B-Chat-v1.0' states 1_1B; 1.1B counted from an estimate from the architecture in "
+        "config.json (no weight files)")
     assert spec.stop_token_ids == [2]
     assert spec.stop is None
     assert ("no token text for stop id(s) [2] (no tokenizer file names them): the stop strings miss them"

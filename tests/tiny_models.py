@@ -20,6 +20,7 @@ Summary (see each builder's docstring):
 * :func:`minilm_path` - the packaged all-MiniLM-L6-v2 sentence-transformers model directory.
 * :func:`build_cross_encoder` - a MiniLM-based ``BertForSequenceClassification`` reranker.
 * :func:`build_local_package` - the source tree of a tiny pip-installable package.
+* :func:`build_tiny_llava` - tiny ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` (vision chat).
 """
 from __future__ import annotations
 
@@ -390,6 +391,46 @@ def build_tiny_llama(path: Path, reasoning: bool = False, overrides: dict[str, A
     )
     cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def build_forced_llama(src: Path, dest: Path, pieces: list[str], special: tuple[str, ...] = ()) -> Path:
+    """``src`` (a tiny Llama) whose every reply is ``pieces`` then <|im_end|>, sampled or greedy: each
+    piece not yet in the vocabulary becomes one added token (special when listed in ``special``, the
+    way real tokenizers mark tool-call markers such as [TOOL_CALLS]), and the weights make a token's
+    successor fixed (attention and MLP outputs zeroed, so the residual stream is the token's
+    embedding): the generation prompt's last token → pieces → <|im_end|>."""
+    import torch
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    tok = AutoTokenizer.from_pretrained(dest)
+    vocab = tok.get_vocab()
+    new = [p for p in dict.fromkeys(pieces) if p not in vocab]
+    tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in new if p not in special])
+    tok.add_tokens([AddedToken(p, special=True, normalized=False) for p in new if p in special], special_tokens=True)
+    template = (src / "chat_template.jinja").read_text()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True,
+                                     chat_template=template)
+    chain = [tok(prompt)["input_ids"][-1]] + tok.convert_tokens_to_ids(list(pieces) + ["<|im_end|>"])
+    model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        head.zero_()
+        for i, (a, b) in enumerate(zip(chain, chain[1:])):
+            emb[a] = 0.0
+            emb[a, i] = 1.0
+            head[b, i] = 10.0
+    model.config.vocab_size = len(tok)
+    model.save_pretrained(dest, safe_serialization=True)
+    _save_chat_tokenizer(tok, dest, template)
+    return dest
 
 
 def build_tiny_reasoning_llama(path: Path) -> Path:
@@ -913,3 +954,67 @@ def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. Tiny LLaVA vision chat model
+# --------------------------------------------------------------------------------------------------
+IMAGE_TOKEN = "<image>"
+LLAVA_IMAGE_TOKENS = 16  # (32 / 8) ** 2 patches; the CLS feature is dropped ("default" strategy)
+
+# ChatML that renders transformers' content parts: {"type": "image"} → <image>, text parts → their text;
+# string content as is.
+VISION_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' }}"
+    "{%- if message.content is string %}{{- message.content }}"
+    "{%- else %}{%- for part in message.content %}"
+    "{%- if part.type == 'image' %}{{- '<image>' }}{%- elif part.type == 'text' %}{{- part.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def build_tiny_llava(path: Path) -> Path:
+    """Random ``LlavaForConditionalGeneration``: a 1-layer CLIP vision tower (32x32 images, 8x8
+    patches) and the tiny Llama text model, + ``LlavaProcessor`` (PIL CLIP image processor, the tiny
+    ChatML tokenizer with ``<image>`` added as a special token, :data:`VISION_TEMPLATE`).
+
+    Each image becomes :data:`LLAVA_IMAGE_TOKENS` ``<image>`` tokens. Writes config.json,
+    model.safetensors, generation_config.json, processor_config.json, tokenizer files and
+    chat_template.jinja: what ``AutoProcessor`` + ``AutoModelForImageTextToText`` load.
+    """
+    import torch
+    from tokenizers import AddedToken
+    from transformers import (CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    path = _fresh_dir(path)
+    tokenizer = build_tiny_llama_tokenizer()
+    tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    bos_id, eos_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT), tokenizer.convert_tokens_to_ids(IM_END)
+    hp = dict(TINY_LLAMA_CONFIG)
+    rope_theta = hp.pop("rope_theta")
+    text = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=False, bos_token_id=bos_id, eos_token_id=eos_id,
+                       pad_token_id=bos_id, rope_parameters={"rope_type": "default", "rope_theta": rope_theta}, **hp)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=32)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
+                         vision_feature_select_strategy="default", vision_feature_layer=-1,
+                         image_seq_length=LLAVA_IMAGE_TOKENS, projector_hidden_act="gelu")
+    config.dtype = torch.float32
+    _seed()
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=bos_id,
+                                               do_sample=False)
+    model.save_pretrained(path, safe_serialization=True)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=VISION_TEMPLATE, image_token=IMAGE_TOKEN)
+    processor.save_pretrained(path)
+    return path

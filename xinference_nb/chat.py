@@ -6,7 +6,8 @@
 - stop strings (output cut before the stop string, also while streaming);
 - reasoning: ``reasoning_start_tag`` / ``reasoning_end_tag`` split into ``reasoning_content``, also
   when the template itself opened the block and the model only emits the end tag;
-- tool calls: ``<tool_call>{json}</tool_call>`` blocks into OpenAI ``tool_calls``;
+- tool calls: which parser of tool_parsers.py a model uses (``ChatFormat.tool_parser``), and
+  ``parse_tool_calls`` for ``<tool_call>{json}</tool_call>`` blocks;
 - the OpenAI / Xinference result and chunk shapes.
 
 ``ChatLLM`` is the interface engines implement (``complete`` and ``stream`` on a rendered prompt);
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .engines import EngineModel
 from .errors import InferenceError
+from .tool_parsers import QwenParser, ToolParser, detect_tool_parser, get_tool_parser, partial_suffix
 
 # ----------------------------------------------------------------------------------------------
 # Jinja rendering, like transformers' apply_chat_template
@@ -135,8 +137,17 @@ class ChatFormat:
     stop_token_ids: list[int] = field(default_factory=list)
     reasoning_start_tag: Optional[str] = None
     reasoning_end_tag: Optional[str] = None
-    tool_call_tags: Optional[tuple[str, str]] = None
+    tool_call_tags: Optional[tuple[str, str]] = None   # the parser's (open, close) markers, for display
     template_vars: dict[str, Any] = field(default_factory=dict)   # bos_token, eos_token, enable_thinking …
+    lora_names: tuple[str, ...] = ()   # the LoRA adapters a request may choose (generate_config lora_name)
+    tool_parser: Optional[ToolParser] = None   # None: tool calls stay text
+
+    def __post_init__(self) -> None:
+        # tags alone (the older form) stand for a <tool_call>{json}</tool_call> parser with those tags
+        if self.tool_parser is None and self.tool_call_tags:
+            self.tool_parser = QwenParser(tags=tuple(self.tool_call_tags))  # type: ignore[arg-type]
+        elif self.tool_parser is not None and self.tool_call_tags is None:
+            self.tool_call_tags = self.tool_parser.tags
 
     def render(self, messages: list[dict[str, Any]], tools: Optional[list[dict]] = None,
                add_generation_prompt: bool = True, **kwargs: Any) -> str:
@@ -185,6 +196,23 @@ def choose_chat_template(spec: Any, own_template: Optional[str]) -> tuple[Option
     return None, "none"
 
 
+def choose_tool_parser(spec: Any, template: Optional[str]) -> Optional[ToolParser]:
+    """The registration's ``tool_parser``, else its built-in family's, else the one whose marker the
+    chat template writes (``<tool_call>`` → qwen); None when there is none."""
+    name = getattr(spec, "tool_parser", None)
+    family = getattr(spec, "model_family", None)
+    if not name and family:
+        try:
+            from .registry.registry import builtin_specs
+
+            builtin = builtin_specs("LLM").get(family)
+        except Exception:  # pragma: no cover - a catalog problem must not break a launch
+            builtin = None
+        name = getattr(builtin, "tool_parser", None)
+    name = name or detect_tool_parser(template)
+    return get_tool_parser(name) if name else None
+
+
 def build_chat_format(spec: Any, own_template: Optional[str] = None, *, eos_token_ids: Iterable[int] = (),
                       template_vars: Optional[dict[str, Any]] = None,
                       token_of: Any = None) -> ChatFormat:
@@ -207,11 +235,10 @@ def build_chat_format(spec: Any, own_template: Optional[str] = None, *, eos_toke
                 stop_ids.append(tid)
     start = getattr(spec, "reasoning_start_tag", None)
     end = getattr(spec, "reasoning_end_tag", None)
-    tool_tags = TOOL_CALL_TAGS if template and TOOL_CALL_TAGS[0] in template else None
     return ChatFormat(template=template, template_source=source, stop=stop, stop_token_ids=stop_ids,
                       reasoning_start_tag=start if start and end else None,
                       reasoning_end_tag=end if start and end else None,
-                      tool_call_tags=tool_tags, template_vars=dict(template_vars or {}))
+                      tool_parser=choose_tool_parser(spec, template), template_vars=dict(template_vars or {}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,14 +260,19 @@ def _abilities_text(abilities: Iterable[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[str, ...]) -> str:
-    """The text of one message's content: a string, or a list of text parts joined (OpenAI's form)."""
+def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[str, ...],
+                   media: tuple[str, ...] = ()) -> Any:
+    """The text of one message's content: a string, or a list of text parts joined (OpenAI's form).
+    With image parts (a model with the vision ability whose engine takes images: ``media``), the
+    parts as a list: ``{"type": "text", "text"}`` and ``{"type": "image", "image": source}``."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise InferenceError(f"{where} must be a string or a list of content parts such as "
                              f"[{{'type': 'text', 'text': '...'}}], got {_kind(content)} {content!r:.60}")
     texts = []
+    parts: list[dict[str, Any]] = []
+    images = False
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
         if not isinstance(part, dict):
@@ -252,8 +284,15 @@ def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[st
             if not isinstance(text, str):
                 raise InferenceError(f"{at}.text must be a string, got {_kind(text)}")
             texts.append(text)
+            parts.append({"type": "text", "text": text})
         elif isinstance(kind, str) and kind in _MEDIA_PARTS:
             need = _MEDIA_PARTS[kind]
+            if need == "vision" and need in abilities and need in media:
+                from .chat_images import part_source
+
+                parts.append({"type": "image", "image": part_source(part, at)})
+                images = True
+                continue
             if need in abilities:
                 raise InferenceError(f"{at}: {kind!r} parts are not supported by this engine yet; model "
                                      f"{model_uid!r} takes text parts only here")
@@ -263,7 +302,7 @@ def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[st
         else:
             raise InferenceError(f"{at}.type must be 'text' (or a media type such as 'image_url' for a model "
                                  f"with that ability), got {_kind(kind)} {kind!r:.60}")
-    return "".join(texts)
+    return parts if images else "".join(texts)
 
 
 def _check_tool_calls(calls: Any, where: str) -> None:
@@ -280,12 +319,17 @@ def _check_tool_calls(calls: Any, where: str) -> None:
                                  f"got {_kind(fn.get('arguments'))}")
 
 
-def validate_messages(messages: Any, *, model_uid: str = "", abilities: Iterable[str] = ("generate", "chat")
-                      ) -> list[dict[str, Any]]:
+def validate_messages(messages: Any, *, model_uid: str = "", abilities: Iterable[str] = ("generate", "chat"),
+                      media: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Check OpenAI chat messages and return them ready for a text template: a string becomes one user
     message, and content given as text parts becomes one string. Every problem is an ``InferenceError``
-    naming the field (``messages[2].content``) and what it accepts."""
+    naming the field (``messages[2].content``) and what it accepts.
+
+    ``media``: the abilities the engine takes beside text (the engine model's ``abilities``). Image
+    parts pass only when both the model (``abilities``) and its engine have ``vision``; such content
+    stays a list of parts for ``chat_images.take_images``."""
     abilities = tuple(abilities or ())
+    media = tuple(media or ())
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -318,7 +362,7 @@ def validate_messages(messages: Any, *, model_uid: str = "", abilities: Iterable
                 continue
             raise InferenceError(f"{at}.content is missing; a {role} message needs its text as a string "
                                  "(only an assistant message with tool_calls may leave it out)")
-        text = _check_content(content, f"{at}.content", model_uid, abilities)
+        text = _check_content(content, f"{at}.content", model_uid, abilities, media)
         out.append(message if text is content else dict(message, content=text))
     return out
 
@@ -345,7 +389,7 @@ def validate_tools(tools: Any) -> Optional[list[dict[str, Any]]]:
 # ----------------------------------------------------------------------------------------------
 
 GENERATE_CONFIG_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed",
-                        "stream", "stream_options")
+                        "stream", "stream_options", "lora_name")
 STREAM_OPTIONS_KEYS = ("include_usage",)
 DEFAULT_MAX_TOKENS = 512
 # every engine can apply it: torch takes 64 bits, llama.cpp 32 (and reads 0xFFFFFFFF as "random")
@@ -363,6 +407,10 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     seed: Optional[int] = None
     include_usage: bool = True   # stream_options.include_usage: usage in the last chunk of a stream
+    lora_name: Optional[str] = None   # the LoRA adapter of this request (None: the base model)
+    # set by the chat handle when a request has tools, never a generate_config key: the special tokens
+    # a tool-call format writes ([TOOL_CALLS], <|python_tag|>, DeepSeek's) stay in the decoded text
+    keep_special_tokens: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -452,10 +500,28 @@ def parse_generate_config(generate_config: Optional[dict[str, Any]], chat_format
                 raise InferenceError(f"generate_config['stream_options']['include_usage'] must be true or false, "
                                      f"got {type(include).__name__} {include!r}")
             params.include_usage = include
+    lora = cfg.get("lora_name")
+    if lora is not None:
+        if not isinstance(lora, str) or not lora:
+            raise _bad("lora_name", "the name of a LoRA adapter loaded at launch (a string)", lora)
+        params.lora_name = lora
     if chat_format is not None:
         params.stop = list(dict.fromkeys(params.stop + chat_format.stop))
         params.stop_token_ids = list(chat_format.stop_token_ids)
+        check_lora_name(params.lora_name, chat_format.lora_names)
     return params, stream
+
+
+def check_lora_name(lora_name: Optional[str], loaded: tuple[str, ...]) -> None:
+    """InferenceError unless ``lora_name`` is None (the base model) or one of the ``loaded`` adapters."""
+    if lora_name is None or lora_name in loaded:
+        return
+    if not loaded:
+        raise InferenceError(f"generate_config['lora_name']={lora_name!r}: this model was launched without LoRA "
+                             "adapters; launch it with peft_model_config={'lora_list': [{'lora_name': ..., "
+                             "'local_path': ...}]} (xinf launch -lm NAME PATH), or leave lora_name out")
+    raise InferenceError(f"generate_config['lora_name']={lora_name!r} is not an adapter of this model; it has "
+                         f"{', '.join(repr(n) for n in loaded)} (leave lora_name out for the base model)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,17 +538,6 @@ def cut_at_stop(text: str, stop: Iterable[str]) -> tuple[str, bool]:
         if i != -1 and (cut == -1 or i < cut):
             cut = i
     return (text, False) if cut == -1 else (text[:cut], True)
-
-
-def _partial_suffix(text: str, markers: Iterable[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of one of ``markers``."""
-    best = 0
-    for m in markers:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
-            if text.endswith(m[:n]):
-                best = n
-                break
-    return best
 
 
 class StopFilter:
@@ -504,7 +559,7 @@ class StopFilter:
         if hit:
             self._held, self.hit = "", True
             return cut, True
-        keep = _partial_suffix(text, self.stop)
+        keep = partial_suffix(text, self.stop)
         self._held = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep], False
 
@@ -578,7 +633,7 @@ class ReasoningSplitter:
                     self._emit(out, "reasoning_content", head)
                     self.state, self._strip_next, self.reasoning_seen = "content", True, True
                 continue
-            keep = _partial_suffix(text, markers)
+            keep = partial_suffix(text, markers)
             body, self._held = (text[:len(text) - keep], text[len(text) - keep:]) if keep else (text, "")
             kind = "content" if self.state == "before" else "reasoning_content"
             if kind == "content" and body and not body.isspace():
@@ -599,38 +654,12 @@ class ReasoningSplitter:
 # Tool calls
 # ----------------------------------------------------------------------------------------------
 
-def _tool_call(name: str, arguments: Any) -> dict[str, Any]:
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
-    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": name, "arguments": arguments}}
-
-
 def parse_tool_calls(text: str, tags: tuple[str, str] = TOOL_CALL_TAGS) -> tuple[Optional[str], list[dict]]:
     """(remaining content or None, OpenAI tool_calls) from ``<tool_call>{"name", "arguments"}</tool_call>``
-    blocks. A block that is not valid JSON with a name stays in the content."""
-    start, end = tags
-    if start not in text:
-        return text, []
-    calls: list[dict] = []
-    content_parts: list[str] = []
-    rest = text
-    while start in rest:
-        before, _, after = rest.partition(start)
-        content_parts.append(before)
-        body, closed, rest = after.partition(end)
-        try:
-            obj = json.loads(body.strip())
-            name = obj.get("name") if isinstance(obj, dict) else None
-        except ValueError:
-            obj, name = None, None
-        if isinstance(name, str) and name:
-            calls.append(_tool_call(name, obj.get("arguments", obj.get("parameters", {}))))
-        else:
-            content_parts.append(start + body + closed)
-    content_parts.append(rest)
-    content = "".join(content_parts).strip()
-    return (content or None), calls
+    blocks (the "qwen" parser). A block that is not valid JSON with a name stays in the content."""
+    if tuple(tags) == TOOL_CALL_TAGS:
+        return get_tool_parser("qwen").parse(text)
+    return QwenParser(tags=(tags[0], tags[1])).parse(text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -645,19 +674,32 @@ class Completion:
     finish_reason: str   # "stop" | "length"
 
 
-def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None
-                       ) -> Iterator[str]:
+def decode_text(tokenizer: Any, ids: list[int], keep_special: bool = False, drop_ids: Iterable[int] = ()) -> str:
+    """The text of generated ids (a transformers tokenizer). Special tokens are left out, unless
+    ``keep_special`` (a request with tools: the markers of its tool-call format are often special
+    tokens): then only the tokenizer's bos/eos/pad/unk tokens and ``drop_ids`` (the request's stop
+    ids, which end the output) are."""
+    if not keep_special:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    framing = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
+    drop = framing.union(drop_ids)
+    return tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+
+
+def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None, keep_special: bool = False,
+                       drop_ids: Iterable[int] = ()) -> Iterator[str]:
     """Text deltas of a growing token sequence: each new piece once it decodes to whole characters
     (never a dangling "\ufffd" of a split UTF-8 sequence). Once ``stopped`` is set the remaining ids
-    are consumed without text."""
+    are consumed without text. ``keep_special``, ``drop_ids``: as in :func:`decode_text`."""
     seen: list[int] = []
     prefix, read = 0, 0
+    drop = frozenset(drop_ids)
     for tid in ids:
         seen.append(tid)
         if stopped is not None and stopped.is_set():
             continue
-        prefix_text = tokenizer.decode(seen[prefix:read], skip_special_tokens=True) if read > prefix else ""
-        new_text = tokenizer.decode(seen[prefix:], skip_special_tokens=True)
+        prefix_text = decode_text(tokenizer, seen[prefix:read], keep_special, drop) if read > prefix else ""
+        new_text = decode_text(tokenizer, seen[prefix:], keep_special, drop)
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             prefix, read = read, len(seen)
             yield new_text[len(prefix_text):]
@@ -698,7 +740,9 @@ class TokenStream:
 
 class ChatLLM(EngineModel):
     """Base of the LLM engines' models: a chat format, a context length, and two ways to run a
-    rendered prompt. Engines stop on ``params.stop_token_ids`` and cap ``max_tokens`` by the context."""
+    rendered prompt. Engines stop on ``params.stop_token_ids`` and cap ``max_tokens`` by the context.
+    An engine with "vision" in its ``abilities`` also takes ``images=`` (decoded PIL images, in the
+    order of the prompt's image placeholders); handles pass it to no other engine."""
 
     model_type = "LLM"
     abilities = ("generate", "chat")

@@ -182,11 +182,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     model = _client(args).get_model(commands.model_uid(args))
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if args.system_prompt:
         messages.append({"role": "system", "content": args.system_prompt})
-    for text in _prompts("User: ", args.prompt):
-        messages.append({"role": "user", "content": text})
+    for n, text in enumerate(_prompts("User: ", args.prompt)):
+        # --image files go with the first message
+        messages.append(commands.user_message(args, text) if n == 0 else {"role": "user", "content": text})
         cfg = commands.generate_config(args)
         if cfg.get("stream"):
             reply = ""

@@ -293,6 +293,9 @@ CHAT = Command("chat", {
            example=("Be brief.",)),
         _f("--enable-thinking", action=argparse.BooleanOptionalAction, default=None,
            help="enable/disable thinking for hybrid reasoning models", maps_to="enable_thinking"),
+        _f("--image", dest="images", action="append", metavar="PATH",
+           help="attach an image file to the message (repeatable; a vision model)",
+           maps_to="messages[-1].content image_url parts", example=("cat.png",)),
         _f("--reset", action="store_true", help="forget the conversation", fronts=ONLY_MAGIC),
     ), call="get_model().chat", needs_uid=True)
 
@@ -433,6 +436,13 @@ def generate_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def user_message(args: argparse.Namespace, text: str) -> dict[str, Any]:
+    """The user message of ``chat``: the text, with the ``--image`` files as image parts."""
+    from .chat_images import user_message as message
+
+    return message(text, getattr(args, "images", None) or ())
+
+
 def chat_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keywords of ``handle.chat`` besides the messages and the config."""
     return {} if args.enable_thinking is None else {"enable_thinking": args.enable_thinking}
@@ -461,5 +471,5 @@ def serve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 __all__ = ["CLI", "MAGIC", "COMMANDS", "BY_NAME", "Command", "Flag", "build", "check", "names", "launch_kwargs",
-           "generate_config", "chat_kwargs", "register_kwargs", "serve_options", "model_uid", "size_in_billions",
+           "generate_config", "chat_kwargs", "user_message", "register_kwargs", "serve_options", "model_uid", "size_in_billions",
            "n_gpu", "gpu_idx", "json_value"]

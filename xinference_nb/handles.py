@@ -7,6 +7,7 @@ to the engine model's method of the same name, arguments and result unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
@@ -22,14 +23,15 @@ from .chat import (
     cut_at_stop,
     new_id,
     parse_generate_config,
-    parse_tool_calls,
     split_reasoning,
     usage,
     validate_messages,
     validate_tools,
 )
+from .chat_images import take_images
 from .errors import InferenceError
 from .progress import map_in_order
+from .tool_parsers import ToolCallStream
 
 if TYPE_CHECKING:  # pragma: no cover
     from .manager import ModelManager
@@ -70,40 +72,6 @@ class ModelHandle:
 # ----------------------------------------------------------------------------------------------
 
 Messages = Union[str, list[dict[str, Any]]]
-
-
-class ToolCallHold:
-    """Streaming helper: pass content pieces through until ``<tool_call>``; keep the rest."""
-
-    def __init__(self, tags: tuple[str, str]):
-        self.open_tag = tags[0]
-        self.tags = tags
-        self._pending = ""
-        self.held: Optional[str] = None
-
-    def feed(self, text: str) -> str:
-        if self.held is not None:
-            self.held += text
-            return ""
-        text = self._pending + text
-        self._pending = ""
-        i = text.find(self.open_tag)
-        if i != -1:
-            self.held = text[i:]
-            return text[:i]
-        keep = 0
-        for n in range(min(len(self.open_tag) - 1, len(text)), 0, -1):
-            if text.endswith(self.open_tag[:n]):
-                keep = n
-                break
-        if keep:
-            self._pending = text[-keep:]
-            return text[:-keep]
-        return text
-
-    def flush(self) -> str:
-        pending, self._pending = self._pending, ""
-        return pending
 
 
 def check_batch(items: Any, what: str, generate_config: Optional[dict[str, Any]], progress: Any
@@ -210,7 +178,7 @@ class LLMHandle(ModelHandle):
         abilities = self._abilities(model)
         for i, messages in enumerate(items):
             try:
-                validate_messages(messages, model_uid=self.model_uid, abilities=abilities)
+                validate_messages(messages, model_uid=self.model_uid, abilities=abilities, media=model.abilities)
             except InferenceError as exc:
                 raise InferenceError(f"messages_list[{i}]: {exc}") from None
         parse_generate_config(cfg, model.chat_format)
@@ -223,7 +191,10 @@ class LLMHandle(ModelHandle):
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
         """An OpenAI chat completion for ``messages`` (an iterator of chunks with ``{"stream": True}``)."""
         model = self._llm()
-        messages = validate_messages(messages, model_uid=self.model_uid, abilities=self._abilities(model))
+        messages = validate_messages(messages, model_uid=self.model_uid, abilities=self._abilities(model),
+                                     media=model.abilities)
+        messages, images = take_images(messages)   # image parts → template placeholders + decoded images
+        media = {"images": images} if images else {}
         tools = validate_tools(tools)
         if enable_thinking is not None and not isinstance(enable_thinking, bool):
             raise InferenceError(f"enable_thinking must be true, false or None, got {type(enable_thinking).__name__} "
@@ -233,11 +204,13 @@ class LLMHandle(ModelHandle):
         extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         prompt = fmt.render(messages, tools=tools, add_generation_prompt=True, **extra)
         opened = fmt.reasoning_opened_by(prompt)
-        use_tools = bool(tools) and fmt.tool_call_tags is not None
+        use_tools = bool(tools) and fmt.tool_parser is not None
+        if use_tools:   # the markers of many tool-call formats are special tokens
+            params = dataclasses.replace(params, keep_special_tokens=True)
         if stream:
-            return self._chat_stream(prompt, params, opened, use_tools)
+            return self._chat_stream(prompt, params, opened, tools if use_tools else None, media)
         with self._use() as model:
-            res = model.complete(prompt, params, chat=True)
+            res = model.complete(prompt, params, chat=True, **media)
         text, hit = cut_at_stop(res.text, params.stop)
         finish = "stop" if hit else res.finish_reason
         reasoning = None
@@ -246,21 +219,23 @@ class LLMHandle(ModelHandle):
         content: Optional[str] = text
         calls: list = []
         if use_tools:
-            content, calls = parse_tool_calls(text, fmt.tool_call_tags)  # type: ignore[arg-type]
+            content, calls = fmt.tool_parser.parse(text, tools)  # type: ignore[union-attr]
             if calls:
                 finish = "tool_calls"
         message = chat_message(content, reasoning, calls, with_reasoning=fmt.has_reasoning)
         return chat_result(self.model_uid, message, finish, res.prompt_tokens, res.completion_tokens)
 
-    def _chat_stream(self, prompt: str, params, opened: bool, use_tools: bool) -> Iterator[dict[str, Any]]:
+    def _chat_stream(self, prompt: str, params, opened: bool, tools: Optional[list], media: Optional[dict] = None
+                     ) -> Iterator[dict[str, Any]]:
         cid, created, uid = new_id("chatcmpl"), int(time.time()), self.model_uid
         with self._use() as model:
             fmt = model.chat_format
             yield chat_chunk(cid, created, uid, {"role": "assistant", "content": ""})
-            tokens = model.stream(prompt, params, chat=True)
+            tokens = model.stream(prompt, params, chat=True, **(media or {}))
             splitter = (ReasoningSplitter(fmt.reasoning_start_tag, fmt.reasoning_end_tag, opened)  # type: ignore
                         if fmt.has_reasoning else None)
-            hold = ToolCallHold(fmt.tool_call_tags) if use_tools else None  # type: ignore[arg-type]
+            # tools: the request's, when the model has a tool parser (content streams until a call starts)
+            hold = ToolCallStream(fmt.tool_parser, tools) if tools else None  # type: ignore[arg-type]
             stop = StopFilter(params.stop)
             finish = None
 
@@ -291,7 +266,7 @@ class LLMHandle(ModelHandle):
                 tokens.close()
             finish = finish or tokens.finish_reason
             if hold is not None and hold.held is not None:
-                leftover, calls = parse_tool_calls(hold.held, fmt.tool_call_tags)  # type: ignore[arg-type]
+                leftover, calls = hold.finish()
                 if leftover:
                     yield chat_chunk(cid, created, uid, {"content": leftover})
                 if calls:

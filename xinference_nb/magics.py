@@ -270,7 +270,7 @@ class XinfMagics(Magics):
         prompt = self._prompt(args, cell)
         if prompt is None:  # no message: show the conversation so far
             return d.ChatTranscript(history, title=f"conversation with {uid}")
-        user = {"role": "user", "content": prompt}
+        user = commands.user_message(args, prompt)
         config = commands.generate_config(args)
         handle = self._client_of(args).get_model(uid)
         result = handle.chat(history + [user], generate_config=config, **commands.chat_kwargs(args))

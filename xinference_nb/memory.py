@@ -3,7 +3,8 @@
 Estimates read only headers, through :mod:`xinference_nb.metadata` (the package's one reader of
 model files): safetensors headers (or the index's ``total_size``), config.json (dtype, layers,
 heads) and the GGUF header; weights are never loaded. The KV cache is counted for the whole context
-length. The metadata readers stay importable from here under their old names.
+length; LoRA adapters (``peft_model_config``) add the size of their weight files. The metadata
+readers stay importable from here under their old names.
 
 "free" here is a probe (:func:`free_memory`: how many bytes are free); giving memory back after a
 model is closed is :func:`release_memory`.
@@ -162,8 +163,20 @@ def gguf_metadata(file: Path, keys: Optional[set[str]] = None) -> dict[str, Any]
     return {k: v for k, v in raw.items() if k in keys or any(k.endswith(e) for e in keys)}
 
 
-def estimate_gguf(file: Path, n_ctx: Optional[int] = None) -> MemoryEstimate:
-    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from the header)."""
+def add_adapters(estimate: MemoryEstimate, adapters: Optional[list[Any]]) -> MemoryEstimate:
+    """``estimate`` with the weight files of LoRA ``adapters`` (paths: a file or a folder) counted
+    in its weights; missing paths count 0 (the launch refuses them)."""
+    sizes = [weight_files_bytes(Path(a)) for a in adapters or () if Path(a).exists()]
+    if sizes:
+        estimate.weights_bytes += sum(sizes)
+        estimate.notes.append(f"{len(sizes)} LoRA adapter{'s' if len(sizes) > 1 else ''} "
+                              f"({format_bytes(sum(sizes))})")
+    return estimate
+
+
+def estimate_gguf(file: Path, n_ctx: Optional[int] = None, adapters: Optional[list[Any]] = None) -> MemoryEstimate:
+    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from the header), + its LoRA
+    ``adapters``' files."""
     file = Path(file)
     weights = sum(p.stat().st_size for p in gguf_files(file))
     kv = 0
@@ -175,8 +188,9 @@ def estimate_gguf(file: Path, n_ctx: Optional[int] = None) -> MemoryEstimate:
         kv = kv_cache_bytes(info.block_count, info.head_count_kv or info.head_count, info.head_dim, context, 2)
     except Exception as exc:  # metadata is a bonus; the file size is the main part
         notes.append(f"GGUF metadata unreadable ({type(exc).__name__}); KV cache not counted")
-    return MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, overhead_bytes=int(weights * 0.02) + 32 * MiB,
-                          source="GGUF file size and metadata", notes=notes)
+    return add_adapters(MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv,
+                                       overhead_bytes=int(weights * 0.02) + 32 * MiB,
+                                       source="GGUF file size and metadata", notes=notes), adapters)
 
 
 def estimate_files(path: Path) -> MemoryEstimate:
@@ -187,20 +201,21 @@ def estimate_files(path: Path) -> MemoryEstimate:
 
 def estimate_model(path: Optional[Path], model_type: str, model_format: Optional[str] = None,
                    quantization: Optional[str] = None, context_length: Optional[int] = None,
-                   dtype: Any = None) -> Optional[MemoryEstimate]:
+                   dtype: Any = None, adapters: Optional[list[Any]] = None) -> Optional[MemoryEstimate]:
     """The estimate for a model about to be launched, or None when its files are not local.
-    ``dtype`` is the launch's dtype / torch_dtype option (Hugging Face LLM folders)."""
+    ``dtype`` is the launch's dtype / torch_dtype option (Hugging Face LLM folders); ``adapters``
+    the local paths of its LoRA adapters (peft_model_config's lora_list)."""
     if path is None or not Path(path).exists():
         return None
     path = Path(path)
     if model_type == "LLM":
         if model_format == "ggufv2" or (path.is_file() and path.suffix == ".gguf"):
             if path.is_file():
-                return estimate_gguf(path, context_length)
-            return estimate_files(path)
+                return estimate_gguf(path, context_length, adapters)
+            return add_adapters(estimate_files(path), adapters)
         if path.is_dir():
-            return estimate_hf_llm(path, quantization, context_length, dtype)
-    return estimate_files(path)
+            return add_adapters(estimate_hf_llm(path, quantization, context_length, dtype), adapters)
+    return add_adapters(estimate_files(path), adapters)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ LaunchError, 400 over REST) that names each bad option and says what is accepted
 * ``check_engine_options(model_type, engine, options)``: once the engine is chosen, every option must
   be one that engine (or the launch itself) consumes. The llama.cpp engine also takes every keyword
   of ``llama_cpp.Llama()`` (typed from its defaults); diffusers and transformers audio pipelines take
-  any further keyword (``from_pretrained`` / pipeline arguments), as Xinference passes them.
+  any further keyword (``from_pretrained`` / pipeline arguments), as Xinference passes them. Xinference's
+  options for its other engines (vLLM's ``gpu_memory_utilization``, SGLang's ``mem_fraction_static``,
+  ... in ``OTHER_ENGINE_OPTIONS``) are not errors, as in Xinference, but a warning says they had no
+  effect and no backend receives them; ``UNSUPPORTED`` ones are refused with the reason.
 
 ``check_launch_args(...)`` checks the named arguments (model_name, model_engine, model_path...).
 Nothing here imports a backend except ``llama_cpp``, and only when that engine launches.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -30,7 +35,7 @@ from .errors import FieldIssue, LaunchOptionError
 
 @dataclass(frozen=True)
 class Opt:
-    kind: str            # bool, int, number, str, dtype, dict, str_list, str_dict, any
+    kind: str            # bool, int, number, str, dtype, dict, str_list, str_dict, peft, any
     about: str = ""
     minimum: Optional[float] = None
 
@@ -51,7 +56,6 @@ OPTIONS: dict[str, Opt] = {
     "n_ctx": Opt("int", "llama.cpp context window in tokens (0: the file's)", 0),
     "dtype": Opt("dtype", "weights dtype (\"auto\", \"float16\", \"bfloat16\", ...)"),
     "torch_dtype": Opt("dtype", "weights dtype (older name of dtype)"),
-    "revision": Opt("str", "hub revision"),
     "attn_implementation": Opt("str", "\"eager\", \"sdpa\", \"flash_attention_2\""),
     "quantization_config": Opt("dict", "BitsAndBytesConfig arguments"),
     "model_kwargs": Opt("dict", "arguments of the model's from_pretrained"),
@@ -70,10 +74,15 @@ OPTIONS: dict[str, Opt] = {
     "sequential_cpu_offload": Opt("bool", "enable_sequential_cpu_offload()"),
     "attention_slicing": Opt("bool", "enable_attention_slicing()"),
     "vae_tiling": Opt("bool", "enable_vae_tiling()"),
+    "vae_slicing": Opt("bool", "enable_vae_slicing()"),
+    "gguf_model_path": Opt("str", "a GGUF file of the image model's transformer (or UNet), loaded quantized in place "
+                                  "of the folder's"),
     "chunk_length_s": Opt("number", "seconds per chunk for long audio", 0),
     "batch_size": Opt("int", "pipeline batch size", 1),
     "max_num_seqs": Opt("int", "how many requests share one forward pass (continuous batching; 1: off)", 1),
     "batch_wait_ms": Opt("number", "how long an idle LLM waits for more requests before it starts a batch", 0),
+    "peft_model_config": Opt("peft", "LoRA adapters: {\"lora_list\": [{\"lora_name\": ..., \"local_path\": ...}], "
+                                     "\"image_lora_load_kwargs\": {...}, \"image_lora_fuse_kwargs\": {...}}"),
 }
 
 LAUNCH_LEVEL = ("check_memory", "show_progress", "enable_virtual_env", "virtual_env_packages",
@@ -82,19 +91,20 @@ VIRTUALENV_OPTIONS = ("enable_virtual_env", "virtual_env_packages", "virtual_env
 
 # (model_type, engine name) → the options that engine reads (besides LAUNCH_LEVEL)
 ENGINE_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("LLM", "transformers"): ("trust_remote_code", "dtype", "torch_dtype", "context_length", "revision",
+    ("LLM", "transformers"): ("trust_remote_code", "dtype", "torch_dtype", "context_length",
                               "attn_implementation", "quantization_config", "enable_thinking", "max_num_seqs",
-                              "batch_wait_ms"),
-    ("LLM", "llama.cpp"): ("n_ctx", "context_length", "enable_thinking"),          # + llama_cpp.Llama() keywords
+                              "batch_wait_ms", "peft_model_config"),
+    ("LLM", "llama.cpp"): ("n_ctx", "context_length", "enable_thinking", "peft_model_config"),  # + Llama() keywords
     ("embedding", "sentence_transformers"): ("trust_remote_code", "model_kwargs", "tokenizer_kwargs",
-                                             "processor_kwargs", "config_kwargs", "revision", "truncate_dim",
+                                             "processor_kwargs", "config_kwargs", "truncate_dim",
                                              "prompts", "default_prompt_name", "backend", "local_files_only",
                                              "similarity_fn_name"),
     ("rerank", "sentence_transformers"): ("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs",
-                                          "config_kwargs", "revision", "backend", "local_files_only",
+                                          "config_kwargs", "backend", "local_files_only",
                                           "activation_fn"),
     ("image", "diffusers"): ("dtype", "torch_dtype", "cpu_offload", "sequential_cpu_offload", "attention_slicing",
-                             "vae_tiling", "revision"),                               # + from_pretrained keywords
+                             "vae_tiling", "vae_slicing", "gguf_model_path",
+                             "peft_model_config"),                                    # + from_pretrained keywords
     ("audio", "transformers"): ("dtype", "torch_dtype", "trust_remote_code", "model_kwargs", "chunk_length_s",
                                 "batch_size"),                                         # + pipeline keywords
     ("flexible", "flexible"): ("launcher_args",),
@@ -108,24 +118,61 @@ PASSTHROUGH: dict[tuple[str, str], str] = {
 
 # Xinference launch options this package has no use for: refused with the reason, whatever the engine
 UNSUPPORTED: dict[str, str] = {
-    "peft_model_config": "LoRA / PEFT adapters are not supported by the in-kernel engines",
+    "revision": "the engines load local files (model_path, model_uri or the Hugging Face cache), where a hub "
+                "revision means nothing; the document's model_revision picks the cached snapshot of its model_id",
     "request_limits": "the in-kernel manager does not limit concurrent requests per model",
     "worker_ip": "the in-kernel manager has no workers; use Client('http://...') to place models on a cluster",
     "replica_config": "the in-kernel manager runs one replica per model",
     "n_worker": "the in-kernel manager is one worker",
     "quantize": "on-the-fly image model quantization is not supported",
     "quantize_text_encoder": "on-the-fly image model quantization is not supported",
-    "lora_model": "LoRA adapters are not supported by the diffusers engine here",
-    "lora_load_kwargs": "LoRA adapters are not supported by the diffusers engine here",
-    "lora_fuse_kwargs": "LoRA adapters are not supported by the diffusers engine here",
-    "gguf_quantization": "GGUF image weights are not supported by the diffusers engine here",
-    "lightning_version": "Lightning weights are not supported by the diffusers engine here",
-    "lightning_model_file_name_template": "Lightning weights are not supported by the diffusers engine here",
+    "lora_model": "Xinference fills it from peft_model_config; pass peft_model_config={\"lora_list\": "
+                  "[{\"lora_name\": ..., \"local_path\": ...}]} instead",
+    "lora_load_kwargs": "Xinference fills it from peft_model_config; pass peft_model_config="
+                        "{\"image_lora_load_kwargs\": {...}} instead",
+    "lora_fuse_kwargs": "Xinference fills it from peft_model_config; pass peft_model_config="
+                        "{\"image_lora_fuse_kwargs\": {...}} instead",
+    "gguf_quantization": "it picks a file of the document's gguf_model_id on the hub, which is never downloaded "
+                         "here; pass gguf_model_path=<the .gguf file> instead",
+    "gguf_model_file_name_template": "it names a file of gguf_model_id on the hub; pass gguf_model_path=<the .gguf "
+                                     "file> instead",
+    "lightning_version": "Lightning weights (Xinference applies them to Qwen-Image only) are not loaded by the "
+                         "diffusers engine here",
+    "lightning_model_path": "Lightning weights (Xinference applies them to Qwen-Image only) are not loaded by the "
+                            "diffusers engine here",
+    "lightning_model_file_name_template": "Lightning weights are not loaded by the diffusers engine here",
+    "transformer_quantization": "on-the-fly image model quantization (bitsandbytes / torchao) is not supported; "
+                                "a pre-quantized GGUF transformer loads with gguf_model_path",
+    "transformer_quantize_method": "on-the-fly image model quantization is not supported",
+    "transformer_nf4": "on-the-fly image model quantization is not supported",
+    "text_encoder_quantize_method": "on-the-fly image model quantization is not supported",
+    "text_encoder_quantization": "on-the-fly image model quantization is not supported",
+    "controlnet": "ControlNet models are not loaded by the diffusers engine here",
+    "deepcache": "DeepCache is not supported by the diffusers engine here",
+    "deepcache_cache_interval": "DeepCache is not supported by the diffusers engine here",
+    "deepcache_cache_branch_id": "DeepCache is not supported by the diffusers engine here",
+}
+
+# Xinference launch options of its other LLM engines (vLLM's VLLMModelConfig, SGLang's SGLANGModelConfig,
+# MLX's): accepted by Xinference whatever the engine, so a launch that names one is not refused here
+# either, but it has no effect on these engines: a one-line warning says so, and no backend receives it
+OTHER_ENGINE_OPTIONS: dict[str, str] = {
+    **dict.fromkeys((
+        "tokenizer_mode", "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
+        "block_size", "swap_space", "gpu_memory_utilization", "max_num_batched_tokens", "max_model_len",
+        "limit_mm_per_prompt", "guided_decoding_backend", "scheduling_policy", "model_quantization",
+        "mm_processor_kwargs", "min_pixels", "max_pixels", "enable_expert_parallel", "speculative_config",
+        "rope_scaling", "hf_overrides", "enforce_eager", "enable_prefix_caching", "enable_chunked_prefill",
+        "cpu_offload_gb", "kv_cache_dtype", "xinference_vllm_executor_backend"), "vLLM"),
+    **dict.fromkeys(("tp_size", "mem_fraction_static", "log_level", "attention_reduce_in_fp32", "dist_init_addr",
+                     "chunked_prefill_size"), "SGLang"),
+    **dict.fromkeys(("nnodes", "node_rank"), "vLLM and SGLang"),
+    **dict.fromkeys(("cache_limit_gb", "max_kv_size"), "MLX"),
 }
 
 # names the passthrough engines never hand to their backend (flexible.backend_options drops them)
 NOT_FOR_BACKENDS = frozenset(LAUNCH_LEVEL) | frozenset(UNSUPPORTED) | frozenset(
-    {"enable_thinking", "model_engine", "gpu_idx", "n_gpu", "replica"})
+    {"enable_thinking", "model_engine", "gpu_idx", "n_gpu", "replica", "peft_model_config"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,7 +231,106 @@ def check_value(name: str, value: Any, opt: Opt) -> Optional[str]:
             if not isinstance(k, str) or not isinstance(v, str):
                 return f"[{k!r}] must be a string, {_got(v)}"
         return None
+    if kind == "peft":
+        return peft_problem(value)
     raise AssertionError(kind)  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------------------------
+# LoRA adapters: peft_model_config, as Xinference spells it
+# ------------------------------------------------------------------------------------------------
+
+PEFT_KEYS = ("lora_list", "image_lora_load_kwargs", "image_lora_fuse_kwargs")
+LORA_KEYS = ("lora_name", "local_path")
+# the keywords of diffusers' load_lora_weights / fuse_lora that mean something for a local adapter
+# (adapter_name is each adapter's lora_name; hub keywords have no use: local_path is local)
+IMAGE_LORA_LOAD_KWARGS: dict[str, Opt] = {
+    "weight_name": Opt("str"), "subfolder": Opt("str"), "use_safetensors": Opt("bool"),
+    "low_cpu_mem_usage": Opt("bool")}
+IMAGE_LORA_FUSE_KWARGS: dict[str, Opt] = {
+    "lora_scale": Opt("number"), "components": Opt("str_list"), "safe_fusing": Opt("bool"),
+    "adapter_names": Opt("str_list")}
+BASE_ADAPTER = "__base__"   # peft's name for "no adapter" in a mixed batch: never an adapter's name
+_LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """One entry of ``peft_model_config["lora_list"]``."""
+
+    name: str
+    path: str
+
+
+def peft_problem(value: Any) -> Optional[str]:
+    """What is wrong with a peft_model_config value (None: fine); the first problem, with its path."""
+    if not isinstance(value, dict):
+        return f"must be an object with keys {', '.join(PEFT_KEYS)}, {_got(value)}"
+    unknown = [k for k in value if k not in PEFT_KEYS]
+    if unknown:
+        return f"unknown key {', '.join(repr(k) for k in unknown)}; it takes {', '.join(PEFT_KEYS)}"
+    names: list[str] = []
+    loras = value.get("lora_list")
+    if loras is not None:
+        if not isinstance(loras, (list, tuple)):
+            return f"lora_list must be a list of {{\"lora_name\": ..., \"local_path\": ...}} objects, {_got(loras)}"
+        for i, item in enumerate(loras):
+            where = f"lora_list[{i}]"
+            if not isinstance(item, dict):
+                return f"{where} must be an object {{\"lora_name\": ..., \"local_path\": ...}}, {_got(item)}"
+            extra = [k for k in item if k not in LORA_KEYS]
+            if extra:
+                return (f"{where} has unknown key {', '.join(repr(k) for k in extra)}; an adapter has lora_name "
+                        "and local_path")
+            name = item.get("lora_name")
+            if not isinstance(name, str) or not _LORA_NAME.fullmatch(name) or name == BASE_ADAPTER:
+                return (f"{where}.lora_name must be 1 to 64 letters, digits, '_' or '-' (and not {BASE_ADAPTER!r}), "
+                        f"{_got(name)}")
+            if name in names:
+                return f"{where}.lora_name {name!r} is given twice; each adapter needs its own name"
+            names.append(name)
+            path = item.get("local_path")
+            if path is None or path == "":
+                return f"{where}.local_path is missing: the adapter's local file or folder"
+            problem = check_path_value(path, "local_path")
+            if problem:
+                return f"{where}.local_path {problem}"
+    for key, table in (("image_lora_load_kwargs", IMAGE_LORA_LOAD_KWARGS),
+                       ("image_lora_fuse_kwargs", IMAGE_LORA_FUSE_KWARGS)):
+        kwargs = value.get(key)
+        if kwargs is None:
+            continue
+        if not isinstance(kwargs, dict):
+            return f"{key} must be an object of keyword arguments, {_got(kwargs)}"
+        if kwargs and not names:
+            return f"{key} has no adapter to apply to: give lora_list too"
+        for k, v in kwargs.items():
+            opt = table.get(k)
+            if opt is None:
+                note = " (adapter_name is each adapter's lora_name)" if k == "adapter_name" else ""
+                return f"{key}[{k!r}] is not accepted{note}; it takes {', '.join(table)}"
+            problem = check_value(k, v, opt)
+            if problem is None and k in ("weight_name", "subfolder") and (
+                    v.startswith(("/", "\\", "~")) or ".." in v.replace("\\", "/").split("/")):
+                problem = "must name a file or folder inside local_path (no absolute path, no '..')"
+            if problem:
+                return f"{key}[{k!r}] {problem}"
+        stray = [n for n in kwargs.get("adapter_names") or () if n not in names]
+        if stray:
+            return f"{key}['adapter_names'] names {', '.join(map(repr, stray))}, not in lora_list ({', '.join(names)})"
+    return None
+
+
+def lora_adapters(options: dict[str, Any]) -> list[LoraAdapter]:
+    """The adapters of a launch's (parsed) ``peft_model_config``, in order; [] without one."""
+    config = options.get("peft_model_config") or {}
+    return [LoraAdapter(item["lora_name"], os.fspath(item["local_path"])) for item in config.get("lora_list") or ()]
+
+
+def image_lora_kwargs(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(load_lora_weights keywords, fuse_lora keywords) of a launch's ``peft_model_config``."""
+    config = options.get("peft_model_config") or {}
+    return dict(config.get("image_lora_load_kwargs") or {}), dict(config.get("image_lora_fuse_kwargs") or {})
 
 
 def _nested_bools(value: Any, path: str, issues: list[FieldIssue], depth: int = 0) -> None:
@@ -269,20 +415,49 @@ def accepted_options(model_type: str, engine: str) -> dict[str, Opt]:
     return out
 
 
+def bnb_config_problem(value: dict[str, Any]) -> Optional[str]:
+    """quantization_config keys BitsAndBytesConfig does not name (it would keep them unused): refused."""
+    try:
+        from transformers import BitsAndBytesConfig
+    except ImportError:  # the engine is unavailable: the launch stops there
+        return None
+    params = inspect.signature(BitsAndBytesConfig.__init__).parameters
+    named = [k for k, p in params.items() if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    unknown = sorted(k for k in value if k not in named)
+    if unknown:
+        return f"unknown key {', '.join(map(repr, unknown))}: BitsAndBytesConfig takes {', '.join(named)}"
+    return None
+
+
 def check_engine_options(model_type: str, engine: str, options: dict[str, Any]) -> None:
     """LaunchOptionError naming every option ``engine`` does not consume (and listing what it does),
-    and every backend keyword of the wrong type."""
+    and every backend keyword of the wrong type. Options of Xinference's other engines
+    (``OTHER_ENGINE_OPTIONS``) are taken out of ``options`` with a warning that they had no effect."""
     accepted = accepted_options(model_type, engine)
     passthrough = PASSTHROUGH.get((model_type, engine))
     issues: list[FieldIssue] = []
     unknown: list[str] = []
+    no_effect: list[str] = []
     for name, value in options.items():
         if name in UNSUPPORTED:
             issues.append(FieldIssue(name, f"not supported: {UNSUPPORTED[name]}; drop it"))
+        elif name == "peft_model_config" and name not in accepted:
+            issues.append(FieldIssue(name, f"not supported by the {engine} engine for {model_type} models: LoRA "
+                                           f"adapters load on LLM (transformers, llama.cpp) and image (diffusers) "
+                                           "models; drop it"))
         elif name in accepted:
             problem = check_value(name, value, accepted[name])
+            if problem is None and name == "peft_model_config" and model_type != "image":
+                image_keys = [k for k in ("image_lora_load_kwargs", "image_lora_fuse_kwargs") if value.get(k)]
+                if image_keys:
+                    problem = (f"{' and '.join(image_keys)} {'apply' if len(image_keys) > 1 else 'applies'} to image "
+                               "models only; drop it for an LLM")
+            if problem is None and name == "quantization_config":
+                problem = bnb_config_problem(value)
             if problem:
                 issues.append(FieldIssue(name, problem))
+        elif name in OTHER_ENGINE_OPTIONS:
+            no_effect.append(name)
         elif not passthrough or name in NOT_FOR_BACKENDS:
             unknown.append(name)
     if unknown:
@@ -292,6 +467,10 @@ def check_engine_options(model_type: str, engine: str, options: dict[str, Any]) 
                                            f"it; it accepts: {listing}"))
     if issues:
         raise LaunchOptionError(issues, engine=engine)
+    for name in no_effect:      # accepted as Xinference accepts them, never handed to a backend
+        warnings.warn(f"{name}: a {OTHER_ENGINE_OPTIONS[name]} launch option; it has no effect on the {engine} engine "
+                      f"for {model_type} models and was ignored", UserWarning, stacklevel=3)
+        options.pop(name)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -426,7 +426,10 @@ class RemoteLLMHandle(RemoteModelHandle):
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        body: dict[str, Any] = {"model": self.model_uid, "messages": messages}
+        from .chat_images import for_remote
+
+        # PIL images and this machine's image files travel as data URLs (the server cannot read them here)
+        body: dict[str, Any] = {"model": self.model_uid, "messages": for_remote(messages)}
         if tools is not None:
             body["tools"] = tools
         body.update(generate_config or {})

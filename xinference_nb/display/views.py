@@ -91,7 +91,15 @@ class Message(_View):
 
 
 # ------------------------------------------------------------------------------------------ chat
-def _message_text(content: Any) -> str:
+def _is_image_part(part: Any) -> bool:
+    from ..chat_images import IMAGE_PART_TYPES
+
+    return isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES
+
+
+def _message_text(content: Any, images: bool = True) -> str:
+    """The text of a message's content; image parts as ``[image]`` (left out with ``images=False``,
+    where the HTML shows them as thumbnails)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -99,12 +107,32 @@ def _message_text(content: Any) -> str:
     if isinstance(content, list):  # OpenAI content parts
         parts = []
         for part in content:
-            if isinstance(part, dict):
+            if _is_image_part(part):
+                if images:
+                    parts.append("[image]")
+            elif isinstance(part, dict):
                 parts.append(part.get("text") or f"[{part.get('type', 'part')}]")
             else:
                 parts.append(str(part))
         return "\n".join(parts)
     return str(content)
+
+
+def _images_html(content: Any) -> str:
+    """Small thumbnails of a message's image parts (a placeholder for one that cannot be read here)."""
+    if not isinstance(content, list):
+        return ""
+    from ..chat_images import THUMBNAIL_PX, thumbnail_url
+
+    tiles = []
+    for i, part in enumerate(p for p in content if _is_image_part(p)):
+        url = thumbnail_url(part)
+        if url is None:
+            tiles.append(f"<span class='meta'>[image {i + 1}: not shown]</span>")
+        else:
+            tiles.append(f"<img src='{url}' alt='image {i + 1}' style='max-width:{THUMBNAIL_PX}px;"
+                         f"max-height:{THUMBNAIL_PX}px;margin:2px;border-radius:3px'>")
+    return f"<div class='images'>{''.join(tiles)}</div>" if tiles else ""
 
 
 def _tool_calls_html(calls: list[dict]) -> str:
@@ -143,7 +171,8 @@ def message_html(msg: Mapping[str, Any], streaming: bool = False) -> str:
     if reasoning:
         opened = " open" if streaming and not msg.get("content") else ""
         body += f"<details{opened}><summary>reasoning</summary>{markdown(reasoning)}</details>"
-    body += markdown(_message_text(msg.get("content")))
+    body += _images_html(msg.get("content"))
+    body += markdown(_message_text(msg.get("content"), images=False))
     if streaming:
         body += " ▌"
     if msg.get("tool_calls"):

@@ -157,6 +157,7 @@ class Engine:
     package: str                    # pip package to name in errors
     extra: str                      # our pip extra that installs it
     families: tuple[str, ...] = ()  # for audio/image: model_family values it serves ("*" = any)
+    vision_loader: str = ""         # the loader of registrations with the "vision" ability, when it differs
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.requires)
@@ -170,18 +171,24 @@ class Engine:
             f.lower() for f in self.families}
         return format_ok and family_ok
 
+    def loader_for(self, spec: Any) -> str:
+        """The loader of this registration: ``vision_loader`` when it declares the vision ability."""
+        vision = "vision" in (getattr(spec, "model_ability", None) or ())
+        return self.vision_loader if vision and self.vision_loader else self.loader
+
     def load(self, request: LoadRequest) -> EngineModel:
         if not self.available():
             raise EngineUnavailable(f"The {self.name} engine needs {', '.join(self.missing())}, which is not "
                                     "installed.", package=self.package, extra=self.extra)
-        module_name, func = self.loader.split(":")
+        module_name, func = self.loader_for(request.spec).split(":")
         module = importlib.import_module(f"{__name__}.{module_name}")
         return getattr(module, func)(request)
 
 
 ENGINES: list[Engine] = [
     Engine("transformers", "LLM", ("pytorch", "gptq", "awq", "fp8", "bnb"), "transformers_llm:load",
-           ("torch", "transformers", "accelerate"), "transformers", "transformers"),
+           ("torch", "transformers", "accelerate"), "transformers", "transformers",
+           vision_loader="transformers_vision:load"),
     Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp"),
     Engine("sentence_transformers", "embedding", ("pytorch",), "sentence_transformers:load_embedding",
            ("torch", "sentence_transformers"), "sentence-transformers", "embedding"),

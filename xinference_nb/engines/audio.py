@@ -52,6 +52,9 @@ TTS_MODEL_TYPES = {"vits", "bark", "musicgen", "musicgen_melody", "speecht5", "f
                    "seamless_m4t", "csm", "dia", "kyutai_speech_to_text"}
 
 SPEECH_FORMATS = ("mp3", "wav", "flac", "pcm", "ogg", "opus", "aac")
+# OpenAI's voice names: its SDK requires one, so on a model with one voice each means that voice
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
+                 "marin", "cedar")
 _SF_FORMATS = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS"),
                "opus": ("OGG", "OPUS")}
 
@@ -189,7 +192,14 @@ def _chunks(data: bytes, size: int = 32 * 1024) -> Iterator[bytes]:
         yield data[start:start + size]
 
 
-def _check_speech_args(input: Any, response_format: str, speed: Any) -> None:  # noqa: A002
+def _check_speech_args(input: Any, response_format: str, speed: Any,  # noqa: A002
+                       extra: Optional[dict[str, Any]] = None, takes: str = "") -> None:
+    """Refuses bad speech arguments, and any extra keyword of a model whose backend takes none
+    (``extra`` given): never dropped silently."""
+    unknown = sorted(k for k in (extra or {}) if k != "model")
+    if unknown:
+        raise InferenceError(f"speech() got {', '.join(unknown)}, which {takes} does not take; it takes input, voice, "
+                             "response_format, speed and stream")
     if not isinstance(input, str) or not input.strip():
         raise InferenceError("input must be a non-empty string of text to speak")
     if (response_format or "").lower() not in SPEECH_FORMATS:
@@ -261,7 +271,8 @@ class TransformersTTS(_PipelineAudio):
                stream: bool = False, **kwargs: Any) -> Any:
         """Speak ``input``; returns the encoded audio bytes (an iterator of byte chunks when
         ``stream``). ``speed`` scales the speaking rate of VITS/MMS models; ``voice`` picks the
-        speaker id of multi-speaker VITS models and is ignored otherwise."""
+        speaker id of multi-speaker VITS models; a model with one voice takes "" or an OpenAI voice name
+        (the OpenAI SDK requires one) for that voice and refuses any other."""
         _check_speech_args(input, response_format, speed)
         if self.pipe is None:
             raise InferenceError(f"model {self.model_uid!r} is closed")
@@ -271,12 +282,18 @@ class TransformersTTS(_PipelineAudio):
         is_vits = getattr(model.config, "model_type", "") == "vits"
         if float(speed) != 1.0 and not is_vits:
             raise InferenceError(f"speed={speed}: {type(model).__name__} has no speaking-rate control; use speed=1.0")
-        if voice not in (None, "") and is_vits and getattr(model.config, "num_speakers", 1) > 1:
+        speakers = getattr(model.config, "num_speakers", 1) if is_vits else 1
+        if speakers <= 1 and voice not in (None, "") and voice not in OPENAI_VOICES:
+            raise InferenceError(f"voice={voice!r}: {type(model).__name__} speaks with one voice; leave voice empty "
+                                 f"or send one of OpenAI's voice names ({', '.join(OPENAI_VOICES)}), which all "
+                                 "mean that voice")
+        if speakers > 1 and voice not in (None, ""):
             try:
                 forward["speaker_id"] = int(voice)
             except (TypeError, ValueError):
-                raise InferenceError(f"voice={voice!r}: this model's voices are speaker ids 0.."
-                                     f"{model.config.num_speakers - 1}") from None
+                forward["speaker_id"] = -1
+            if not 0 <= forward["speaker_id"] < speakers:
+                raise InferenceError(f"voice={voice!r}: this model's voices are speaker ids 0..{speakers - 1}")
         with self._lock:
             old_rate = getattr(model, "speaking_rate", None)
             if is_vits:
@@ -435,7 +452,7 @@ class ChatTTSModel(_AudioBase):
 
     def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
                stream: bool = False, **kwargs: Any) -> Any:
-        _check_speech_args(input, response_format, speed)
+        _check_speech_args(input, response_format, speed, kwargs, "ChatTTS")
         import ChatTTS  # noqa: N813
 
         params = ChatTTS.Chat.InferCodeParams(spk_emb=voice or None, prompt=f"[speed_{max(0, min(9, int(round(speed * 5))))}]")
@@ -459,7 +476,7 @@ class MeloTTSModel(_AudioBase):
 
     def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
                stream: bool = False, **kwargs: Any) -> Any:
-        _check_speech_args(input, response_format, speed)
+        _check_speech_args(input, response_format, speed, kwargs, "MeloTTS")
         speakers = dict(self.tts.hps.data.spk2id)
         if voice and voice not in speakers:
             raise InferenceError(f"voice={voice!r} is not a speaker of this model; use one of {sorted(speakers)}")

@@ -4,33 +4,45 @@ The pipeline is loaded from the model folder with ``AutoPipelineForText2Image`` 
 ``DiffusionPipeline`` for families the auto class does not map), with the spec's
 ``default_model_config`` plus launch_model's kwargs as ``from_pretrained`` arguments. Placement
 follows the launch's DevicePlan: one CUDA device → ``pipe.to("cuda:N")`` in float16, several →
-``device_map="balanced"``, none → CPU in float32; ``cpu_offload=True`` enables model CPU offload.
+``device_map="balanced"``, none → CPU in float32; ``cpu_offload=True`` enables model CPU offload (a GPU
+launch only). ``vae_tiling`` / ``vae_slicing`` switch the VAE's; ``gguf_model_path`` loads the
+transformer (or UNet) from a GGUF file with diffusers' GGUFQuantizationConfig. Nothing is dropped: a
+from_pretrained keyword diffusers would ignore is refused, and the Xinference catalog's
+default_model_config keys this engine cannot apply (``quantize``...) warn that they had no effect.
 
 ``text_to_image`` returns Xinference's shape ``{"created": ts, "data": [{"url": path, "b64_json":
 None}, ...]}``; "url" writes PNG files under ``$XINFERENCE_NB_HOME/image/`` and returns their paths,
 "b64_json" returns base64 PNGs. ``default_generate_config`` gives defaults for every call.
+
+LoRA (Xinference's ``peft_model_config``): each adapter of ``lora_list`` is loaded with
+``pipe.load_lora_weights(local_path, adapter_name=lora_name, **image_lora_load_kwargs)``, then all are
+fused into the weights with ``pipe.fuse_lora(**image_lora_fuse_kwargs)``: every call uses them.
 """
 from __future__ import annotations
 
 import base64
+import importlib
 import inspect
 import io
+import logging
 import os
 import re
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InferenceError, LaunchError
+from ..metadata.gguf import looks_like_gguf
+from ..metadata.hf import read_json_object
+from ..options import ENGINE_OPTIONS, UNSUPPORTED, LoraAdapter, image_lora_kwargs, lora_adapters
 from . import EngineModel, LoadRequest
 from ..memory import release_memory
 from .flexible import backend_options, torch_memory_bytes
 
 # Xinference's model-config keys that are not from_pretrained arguments
-_PLACEMENT_OPTIONS = ("cpu_offload", "sequential_cpu_offload", "attention_slicing", "vae_tiling")
-_IGNORED_OPTIONS = ("quantize", "quantize_text_encoder", "lora_model", "lora_load_kwargs", "lora_fuse_kwargs",
-                    "gguf_quantization", "lightning_version", "lightning_model_file_name_template")
+_PLACEMENT_OPTIONS = ("cpu_offload", "sequential_cpu_offload", "attention_slicing", "vae_tiling", "vae_slicing")
 _CALL_ALIASES = {"steps": "num_inference_steps"}
 
 
@@ -256,17 +268,143 @@ def _pipeline_utils_names() -> set[str]:
         return set()
 
 
+def check_lora_paths(adapters: list[LoraAdapter]) -> None:
+    """LaunchError for an adapter path that does not exist (before the pipeline loads)."""
+    for a in adapters:
+        if not Path(a.path).expanduser().exists():
+            raise LaunchError(f"peft_model_config lora_list adapter {a.name!r} ({a.path}) does not exist; local_path is "
+                              "a diffusers LoRA file (.safetensors) or the folder holding it")
+
+
+def apply_loras(pipe: Any, adapters: list[LoraAdapter], load_kwargs: dict[str, Any],
+                fuse_kwargs: dict[str, Any]) -> Optional[str]:
+    """Load every adapter under its lora_name, then fuse them; what went wrong (None: all applied).
+    Returns instead of raising so that no traceback keeps the pipeline alive after a failure."""
+    current = adapters[0]
+    try:
+        for current in adapters:
+            pipe.load_lora_weights(str(Path(current.path).expanduser()), adapter_name=current.name, **load_kwargs)
+            loaded = {n for names in pipe.get_list_adapters().values() for n in names}
+            if current.name not in loaded:   # diffusers only warns when no key matches a component
+                return (f"peft_model_config lora_list adapter {current.name!r} ({current.path}) matched no layer of "
+                        f"{type(pipe).__name__}: is it a LoRA of this kind of pipeline?")
+        current = None
+        pipe.fuse_lora(**fuse_kwargs)
+    except Exception as exc:  # noqa: BLE001 - diffusers/peft say why in many classes
+        what = (f"peft_model_config lora_list adapter {current.name!r} ({current.path})" if current is not None
+                else "fuse_lora with image_lora_fuse_kwargs")
+        return f"{what} failed: {type(exc).__name__}: {str(exc)[:400]}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# options applied or refused, never dropped
+# ------------------------------------------------------------------------------------------------
+
+def no_effect_in_document(config: dict[str, Any]) -> None:
+    """Keys of a document's default_model_config that Xinference's catalog uses and this engine cannot
+    apply (on-the-fly quantization, GGUF / Lightning variants from the hub): taken out with a warning
+    that they had no effect. Given as launch options they are refused (``options.UNSUPPORTED``)."""
+    for key in [k for k in config if k in UNSUPPORTED]:
+        warnings.warn(f"default_model_config {key}={config.pop(key)!r} had no effect: {UNSUPPORTED[key]}",
+                      UserWarning, stacklevel=3)
+
+
+def enable_vae(pipe: Any, what: str) -> None:
+    """vae_tiling / vae_slicing on the pipeline's VAE; a pipeline without one that can is refused."""
+    method = getattr(getattr(pipe, "vae", None), f"enable_{what}", None)
+    if method is None:
+        raise LaunchError(f"vae_{what}=True: {type(pipe).__name__} has no VAE with enable_{what}(); drop vae_{what}")
+    method()
+
+
+def gguf_component(source: Any, gguf_path: str, dtype_key: str, dtype: Any) -> tuple[str, Any]:
+    """(component name, model) for ``gguf_model_path``: the pipeline's transformer (or UNet) read from
+    the GGUF file with diffusers' GGUFQuantizationConfig (weights stay quantized, computed in
+    ``dtype``), its config from the model folder's component."""
+    from diffusers import GGUFQuantizationConfig
+
+    path = Path(gguf_path).expanduser()
+    if not path.is_file() or not looks_like_gguf(path):
+        raise LaunchError(f"gguf_model_path={gguf_path!r} is not a GGUF file (missing, or without the GGUF magic "
+                          "bytes); pass the .gguf file of the model's transformer")
+    index = read_json_object(Path(source) / "model_index.json", "diffusers model index")
+    name = next((n for n in ("transformer", "unet") if isinstance(index.get(n), list) and index[n][:1] != [None]),
+                None)
+    if name is None:
+        raise LaunchError(f"gguf_model_path: {source} has no transformer or unet component for the GGUF weights")
+    module, cls_name = index[name][:2]
+    cls = getattr(importlib.import_module("diffusers"), cls_name, None) if module == "diffusers" else None
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise LaunchError(f"gguf_model_path: the {name} class {module}.{cls_name} cannot load a GGUF file with "
+                          "diffusers' from_single_file")
+    try:
+        model = cls.from_single_file(str(path), quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
+                                     config=str(source), subfolder=name, **{dtype_key: dtype})
+    except Exception as exc:  # noqa: BLE001 - diffusers says why in many classes
+        raise LaunchError(f"gguf_model_path={gguf_path!r}: diffusers could not load it as the {name} "
+                          f"({cls_name}): {type(exc).__name__}: {str(exc)[:300]}") from None
+    return name, model
+
+
+class IgnoredKwargs(logging.Handler):
+    """While a pipeline loads, catches diffusers' "Keyword arguments {...} are not expected by X and
+    will be ignored", so an option that reached from_pretrained and was dropped is refused instead."""
+
+    LOGGER = "diffusers.pipelines.pipeline_utils"
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._level = logging.NOTSET
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "are not expected by" in text and "will be ignored" in text:
+            self.messages.append(text)
+
+    def __enter__(self) -> "IgnoredKwargs":
+        logger = logging.getLogger(self.LOGGER)
+        self._level = logger.level
+        if not logger.isEnabledFor(logging.WARNING):
+            logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+    def check(self, pipe: Any, config: dict[str, Any]) -> None:
+        names = sorted(k for k in config if any(f"'{k}'" in m for m in self.messages))
+        if self.messages:
+            components = ", ".join(sorted(getattr(pipe, "components", {}) or {}))
+            raise LaunchError(f"{', '.join(names) or self.messages[0]}: not an argument of "
+                              f"{type(pipe).__name__}.from_pretrained (diffusers would ignore it); the diffusers "
+                              f"engine takes {', '.join(sorted(ENGINE_OPTIONS[('image', 'diffusers')]))}, the "
+                              f"pipeline's components ({components}) and from_pretrained's loading arguments "
+                              "(variant, use_safetensors, low_cpu_mem_usage, device_map, ...)")
+
+
 def load(request: LoadRequest) -> DiffusersImageModel:
     import diffusers
     import torch
 
     spec = request.spec
     config = dict(spec.default_model_config or {})
+    adapters = lora_adapters(request.options)
+    check_lora_paths(adapters)
+    lora_load, lora_fuse = image_lora_kwargs(request.options)
     config.update(backend_options(request.options))
     placement = {k: config.pop(k) for k in _PLACEMENT_OPTIONS if k in config}
-    for key in _IGNORED_OPTIONS:
-        config.pop(key, None)
+    no_effect_in_document(config)
+    gguf_path = config.pop("gguf_model_path", None)
     device = request.device
+    offload = [k for k in ("cpu_offload", "sequential_cpu_offload") if placement.get(k)]
+    if offload and not device.uses_cuda:
+        raise LaunchError(f"{offload[0]}=True moves the pipeline's parts between a GPU and the CPU, and this launch "
+                          "runs on the CPU (no GPU chosen or found); drop it, or launch on a GPU")
     dtype = config.pop("torch_dtype", None) or config.pop("dtype", None)
     dtype = _dtype(dtype) if dtype is not None else (torch.float16 if device.uses_cuda else torch.float32)
     # diffusers >= 0.36 names it ``dtype`` (``torch_dtype`` still works there, with a warning)
@@ -278,12 +416,16 @@ def load(request: LoadRequest) -> DiffusersImageModel:
     request.progress("load", 0.1)
     pipe = None
     try:
-        try:
-            pipe = diffusers.AutoPipelineForText2Image.from_pretrained(source, **config)
-        except (ValueError, KeyError) as auto_exc:
-            if "device_map" in config or not (Path(source) / "model_index.json").is_file():
-                raise auto_exc
-            pipe = diffusers.DiffusionPipeline.from_pretrained(source, **config)
+        if gguf_path is not None:
+            name, config[name] = gguf_component(source, gguf_path, dtype_key, dtype)
+        with IgnoredKwargs() as ignored:
+            try:
+                pipe = diffusers.AutoPipelineForText2Image.from_pretrained(source, **config)
+            except (ValueError, KeyError) as auto_exc:
+                if "device_map" in config or not (Path(source) / "model_index.json").is_file():
+                    raise auto_exc
+                pipe = diffusers.DiffusionPipeline.from_pretrained(source, **config)
+        ignored.check(pipe, config)
         request.progress("place", 0.8)
         if placement.get("sequential_cpu_offload"):
             pipe.enable_sequential_cpu_offload()
@@ -293,10 +435,16 @@ def load(request: LoadRequest) -> DiffusersImageModel:
             pipe = pipe.to(device.device)
         if placement.get("attention_slicing"):
             pipe.enable_attention_slicing()
-        if placement.get("vae_tiling") and hasattr(pipe, "enable_vae_tiling"):
-            pipe.enable_vae_tiling()
+        for what in ("tiling", "slicing"):
+            if placement.get(f"vae_{what}"):
+                enable_vae(pipe, what)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
+        if adapters:
+            request.progress("LoRA adapters", 0.9)
+            problem = apply_loras(pipe, adapters, lora_load, lora_fuse)
+            if problem is not None:
+                raise LaunchError(f"image model {request.model_name!r}: {problem}")
         model = DiffusersImageModel(request.model_uid, pipe, spec.default_generate_config or {}, device.device,
                                     device.uses_cuda)
     except LaunchError:

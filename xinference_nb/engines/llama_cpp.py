@@ -4,6 +4,12 @@
 capped by the file's; ``n_gpu_layers`` from the device plan (n_gpu). Other launch options that are
 ``llama_cpp.Llama`` parameters (n_threads, n_batch, flash_attn, …) are passed to it. When the model
 path is a folder, the file is picked with the spec's ``model_file_name_template``.
+
+LoRA: ``peft_model_config``'s adapters are GGUF LoRA files, loaded once on the model
+(``llama_adapter_lora_init``); each request picks one with ``generate_config={"lora_name": ...}``
+(none = the base model), set on the context before its prompt is evaluated (at scale ``lora_scale``,
+default 1.0). Calls take turns on one context, and a change of adapter drops the cached prompt.
+``Llama(lora_path=...)`` still applies one adapter to every request.
 """
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
-                    split_stops)
-from ..errors import LaunchError, ParseError
+from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_lora_name,
+                    check_prompt_fits, split_stops)
+from ..errors import FieldIssue, InferenceError, LaunchError, LaunchOptionError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
+from ..options import LoraAdapter, lora_adapters
 from . import InFlight, LoadRequest
 
 
@@ -83,6 +90,50 @@ def read_launch_metadata(file: Path) -> GGUFInfo:
         raise LaunchError(f"{exc}; is it a complete .gguf file?") from None
 
 
+def check_gguf_loras(adapters: list[LoraAdapter], options: dict[str, Any]) -> None:
+    """LaunchError unless every adapter is a GGUF LoRA file (checked before the model loads); the
+    LoRA keywords of ``Llama()`` that would clash or do nothing are refused."""
+    if options.get("lora_base") is not None:
+        raise LaunchOptionError([FieldIssue("lora_base", "llama-cpp-python keeps it but never reads it; drop it")])
+    if adapters and options.get("lora_path") is not None:
+        raise LaunchOptionError([FieldIssue("lora_path", "give adapters either in peft_model_config's lora_list "
+                                                         "(chosen per request) or as lora_path (always on), not both")])
+    if options.get("lora_scale") is not None and not adapters and options.get("lora_path") is None:
+        raise LaunchOptionError([FieldIssue("lora_scale", "scales a LoRA adapter, and there is none: give "
+                                                          "peft_model_config's lora_list (or lora_path), or drop it")])
+    for a in adapters:
+        where = f"peft_model_config lora_list adapter {a.name!r} ({a.path})"
+        file = Path(a.path).expanduser()
+        if not file.is_file():
+            raise LaunchError(f"{where} {'is a folder' if file.is_dir() else 'does not exist'}; the llama.cpp engine "
+                              "takes a GGUF LoRA file (convert a peft adapter with llama.cpp's convert_lora_to_gguf.py)")
+        try:
+            kind = read_gguf(file).raw.get("general.type")
+        except ParseError as exc:
+            raise LaunchError(f"{where} is not a GGUF LoRA file: {exc}") from None
+        if kind != "adapter":
+            raise LaunchError(f"{where} is a GGUF {kind or 'model'} file, not a LoRA adapter (general.type "
+                              "'adapter')")
+
+
+def _load_loras(llm: Any, adapters: list[LoraAdapter]) -> dict[str, Any]:
+    """Each adapter loaded on the model (freed with it); LaunchError naming one llama.cpp refuses."""
+    import llama_cpp
+
+    out: dict[str, Any] = {}
+    if adapters and not (hasattr(llama_cpp, "llama_set_adapters_lora") and hasattr(getattr(llm, "_ctx", None), "ctx")
+                         and hasattr(getattr(llm, "_model", None), "model")):
+        raise LaunchError("this llama-cpp-python cannot switch LoRA adapters per request (no llama_set_adapters_lora); "
+                          "upgrade llama-cpp-python (0.3.36 can), or pass one adapter as lora_path=...")
+    for a in adapters:
+        handle = llama_cpp.llama_adapter_lora_init(llm._model.model, str(Path(a.path).expanduser()).encode("utf-8"))
+        if not handle:
+            raise LaunchError(f"peft_model_config lora_list adapter {a.name!r} ({a.path}): llama.cpp cannot load it on "
+                              "this model (another architecture or shapes: is it a LoRA of this base model?)")
+        out[a.name] = handle
+    return out
+
+
 def load(request: LoadRequest) -> "LlamaCppLLM":
     from llama_cpp import Llama
 
@@ -93,6 +144,8 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
                           "model_path=... or set model_uri in the registration")
     file = resolve_gguf_file(request.model_path, request.model_spec, request.quantization)
     opts = request.options
+    adapters = lora_adapters(opts)
+    check_gguf_loras(adapters, opts)
     request.progress("reading GGUF metadata", 0.05)
     info = read_launch_metadata(file)
     file_ctx = info.context_length
@@ -115,9 +168,12 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
                           "of an architecture this llama-cpp-python supports (pip install -U llama-cpp-python)"
                           ) from None
     try:
+        if adapters:
+            request.progress("loading LoRA adapters", 0.9)
+        loras = _load_loras(llm, adapters)
         request.progress("preparing chat", 0.95)
-        model = LlamaCppLLM(llm, request, file, info)
-        model._estimate = estimate_gguf(file, llm.n_ctx()).total_bytes
+        model = LlamaCppLLM(llm, request, file, info, loras=loras)
+        model._estimate = estimate_gguf(file, llm.n_ctx(), adapters=[a.path for a in adapters]).total_bytes
     except BaseException:
         llm.close()
         raise
@@ -126,8 +182,12 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
 
 
 class LlamaCppLLM(ChatLLM):
-    def __init__(self, llm: Any, request: LoadRequest, file: Path, info: Optional[GGUFInfo] = None):
+    def __init__(self, llm: Any, request: LoadRequest, file: Path, info: Optional[GGUFInfo] = None,
+                 loras: Optional[dict[str, Any]] = None):
         self.llm = llm
+        self._loras = dict(loras or {})    # lora_name → llama.cpp adapter, chosen per request
+        self._lora_scale = float(request.options.get("lora_scale", 1.0))
+        self._active_lora: Optional[str] = None
         self.file = file
         self.model_uid = request.model_uid
         self.context_length = int(llm.n_ctx())
@@ -150,6 +210,7 @@ class LlamaCppLLM(ChatLLM):
                                              token_of=self._token_of)
         n_vocab = llm.n_vocab()
         self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < n_vocab]
+        self.chat_format.lora_names = tuple(self._loras)
         self._estimate = None
 
     def _piece(self, tid: int, special: bool = False) -> str:
@@ -195,7 +256,30 @@ class LlamaCppLLM(ChatLLM):
         finally:
             gen.close()  # llama-cpp-python's generate has no cleanup of its own: no native call here
 
+    def _use_lora(self, llm: Any, name: Optional[str]) -> None:
+        """Put adapter ``name`` (None: none) on the context; a change drops the cached prompt, whose
+        keys and values were computed with the other adapter."""
+        check_lora_name(name, tuple(self._loras))
+        if name == self._active_lora:
+            return
+        import ctypes
+
+        import llama_cpp
+
+        if name is None:
+            failed = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._loras[name])
+            scales = (ctypes.c_float * 1)(self._lora_scale)
+            failed = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, handles, 1, scales)
+        llm.reset()
+        if failed:
+            self._active_lora = "?"   # unknown: the next request sets its own again
+            raise InferenceError(f"llama.cpp could not switch to LoRA adapter {name!r} (error {failed})")
+        self._active_lora = name
+
     def _start(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream):
+        self._use_lora(llm, params.lora_name)
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
@@ -215,11 +299,11 @@ class LlamaCppLLM(ChatLLM):
         state.finish_reason = "length"
         gen = llm.generate(ids, top_k=top_k, top_p=top_p, temp=temp,
                            repeat_penalty=params.repetition_penalty or 1.0, reset=True)
-        return gen, (max_new, stop_ids, stop_strings, longest)
+        return gen, (max_new, stop_ids, stop_strings, longest, params.keep_special_tokens)
 
     def _tokens(self, llm: Any, gen: Iterator[int], setup: tuple, state: TokenStream,
                 check_stops: bool) -> Iterator[str]:
-        max_new, stop_ids, stop_strings, longest = setup
+        max_new, stop_ids, stop_strings, longest, keep_special = setup
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
         while True:
@@ -232,7 +316,8 @@ class LlamaCppLLM(ChatLLM):
                 if tid in stop_ids or tid in self._eog_ids:
                     state.finish_reason = "stop"
                     break
-                piece = decoder.decode(llm.detokenize([tid], special=False))
+                # a request with tools keeps the special tokens its tool-call format writes
+                piece = decoder.decode(llm.detokenize([tid], special=keep_special))
             if piece:
                 if check_stops and stop_strings:
                     window_start = max(0, len(text) - longest)

@@ -235,8 +235,9 @@ class CrossEncoderRerank(EngineModel):
                max_chunks_per_doc: Optional[int] = None, return_documents: Optional[bool] = None,
                return_len: Optional[bool] = None, **kwargs: Any) -> dict[str, Any]:
         """Score each document against ``query``; results best first, ``top_n`` of them if given.
-        ``max_chunks_per_doc`` is accepted for compatibility and ignored (as Xinference does for
-        cross-encoders): documents longer than the window are truncated."""
+        Without ``max_chunks_per_doc`` a document longer than the model's window is truncated; with it
+        (Cohere's meaning), the document is cut into up to that many windows beside the query and
+        scores as its best window (see :meth:`_pairs`)."""
         docs, _ = _check_texts(documents, "documents")
         if not isinstance(query, str):
             raise InferenceError(f"query must be a string, got {type(query).__name__}")
@@ -258,12 +259,18 @@ class CrossEncoderRerank(EngineModel):
         if counter is not None:
             counter.start()
         try:
-            scores = model.predict([(query, d) for d in docs], convert_to_numpy=True, **kwargs)
+            pairs, owners = self._pairs(query, docs, max_chunks_per_doc)
+            scores = model.predict(pairs, convert_to_numpy=True, **kwargs)
         except (ValueError, TypeError) as exc:
             raise InferenceError(f"rerank() refused its arguments: {exc}") from exc
         finally:
             tokens = counter.stop() if counter is not None else 0
-        scores = scores.reshape(len(docs), -1)[:, -1] if scores.ndim > 1 else scores
+        scores = scores.reshape(len(pairs), -1)[:, -1] if scores.ndim > 1 else scores
+        if owners is not None:   # a chunked document scores as its best chunk
+            best = [float("-inf")] * len(docs)
+            for owner, score in zip(owners, scores.tolist()):
+                best[owner] = max(best[owner], score)
+            scores = best
         order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))
         if top_n is not None:
             order = order[:top_n]
@@ -273,6 +280,34 @@ class CrossEncoderRerank(EngineModel):
                 "tokens": {"input_tokens": tokens, "output_tokens": 0} if return_len else None,
                 "warnings": None}
         return {"id": str(uuid.uuid4()), "results": results, "meta": meta}
+
+    def _pairs(self, query: str, docs: list[str], max_chunks: Optional[int]
+               ) -> tuple[list[tuple[str, str]], Optional[list[int]]]:
+        """The (query, text) pairs to score and, with ``max_chunks``, which document each came from:
+        a document longer than the room the window leaves beside the query (and the special tokens)
+        is cut at token boundaries into consecutive chunks of that room, at most ``max_chunks``."""
+        if max_chunks is None:
+            return [(query, d) for d in docs], None
+        tok = getattr(self.model, "tokenizer", None)
+        window = getattr(self.model, "max_seq_length", None) or getattr(tok, "model_max_length", None)
+        if tok is None or not getattr(tok, "is_fast", False) or not window:
+            raise InferenceError(f"max_chunks_per_doc needs a fast tokenizer and a known window; model "
+                                 f"{self.model_uid!r} has neither: leave max_chunks_per_doc out (documents are "
+                                 "truncated to the window)")
+        room = (int(window) - len(tok(query, add_special_tokens=False)["input_ids"])
+                - tok.num_special_tokens_to_add(pair=True))
+        if room < 1:
+            raise InferenceError(f"max_chunks_per_doc: the query fills the model's {window}-token window; "
+                                 "shorten the query")
+        pairs, owners = [], []
+        for i, doc in enumerate(docs):
+            spans = tok(doc, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            starts = range(0, max(len(spans), 1), room)[:max_chunks]
+            for start in starts:
+                piece = spans[start:start + room]
+                pairs.append((query, doc[piece[0][0]:piece[-1][1]] if piece else doc))
+                owners.append(i)
+        return pairs, owners
 
     def memory_bytes(self) -> Optional[int]:
         return torch_memory_bytes(self.model)

@@ -2,23 +2,30 @@
 config, and optional 4-bit / 8-bit quantization through bitsandbytes.
 
 Launch options read here: ``trust_remote_code`` (off unless given), ``dtype`` / ``torch_dtype``,
-``context_length``, ``revision``, ``attn_implementation``, ``quantization_config`` (a dict for
+``context_length``, ``attn_implementation``, ``quantization_config`` (a dict for
 BitsAndBytesConfig), ``enable_thinking`` (the chat template's default), ``max_num_seqs`` (how many
 requests share one forward pass, default 16; 1 runs one ``generate`` per request) and
-``batch_wait_ms`` (how long an idle model waits for more requests before it starts a batch).
+``batch_wait_ms`` (how long an idle model waits for more requests before it starts a batch),
+``peft_model_config`` (LoRA adapters loaded with peft on the one base model; each request picks one
+with ``generate_config={"lora_name": ...}``, none = the base model with the adapters off).
 
-Concurrent requests are batched continuously by ``batching_llm.BatchScheduler``.
+Concurrent requests are batched continuously by ``batching_llm.BatchScheduler`` (requests with
+different adapters share forward passes: peft applies each row's own adapter).
 """
 from __future__ import annotations
 
+import json
 import queue
 import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_prompt_fits,
-                    incremental_deltas, read_own_chat_template, split_stops)
+from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_lora_name,
+                    check_prompt_fits, decode_text, incremental_deltas, read_own_chat_template, split_stops)
 from ..errors import InferenceError, LaunchError
+from ..options import BASE_ADAPTER, LoraAdapter, lora_adapters
 from . import InFlight, LoadRequest
 
 QUANTIZATIONS = ("none", "4-bit", "8-bit")
@@ -30,6 +37,10 @@ def _bnb_config(quantization: Optional[str], options: dict[str, Any], model_form
     q = (quantization or "none").strip().lower()
     extra = options.get("quantization_config") or {}
     if model_format not in (None, "pytorch"):
+        if extra:   # it would be dropped: the checkpoint's own config.json quantization_config applies
+            raise LaunchError(f"quantization_config applies to pytorch weights only; model_format={model_format!r} "
+                              "checkpoints carry their own quantization_config in config.json (leave the option "
+                              "out, or launch the pytorch weights)")
         return None  # gptq / awq / fp8 / bnb checkpoints carry their own quantization_config
     if q in ("none", ""):
         if extra:
@@ -59,20 +70,14 @@ def _max_memory(gpu_ids: list[int]) -> Optional[dict]:
     return out
 
 
-def load(request: LoadRequest) -> "TransformersLLM":
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def pretrained_kwargs(request: LoadRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(for every file, for the weights) keywords of from_pretrained: trust_remote_code; then dtype,
+    device map, memory, quantization and attention (shared with transformers_vision). ``revision`` is
+    refused by options.py: the files are local."""
     opts = request.options
-    source = request.source
     trust = opts.get("trust_remote_code") is True   # parsed by options.parse_launch_options: a real bool
     common: dict[str, Any] = {"trust_remote_code": trust}
-    if opts.get("revision"):
-        common["revision"] = opts["revision"]
     quant_config = _bnb_config(request.quantization, opts, request.model_format)
-    request.progress("loading tokenizer", 0.05)
-    tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    request.progress("loading weights", 0.15)
     kwargs: dict[str, Any] = dict(common)
     kwargs["dtype"] = opts.get("dtype") or opts.get("torch_dtype") or "auto"
     plan = request.device
@@ -84,9 +89,27 @@ def load(request: LoadRequest) -> "TransformersLLM":
         kwargs["quantization_config"] = quant_config
     if opts.get("attn_implementation"):
         kwargs["attn_implementation"] = opts["attn_implementation"]
+    return common, kwargs
+
+
+def load(request: LoadRequest) -> "TransformersLLM":
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = request.source
+    common, kwargs = pretrained_kwargs(request)
+    plan = request.device
+    adapters = lora_adapters(request.options)
+    check_lora_folders(adapters)   # before any weights load: a bad path changes nothing
+    request.progress("loading tokenizer", 0.05)
+    tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    request.progress("loading weights", 0.15)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     try:
         model.eval()
+        if adapters:
+            request.progress("loading LoRA adapters", 0.85)
+            model = attach_lora_adapters(model, adapters)
         request.progress("preparing chat", 0.95)
         llm = TransformersLLM(model, tokenizer, request)
     except BaseException:
@@ -96,6 +119,61 @@ def load(request: LoadRequest) -> "TransformersLLM":
         torch.cuda.synchronize()
     request.progress("ready", 1.0)
     return llm
+
+
+def check_lora_folders(adapters: list[LoraAdapter]) -> None:
+    """LaunchError unless every adapter is a local peft LoRA folder (an adapter_config.json with
+    peft_type LORA): checked before the base model loads."""
+    for a in adapters:
+        where = f"peft_model_config lora_list adapter {a.name!r} ({a.path})"
+        folder = Path(a.path).expanduser()
+        config_file = folder / "adapter_config.json"
+        if not folder.exists():
+            raise LaunchError(f"{where} does not exist; local_path must be a folder saved by peft's save_pretrained")
+        if not config_file.is_file():
+            raise LaunchError(f"{where} is not a peft adapter folder: it has no adapter_config.json (save the adapter "
+                              "with peft's save_pretrained; a .gguf LoRA needs model_engine='llama.cpp')")
+        try:
+            peft_type = json.loads(config_file.read_text(encoding="utf-8")).get("peft_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise LaunchError(f"{where}: adapter_config.json is not readable JSON ({exc})") from None
+        if str(peft_type).upper() != "LORA":
+            raise LaunchError(f"{where} is a {peft_type} adapter; only LoRA adapters (peft_type LORA) can be chosen "
+                              "per request")
+
+
+def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
+    """``model`` wrapped by peft with every adapter loaded under its lora_name (the first with
+    ``PeftModel.from_pretrained``, the rest with ``load_adapter``). An adapter that does not fit the
+    model (other shapes, missing weights) is a LaunchError naming it; the caller frees the model."""
+    from peft import PeftModel
+
+    peft_model: Any = None
+    problem: Optional[str] = None
+    current = adapters[0]
+    try:
+        for current in adapters:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(model, current.path, adapter_name=current.name)
+                    missing = [str(w.message) for w in seen if "missing adapter keys" in str(w.message)]
+                else:
+                    result = peft_model.load_adapter(current.path, adapter_name=current.name)
+                    missing = [k for k in result.missing_keys if f".{current.name}." in k]   # this adapter's
+            if missing:
+                problem = f"its weights do not cover the layers it targets ({str(missing[0])[:200]})"
+                break
+        if peft_model is not None:
+            peft_model.eval()
+    except Exception as exc:  # noqa: BLE001 - peft/torch say why in many classes (shape mismatch, bad files)
+        problem = f"{type(exc).__name__}: {str(exc)[:400]}"
+    if problem is not None:
+        # raised outside the except block, with no reference to the weights left in this frame
+        del model, peft_model
+        raise LaunchError(f"peft_model_config lora_list adapter {current.name!r} ({current.path}) does not load on this "
+                          f"model: {problem}. Is it a LoRA adapter trained for this base model?")
+    return peft_model
 
 
 class _EventCriteria:
@@ -145,6 +223,11 @@ class TransformersLLM(ChatLLM):
             variables["enable_thinking"] = opts["enable_thinking"]
         self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
                                              token_of=self._token_of)
+        # the adapters peft loaded (attach_lora_adapters): what generate_config's lora_name may choose
+        self.lora_names = tuple(getattr(model, "peft_config", None) or ())
+        self.chat_format.lora_names = self.lora_names
+        # peft applies a call's adapter_names through hooks on the whole model: one generate at a time
+        self._adapter_lock = threading.Lock()
         vocab = getattr(cfg, "vocab_size", None) or len(tokenizer)
         # a built-in family's ids may not exist in this tokenizer (own files launched as that family)
         self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < max(vocab, len(tokenizer))]
@@ -167,7 +250,8 @@ class TransformersLLM(ChatLLM):
             if supports_batching(model):
                 self.scheduler = BatchScheduler(model, tokenizer, self._inflight, request.model_uid,
                                                 max_num_seqs=self.max_num_seqs, batch_wait_ms=self.batch_wait_ms,
-                                                pad_token_id=self.pad_token_id, device=self.device)
+                                                pad_token_id=self.pad_token_id, device=self.device,
+                                                adapters=bool(self.lora_names))
 
     # ------------------------------------------------------------------ helpers
     def _token_of(self, text: str) -> Optional[int]:
@@ -183,9 +267,29 @@ class TransformersLLM(ChatLLM):
             attention = attention.to(self.device) if attention is not None else None
         return input_ids, attention
 
+    def _adapter(self, params: SamplingParams) -> Optional[str]:
+        """The request's LoRA adapter (None: the base model); InferenceError for one not loaded."""
+        check_lora_name(params.lora_name, self.lora_names)
+        return params.lora_name
+
+    @contextmanager
+    def _adapter_turn(self) -> Iterator[None]:
+        """With adapters, one ``generate`` at a time (a terminated model stops the wait)."""
+        if not self.lora_names:
+            yield
+            return
+        while not self._adapter_lock.acquire(timeout=0.05):
+            self._inflight.check()
+        try:
+            yield
+        finally:
+            self._adapter_lock.release()
+
     def _gen_kwargs(self, params: SamplingParams, max_new: int) -> tuple[dict[str, Any], list[int]]:
         stop_ids, strings = split_stops(params, self._token_of)
         kw: dict[str, Any] = {"max_new_tokens": max_new}
+        if self.lora_names:   # peft's per-call choice; "__base__" turns every adapter off
+            kw["adapter_names"] = [self._adapter(params) or BASE_ADAPTER]
         if stop_ids:
             kw["eos_token_id"] = stop_ids
         if self.pad_token_id is not None:
@@ -242,7 +346,8 @@ class TransformersLLM(ChatLLM):
             generator = torch.Generator(device=device).manual_seed(params.seed)
         return BatchRequest(list(ids), params, max_new, stop_ids, strings, sample,
                             temperature=float(temperature or 1.0), top_p=top_p,
-                            top_k=top_k if top_k and top_k > 0 else None, generator=generator)
+                            top_k=top_k if top_k and top_k > 0 else None, generator=generator,
+                            adapter=self._adapter(params))
 
     # ------------------------------------------------------------------ ChatLLM
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
@@ -254,7 +359,7 @@ class TransformersLLM(ChatLLM):
             self._inflight.check()
             req = self.scheduler.submit(self._batch_request(prompt, params, chat))
             wait_result(req)
-            text = self.tokenizer.decode(req.ids, skip_special_tokens=True)
+            text = decode_text(self.tokenizer, req.ids, params.keep_special_tokens, req.stop_ids)
             return Completion(text, len(req.prompt_ids), len(req.ids), req.finish_reason)
         from transformers import StoppingCriteriaList
 
@@ -266,7 +371,7 @@ class TransformersLLM(ChatLLM):
             max_new = check_prompt_fits(n_prompt, params, self.context_length)
             kw, stop_ids = self._gen_kwargs(params, max_new)
             try:
-                with torch.inference_mode():
+                with self._adapter_turn(), torch.inference_mode():
                     out = model.generate(input_ids=input_ids, attention_mask=attention,
                                          stopping_criteria=StoppingCriteriaList([_EventCriteria(inflight.event)]),
                                          **kw)
@@ -274,7 +379,7 @@ class TransformersLLM(ChatLLM):
                 raise InferenceError(f"generation failed: {exc}") from None
             inflight.check()  # terminated while generating: the text was cut short
             new_ids = out[0, n_prompt:].tolist()
-            text = tokenizer.decode(new_ids, skip_special_tokens=True)
+            text = decode_text(tokenizer, new_ids, params.keep_special_tokens, stop_ids)
         return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new))
 
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
@@ -289,7 +394,8 @@ class TransformersLLM(ChatLLM):
             n_prompt = int(input_ids.shape[1])
             max_new = check_prompt_fits(n_prompt, params, self.context_length)
             kw, stop_ids = self._gen_kwargs(params, max_new)
-            return _HFTokenStream(self, input_ids, attention, kw, n_prompt, max_new, stop_ids)
+            return _HFTokenStream(self, input_ids, attention, kw, n_prompt, max_new, stop_ids,
+                                  params.keep_special_tokens)
 
     def memory_bytes(self) -> Optional[int]:
         try:
@@ -311,7 +417,7 @@ class _HFTokenStream(TokenStream):
     _DONE = object()
 
     def __init__(self, llm: TransformersLLM, input_ids: Any, attention: Any, kw: dict[str, Any], n_prompt: int,
-                 max_new: int, stop_ids: list[int]):
+                 max_new: int, stop_ids: list[int], keep_special: bool = False):
         from transformers import StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
@@ -327,6 +433,7 @@ class _HFTokenStream(TokenStream):
         self._ids: list[int] = []
         self._max_new = max_new
         self._stop_ids = stop_ids
+        self._keep_special = keep_special
         q = self._q
 
         class _Streamer(BaseStreamer):
@@ -345,7 +452,7 @@ class _HFTokenStream(TokenStream):
             import torch
 
             try:
-                with inflight.step(), torch.inference_mode():
+                with llm._adapter_turn(), inflight.step(), torch.inference_mode():
                     llm.model.generate(input_ids=input_ids, attention_mask=attention, streamer=_Streamer(),
                                        stopping_criteria=StoppingCriteriaList(
                                            [_EventCriteria(self._stop, inflight.event)]), **kw)
@@ -371,7 +478,8 @@ class _HFTokenStream(TokenStream):
                     self.completion_tokens = len(ids)
                     yield tid
 
-        yield from incremental_deltas(self._tok, new_ids(), stopped=self._stop)
+        yield from incremental_deltas(self._tok, new_ids(), stopped=self._stop, keep_special=self._keep_special,
+                                      drop_ids=self._stop_ids)
         self._thread.join()  # a terminated model's generation stops at its next token
         self._finished = True
         self.finish_reason = TransformersLLM._finish(ids, self._stop_ids, self._max_new)

@@ -60,7 +60,8 @@ class GGUFInfo:
     add_bos_token: Optional[bool] = None
     file_type: Optional[int] = None
     parameters: int = 0
-    tensor_count: int = 0
+    tensor_count: int = 0             # 0: a vocabulary-only file (tokenizer and hyperparameters, no weights)
+    vocab_size: Optional[int] = None  # entries of tokenizer.ggml.tokens
     split_count: int = 1
     languages: Optional[list[str]] = None
     tokens: dict[int, str] = field(default_factory=dict)   # texts of the special ids only
@@ -336,7 +337,9 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise ParseError(f"{path}: corrupt GGUF header (general.alignment = {alignment!r})")
     data_start = cur.pos + (-cur.pos) % alignment
-    if data_start + end_of_data > size:
+    # a file without tensors (llama.cpp's vocabulary-only ggml-vocab-*.gguf) has no data section: its
+    # header may end unpadded before the aligned data start, and that is the whole file
+    if tensor_count and data_start + end_of_data > size:
         raise ParseError(f"{path}: truncated GGUF file: its header describes {data_start + end_of_data} bytes, the "
                          f"file has {size}; the download was cut short, re-download it")
 
@@ -373,6 +376,7 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
         info.languages = [x for x in (_string_at(cur, o) for o in arrays["general.languages"]) if x]
     offsets = arrays.get("tokenizer.ggml.tokens")
     if offsets is not None:
+        info.vocab_size = len(offsets)
         for tid in (info.bos_token_id, info.eos_token_id, info.eot_token_id, info.eom_token_id):
             if tid is not None and 0 <= tid < len(offsets):
                 info.tokens[tid] = _string_at(cur, offsets[tid])

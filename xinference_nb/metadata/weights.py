@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import ParseError
+from .estimate import estimate_parameters  # noqa: F401 - read here by parse (folders without weights)
 from .hf import read_json_object
 from .safetensors import count_parameters, read_safetensors_header
 
@@ -196,29 +197,3 @@ def weight_info(folder: Path, config: dict, quant: Optional["Quantization"] = No
         info.estimated = True
         return info
     return info
-
-
-def estimate_parameters(config: dict) -> Optional[int]:
-    """A dense decoder's parameter count from its config sizes (used when no weights are present)."""
-    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    get = lambda *keys: next((cfg.get(k) for k in keys if isinstance(cfg.get(k), int)), None)  # noqa: E731
-    hidden = get("hidden_size", "n_embd", "d_model")
-    layers = get("num_hidden_layers", "n_layer", "num_layers")
-    vocab = get("vocab_size", "padded_vocab_size")
-    if not (hidden and layers and vocab):
-        return None
-    if any(cfg.get(k) for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size")):
-        return None
-    inter = get("intermediate_size", "n_inner", "ffn_hidden_size") or 4 * hidden
-    heads = get("num_attention_heads", "n_head") or max(1, hidden // 64)
-    kv = get("num_key_value_heads", "multi_query_group_num") or heads
-    head_dim = get("head_dim") or hidden // heads
-    attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-    act = str(cfg.get("hidden_act", cfg.get("hidden_activation", "silu"))).lower()
-    gated = act in ("silu", "swiglu", "gelu_pytorch_tanh") and \
-        cfg.get("model_type") not in ("gpt2", "gpt_neox", "phi", "opt", "bloom", "falcon")
-    mlp = (3 if gated else 2) * hidden * inter
-    # absent means the model class's default: True for Gemma-style configs, False for Llama-style ones
-    default_tied = str(cfg.get("model_type") or config.get("model_type") or "").startswith(("gemma", "phi3", "bert"))
-    tied = bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", default_tied)))
-    return vocab * hidden * (1 if tied else 2) + layers * (attn + mlp + 2 * hidden) + hidden

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from ..errors import ParseError
 from ..metadata import hf, quant, weights
+from ..metadata.estimate import estimate_parameters, gguf_config
 from ..metadata.gguf import GGUFInfo, read_gguf, split_siblings
 from ..metadata.quant import gguf_name_quantization
 from ..metadata.sizes import size_form
@@ -154,10 +155,12 @@ def _quantization_from_dir(ctx: Ctx, facts: LLMFacts, folder: Path, config: dict
     facts.warnings += found.warnings
     facts.parameters, facts.counted_from = found.parameters, found.source
     if facts.parameters is None:
-        facts.parameters = weights.estimate_parameters(config)
-        facts.counted_from = "an estimate from config.json sizes (no weight files)"
+        facts.parameters = estimate_parameters(config)
+        facts.counted_from = "an estimate from the architecture in config.json (no weight files)"
         if facts.parameters is not None:
-            facts.warnings.append("no weight files in the folder: the size is estimated from config.json")
+            facts.warnings.append(f"no weight files in the folder: model_size_in_billions is estimated "
+                                  f"(~{facts.parameters / 1e9:.3g}B parameters) from the architecture in config.json "
+                                  "(hidden size, layers, heads, MLP or experts, vocabulary), not counted")
     ctx.facts["weight_files"] = found.files
     facts.size_hint = ctx.loc.name_hint
 
@@ -207,9 +210,26 @@ def facts_from_gguf(ctx: Ctx, info: GGUFInfo) -> LLMFacts:
         facts.entry_sources[p + "quantization"] = "GGUF file name" if name else ASSUMED
     facts.entry["quantization"] = name or "none"
     facts.parameters, facts.counted_from, facts.warnings = gguf_parameters(info)
+    if not facts.parameters and info.tensor_count == 0:
+        _vocab_only(facts, info)
     label_sizes = sizes_in_name(info.size_label) if isinstance(info.size_label, str) else []
     facts.size_hint = ctx.loc.name_hint if sizes_in_name(ctx.loc.name_hint) or not label_sizes else info.size_label
     return facts
+
+
+def _vocab_only(facts: LLMFacts, info: GGUFInfo) -> None:
+    """A GGUF without tensors parses (its tokenizer and template are real) with the size estimated from
+    the header's hyperparameters, and says it cannot be launched."""
+    facts.warnings.append(f"{info.path.name} holds no tensors (a vocabulary-only GGUF such as llama.cpp's "
+                          "ggml-vocab-*.gguf): it has the tokenizer and hyperparameters but no weights, so it "
+                          "cannot be launched")
+    arch = info.architecture or "?"
+    estimate = estimate_parameters(gguf_config(arch, info.raw, info.vocab_size))
+    if estimate:
+        facts.parameters = estimate
+        facts.counted_from = f"an estimate from the GGUF header's {arch}.* hyperparameters (no tensors)"
+        facts.warnings.append(f"model_size_in_billions is estimated (~{estimate / 1e9:.3g}B parameters) from the "
+                              f"GGUF header's {arch}.* hyperparameters, not counted")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -274,8 +274,8 @@ def choose_size(ctx: Ctx, path: str, parameters: Optional[int], counted_from: st
         ctx.src(path, f"{counted_from} ({parameters:,} parameters)")
         return value
     raise ParseError(f"{ctx.loc.path}: cannot tell the model's size: no weights (*.safetensors, "
-                     "model.safetensors.index.json, pytorch_model*.bin), no size in the name and no sizes in "
-                     "config.json to estimate from")
+                     "model.safetensors.index.json, pytorch_model*.bin, GGUF tensors), no size in the name and no "
+                     "architecture sizes (config.json, GGUF header) to estimate from")
 
 
 def activated_size(name: str) -> Optional[float]:

@@ -2,31 +2,46 @@
 
     cfg, enable_thinking = generate_config(request_fields(body), skip=("model", "messages", "tools"))
 
-OpenAI keys that mean nothing to us at their default value are dropped (the handle refuses unknown
-generate_config keys); any other value of them is refused. ``max_completion_tokens`` becomes
-``max_tokens``; ``chat_template_kwargs: {"enable_thinking": bool}`` and ``enable_thinking`` become
-the chat call's ``enable_thinking``. Unset sampling fields (None) are left out, so the model's own
+No field is dropped silently. OpenAI's bookkeeping fields (``user``, ``metadata``, ``store``, ...:
+OPENAI_BOOKKEEPING) are accepted and not acted on; fields that change the output are accepted at the
+values that ask for what this server does (OPENAI_DEFAULTS) and refused at any other; every other
+key goes into generate_config, where the handle applies it or refuses it. ``max_completion_tokens``
+becomes ``max_tokens``; ``chat_template_kwargs: {"enable_thinking": bool}``, ``enable_thinking`` and
+``reasoning_effort: "none"`` become the chat call's ``enable_thinking``; ``tool_choice: "none"``
+sends no tools (``chat_tools``). Unset sampling fields (None) are left out, so the model's own
 defaults apply. Pure functions: no app, no model. Refusals are ``InferenceError`` (a 400).
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Optional
 
 from ..errors import InferenceError
 from .bodies import json_kwargs
 
-# OpenAI request keys that carry no meaning for us at their default value; dropped before the handle
-# (which refuses unknown generate_config keys). Any other value of them is a 400. "*": any value.
+# OpenAI request fields that OpenAI itself defines as bookkeeping (they do not change what the model
+# writes): accepted with any value and not acted on; README "OpenAI request fields" lists them
+OPENAI_BOOKKEEPING: dict[str, str] = {
+    "user": "an end-user id for OpenAI's abuse monitoring",
+    "safety_identifier": "an end-user id for OpenAI's abuse monitoring (the successor of user)",
+    "metadata": "tags OpenAI stores with the completion",
+    "store": "whether OpenAI keeps the completion for its dashboard and evals",
+    "prompt_cache_key": "a routing hint for OpenAI's prompt cache; outputs do not depend on it",
+}
+# OpenAI request fields that change the output: accepted at the values that ask for what this server
+# does (None: not sent); any other value is a 400 naming the field and these values. Applied, not
+# dropped: tool_choice "none" sends no tools to the chat template, reasoning_effort "none" turns
+# thinking off (enable_thinking=False).
 OPENAI_DEFAULTS: dict[str, tuple] = {
-    "n": (1, None), "user": ("*",), "logprobs": (False, None), "top_logprobs": (None, 0),
+    "n": (1, None), "logprobs": (False, None), "top_logprobs": (None, 0),
     "presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "logit_bias": (None, {}),
-    "response_format": (None, {"type": "text"}), "parallel_tool_calls": ("*",), "tool_choice": (None, "auto", "none"),
-    "store": (None, False), "metadata": ("*",), "service_tier": ("*",), "echo": (False, None), "best_of": (1, None),
-    "suffix": (None, ""), "stream_options": ("*",), "request_id": ("*",), "extra_body": (None, {}),
-    "prompt_cache_key": ("*",), "safety_identifier": ("*",), "reasoning_effort": ("*",),
+    "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None, True),
+    "tool_choice": (None, "auto", "none"), "service_tier": (None, "auto", "default"), "echo": (False, None),
+    "best_of": (1, None), "suffix": (None, ""), "extra_body": (None, {}), "reasoning_effort": (None, "none"),
 }
 # declared sampling fields whose None means "not sent": left out of generate_config
 UNSET_WHEN_NONE = frozenset({"max_tokens", "temperature", "top_p", "stop", "top_k", "seed"})
+THINKING_FIELDS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort")
 
 
 def is_default(value: Any, allowed: tuple) -> bool:
@@ -35,36 +50,70 @@ def is_default(value: Any, allowed: tuple) -> bool:
                or (type(value) in (int, float) and type(a) in (int, float) and value == a) for a in allowed)
 
 
-def generate_config(fields: Mapping[str, Any], skip: tuple[str, ...] = ()) -> tuple[dict[str, Any], Optional[bool]]:
+def _thinking(key: str, value: Any, current: Optional[bool]) -> Optional[bool]:
+    """The chat's enable_thinking after one of THINKING_FIELDS; a 400 when two of them disagree."""
+    if key == "chat_template_kwargs":
+        kw = json_kwargs(value) if isinstance(value, str) else value
+        if kw in (None, {}):
+            return current
+        if not isinstance(kw, dict) or set(kw) != {"enable_thinking"}:
+            raise InferenceError("chat_template_kwargs: only {\"enable_thinking\": bool} is supported")
+        value = kw["enable_thinking"]
+    elif key == "reasoning_effort":
+        value = False if value == "none" else None
+    if value is not None and current is not None and value != current:
+        raise InferenceError(f"{key} asks for enable_thinking={value}, another field of the request for {current}; "
+                             "send one of chat_template_kwargs, enable_thinking and reasoning_effort")
+    return current if value is None else value
+
+
+def generate_config(fields: Mapping[str, Any], skip: tuple[str, ...] = (), chat: bool = True
+                    ) -> tuple[dict[str, Any], Optional[bool]]:
     """``(generate_config, enable_thinking)`` from a request's fields (``bodies.request_fields``);
-    ``skip`` names the fields the route passes otherwise (model, prompt, messages, tools)."""
+    ``skip`` names the fields the route passes otherwise (model, prompt, messages, tools). Every
+    field is applied, refused, or (OPENAI_BOOKKEEPING) accepted as OpenAI's bookkeeping; a
+    completion (``chat=False``) refuses the thinking fields, which only a chat template reads."""
     cfg: dict[str, Any] = {}
     enable_thinking = None
     for key, value in fields.items():
-        if key in skip:
+        if key in skip or key in OPENAI_BOOKKEEPING:
             continue
-        if key == "max_completion_tokens":
+        if key in THINKING_FIELDS:
+            if key == "reasoning_effort":
+                _check_default(key, value)
+            enable_thinking = _thinking(key, value, enable_thinking)
+        elif key == "max_completion_tokens":
+            if value is not None and fields.get("max_tokens") not in (None, value):
+                raise InferenceError(f"max_completion_tokens={value!r} and max_tokens={fields['max_tokens']!r} "
+                                     "disagree; send one of them")
             if value is not None:
                 cfg["max_tokens"] = value
-        elif key == "chat_template_kwargs":
-            kw = json_kwargs(value) if isinstance(value, str) else value
-            if isinstance(kw, dict) and "enable_thinking" in kw:
-                enable_thinking = kw.get("enable_thinking")
-            elif kw not in (None, {}):
-                raise InferenceError("chat_template_kwargs: only {\"enable_thinking\": bool} is supported")
-        elif key == "enable_thinking":
-            enable_thinking = value
         elif key in OPENAI_DEFAULTS:
-            allowed = OPENAI_DEFAULTS[key]
-            if not ("*" in allowed or is_default(value, allowed)):
-                raise InferenceError(f"{key}={value!r} is not supported by this server")
-            if key == "stream_options" and value:
-                cfg[key] = value
+            _check_default(key, value)
+        elif key == "stream_options":
+            if value is not None:
+                cfg[key] = value            # checked (and applied) by chat.parse_generate_config
         elif not (value is None and key in UNSET_WHEN_NONE):
-            cfg[key] = value
+            cfg[key] = value                # parse_generate_config refuses keys it does not know
     if enable_thinking is not None and not isinstance(enable_thinking, bool):
         raise InferenceError("enable_thinking must be true or false")
+    if enable_thinking is not None and not chat:
+        raise InferenceError("chat_template_kwargs / enable_thinking / reasoning_effort: a completion has no chat "
+                             "template to turn thinking on or off; use /v1/chat/completions")
     return cfg, enable_thinking
+
+
+def _check_default(key: str, value: Any) -> None:
+    allowed = OPENAI_DEFAULTS[key]
+    if not is_default(value, allowed):
+        accepted = ", ".join(json.dumps(a) for a in allowed if a is not None)
+        raise InferenceError(f"{key}={value!r:.80} is not supported by this server; it accepts {accepted} "
+                             "(or leave the field out)")
+
+
+def chat_tools(fields: Mapping[str, Any]) -> Optional[list]:
+    """The tools a chat request hands the model: none when ``tool_choice`` is "none"."""
+    return None if fields.get("tool_choice") == "none" else fields.get("tools")
 
 
 def single_prompt(prompt: Any) -> Any:

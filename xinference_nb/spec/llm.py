@@ -143,6 +143,12 @@ class LLMSpec(_NameMixin):
             missing = "reasoning_end_tag" if self.reasoning_start_tag else "reasoning_start_tag"
             issues.append(FieldIssue(missing, "the reasoning tags go together: set both, e.g. \"<think>\" and "
                                      "\"</think>\", or neither"))
+        if self.tool_parser is not None:
+            # the names live with the parsers (tool_parsers.py imports only the standard library)
+            from ..tool_parsers import TOOL_PARSER_NAMES, unknown_tool_parser_message
+
+            if self.tool_parser not in TOOL_PARSER_NAMES:
+                issues.append(FieldIssue("tool_parser", unknown_tool_parser_message(self.tool_parser)))
         for i, spec in enumerate(self.model_specs):
             if not spec.model_uri and not spec.model_id:
                 issues.append(FieldIssue(f"model_specs[{i}].model_uri", "is missing and so is model_id: give "

@@ -9,6 +9,7 @@ import ipywidgets as W
 
 from ..display import ChatTranscript, ChatView, stream_chat
 from ..display._html import esc, human_bytes
+from ..chat_images import user_message
 from ..errors import XinfError
 from ._common import default_client, is_remote, status_html, where
 
@@ -26,9 +27,11 @@ def _handle_endpoint(handle: Any) -> Optional[str]:
 
 class ChatBox(W.VBox):
     """A chat with one launched model. From code: ``send("hello")`` returns the answer's ChatView;
-    ``messages`` holds the conversation; ``reset()`` forgets it. ``model`` is a uid (of ``client``'s
-    models: in-kernel by default, or a server's with ``client=Client("http://...")``) or a model
-    handle from either."""
+    ``send("what is this?", images=["cat.png"])`` attaches images (paths, file:// or data URLs, PIL
+    images) for a vision model, as does the "images" upload button; the transcript shows them as
+    thumbnails. ``messages`` holds the conversation; ``reset()`` forgets it. ``model`` is a uid (of
+    ``client``'s models: in-kernel by default, or a server's with ``client=Client("http://...")``) or
+    a model handle from either."""
 
     def __init__(self, model_uid: Any, client: Any = None, system: Optional[str] = None,
                  max_tokens: int = 256, stream: bool = True, generate_config: Optional[dict] = None):
@@ -49,12 +52,13 @@ class ChatBox(W.VBox):
         self.max_tokens = W.BoundedIntText(value=max_tokens, min=1, max=32768, description="max tokens",
                                            layout=W.Layout(width="180px"))
         self.stream = W.Checkbox(value=stream, description="stream", indent=False)
+        self.images = W.FileUpload(accept="image/*", multiple=True, description="images")
         self.status = W.HTML("")
         self.send_button.on_click(lambda _: self.send())
         self.reset_button.on_click(lambda _: self.reset())
         self.add_class("xnb-chatbox")
         super().__init__([self.transcript, W.HBox([self.input, W.VBox([self.send_button, self.reset_button])]),
-                          W.HBox([self.max_tokens, self.stream]), self.status])
+                          W.HBox([self.max_tokens, self.stream, self.images]), self.status])
 
     @property
     def client(self) -> Any:
@@ -67,11 +71,22 @@ class ChatBox(W.VBox):
             html += pending._repr_html_()
         self.transcript.value = html
 
-    def send(self, text: Optional[str] = None) -> Optional[ChatView]:
+    def _uploaded(self) -> list[str]:
+        """The images of the upload button, as data URLs."""
+        import base64
+
+        urls = []
+        for item in self.images.value or ():
+            kind = item.get("type") or "image/png"
+            urls.append(f"data:{kind};base64,{base64.b64encode(bytes(item['content'])).decode('ascii')}")
+        return urls
+
+    def send(self, text: Optional[str] = None, images: Optional[list[Any]] = None) -> Optional[ChatView]:
+        """Send ``text`` (default: the input box) with ``images`` (default: the uploaded ones)."""
         text = self.input.value if text is None else text
         if not text.strip():
             return None
-        user = {"role": "user", "content": text}
+        user = user_message(text, self._uploaded() if images is None else images)
         config = dict(self.generate_config, max_tokens=int(self.max_tokens.value))
         if self.stream.value:
             config["stream"] = True
@@ -95,6 +110,8 @@ class ChatBox(W.VBox):
                                                                        "tool_calls")})
         self.last = view
         self.input.value = ""
+        if images is None:
+            self.images.value = ()
         self._render()
         stats = view.stats
         bits = []

@@ -1,5 +1,5 @@
-"""LaunchForm: pick a registration, an engine and a spec (format / size / quantization), see the
-memory estimate against free memory, launch with a progress bar."""
+"""LaunchForm: pick a registration, an engine and a spec (format / size / quantization), optional LoRA
+adapters, see the memory estimate against free memory, launch with a progress bar."""
 from __future__ import annotations
 
 import time
@@ -10,12 +10,28 @@ import ipywidgets as W
 
 from ..display import LaunchedModel
 from ..display._html import esc, human_bytes
-from ..errors import XinfError
+from ..errors import FieldIssue, LaunchOptionError, XinfError
 from ..metadata.weights import weight_files_bytes
 from ..model_types import find_model_type, type_names
 from ._common import default_client, is_remote, status_html
 
 TYPES = type_names()
+LORA_TYPES = ("LLM", "image")   # the types whose engines load LoRA adapters (peft_model_config)
+
+
+def parse_lora_lines(text: str) -> list[dict[str, str]]:
+    """The LoRA field's lines ("NAME PATH", one adapter per line; blank lines skipped) as
+    peft_model_config's lora_list; LaunchOptionError naming a line without both parts."""
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        parts = line.strip().split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise LaunchOptionError([FieldIssue("peft_model_config", f"LoRA line {i} ({line.strip()!r}) must be "
+                                                                      "NAME PATH, e.g. 'my-lora /models/my-lora'")])
+        out.append({"lora_name": parts[0], "local_path": parts[1]})
+    return out
 
 
 def files_size(path: Optional[str]) -> Optional[int]:
@@ -61,6 +77,8 @@ class LaunchForm(W.VBox):
         self.quantization = W.Dropdown(options=[], description="quantization")
         self.model_path = W.Text(value="", description="model path", placeholder="optional: override the files")
         self.model_uid = W.Text(value="", description="uid", placeholder="optional")
+        self.lora = W.Textarea(value="", description="LoRA", placeholder="optional: one adapter per line, NAME PATH",
+                               rows=2)
         self.n_gpu = W.Dropdown(options=[("auto", "auto"), ("CPU only", None)], value="auto", description="GPUs")
         self.memory = W.HTML("")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", bar_style="info",
@@ -72,12 +90,13 @@ class LaunchForm(W.VBox):
         self.model_name.observe(lambda _: self._on_model(), "value")
         for w in (self.model_format, self.size, self.quantization):
             w.observe(lambda _: self._on_spec(), "value")
+        self.lora.observe(lambda _: self.update_memory(), "value")
         self.launch_button.on_click(lambda _: self.launch())
         self.add_class("xnb-launch-form")
         title = "<b>Launch a model</b>" + (f" on <code>{esc(client.endpoint)}</code>" if is_remote(client) else "")
         super().__init__([W.HTML(title), W.HBox([self.model_type, self.show_builtin]),
                           self.model_name, self.engine, W.HBox([self.model_format, self.size]), self.quantization,
-                          self.model_path, W.HBox([self.model_uid, self.n_gpu]), self.memory,
+                          self.model_path, self.lora, W.HBox([self.model_uid, self.n_gpu]), self.memory,
                           W.HBox([self.launch_button, self.progress]), self.status])
         self.refresh(select=model_name)
 
@@ -96,6 +115,7 @@ class LaunchForm(W.VBox):
         shown = set(row.launch_fields) if row is not None else set()
         for name in ("model_format", "size", "quantization"):
             getattr(self, name).layout.display = None if name in shown else "none"
+        self.lora.layout.display = None if self.model_type.value in LORA_TYPES else "none"
 
     def refresh(self, select: Optional[str] = None) -> None:
         """Reload the registrations of the chosen type (custom ones first)."""
@@ -222,7 +242,8 @@ class LaunchForm(W.VBox):
             from ..memory import estimate_model
 
             return estimate_model(Path(path), self.model_type.value, fmt, quant,
-                                  (getattr(self, "_doc", None) or {}).get("context_length"))
+                                  (getattr(self, "_doc", None) or {}).get("context_length"),
+                                  adapters=[a["local_path"] for a in self._lora_list()])
         except Exception:  # noqa: BLE001 - an estimate must never break the form
             size = files_size(path)
             if size is None:
@@ -253,6 +274,12 @@ class LaunchForm(W.VBox):
                              f"{human_bytes(free)}{'' if ok else ' — probably too big for this machine'}</span>")
 
     # ------------------------------------------------------------------ launch
+    def _lora_list(self) -> list[dict[str, str]]:
+        """The LoRA field as peft_model_config's lora_list ([] for types without adapters)."""
+        if self.model_type.value not in LORA_TYPES:
+            return []
+        return parse_lora_lines(self.lora.value)
+
     def launch_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model_name": self.model_name.value, "model_type": self.model_type.value,
                                   "n_gpu": self.n_gpu.value}
@@ -269,13 +296,20 @@ class LaunchForm(W.VBox):
             kwargs["model_path"] = self.model_path.value.strip()
         if self.model_uid.value.strip():
             kwargs["model_uid"] = self.model_uid.value.strip()
+        loras = self._lora_list()
+        if loras:
+            kwargs["peft_model_config"] = {"lora_list": loras}
         return kwargs
 
     def launch(self) -> Optional[str]:
         if not self.model_name.value:
             self._say("no model to launch: register one first (RegisterForm or %xinf register)", "error")
             return None
-        kwargs = self.launch_kwargs()
+        try:
+            kwargs = self.launch_kwargs()
+        except XinfError as exc:
+            self._say(str(exc), "error")
+            return None
         self.progress.layout.visibility = "visible"
         self.progress.value, self.progress.bar_style = 0.05, "info"
         self.launch_button.disabled = True

@@ -2,6 +2,7 @@
 
 A model takes ``settings.llm_concurrency`` calls at a time (``deps.llm_slots``); a streamed call holds
 its slot until generation ends (the SSE producer releases it), not until the reader has read it all.
+Image parts that name files are read only inside the server's allowed roots (``security.check_path``).
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ...chat import tool_calls_in_final_chunk
+from ...chat_images import local_paths
 from ..bodies import ChatBody, CompletionBody, request_fields
-from ..deps import ClientDep, StateDep, call_model, handle_for, llm_slots
-from ..openai import generate_config, single_prompt
+from ..deps import ClientDep, SettingsDep, StateDep, call_model, handle_for, llm_slots
+from ..openai import chat_tools, generate_config, single_prompt
 from ..sse import sse_response
 
 router = APIRouter(tags=["openai"])
@@ -40,15 +42,19 @@ async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, c
 async def completions(request: Request, body: CompletionBody, client: ClientDep, state: StateDep):
     handle = await handle_for(client, body.model, "generate", "/v1/completions")
     prompt = single_prompt(body.prompt)
-    cfg, _ = generate_config(request_fields(body), ("model", "prompt"))
+    cfg, _ = generate_config(request_fields(body), ("model", "prompt"), chat=False)
     return await llm_call(state, body.model, handle, "generate", prompt, cfg)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, body: ChatBody, client: ClientDep, state: StateDep):
+async def chat_completions(request: Request, body: ChatBody, client: ClientDep, state: StateDep,
+                           settings: SettingsDep):
     handle = await handle_for(client, body.model, "chat", "/v1/chat/completions")
-    cfg, enable_thinking = generate_config(request_fields(body), ("model", "messages", "tools"))
-    kw: dict[str, Any] = {"tools": body.tools}
+    for where, path in local_paths(body.messages):   # image files: inside the allowed roots, like model paths
+        settings.check_path(path, f"{where} image path")
+    fields = request_fields(body)
+    cfg, enable_thinking = generate_config(fields, ("model", "messages", "tools"))
+    kw: dict[str, Any] = {"tools": chat_tools(fields)}   # tool_choice "none": no tools
     if enable_thinking is not None:
         kw["enable_thinking"] = enable_thinking
     return await llm_call(state, body.model, handle, "chat", body.messages, cfg, **kw)
