@@ -13,7 +13,7 @@ Systems, one after the other (each alone on the 2 cores):
 * ``nb-rest``     our REST server (``xinf serve``, its own process), concurrent clients;
 * ``xinference``  Xinference 4.1 (``xinference-local`` from .venv-xinference), the same clients.
 
-At concurrency c, c clients each send ``--per-stream`` requests (c × per-stream in all, at least 3 at
+At concurrency c, c clients each send ``--per-stream`` requests (c × per-stream in all, at least 6 at
 c=1); tokens/s = all completion tokens / wall time. TTFT p50/p95 at the highest level. Then the
 notebook batch API: ``chat_batch`` over ``--batch`` prompts against a Python loop of ``chat``
 (timed over ``--loop`` prompts, per prompt). Ratios printed against the targets: at 8 and 16
@@ -148,7 +148,7 @@ def run_system(name: str, client: Any, doc: dict, launch_kw: dict, args: argpars
         handle = client.get_model(uid)
         one_request(handle, 0, 4)   # warm up
         for c in levels:
-            per = max(args.per_stream, 3) if c == 1 else args.per_stream
+            per = max(args.per_stream, 6) if c == 1 else args.per_stream
             row["levels"][c] = res = level(handle, c, per, args.tokens)
             print(f"   {c:>2} concurrent: {res['tok_s']:7.1f} tok/s  ({res['requests']} requests, "
                   f"{res['wall_s']:.1f} s, TTFT p50 {res.get('ttft_p50_ms', 0):.0f} ms)"

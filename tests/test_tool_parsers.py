@@ -427,3 +427,41 @@ def test_launched_model_uses_its_registrations_tool_parser(mistral_llama_dir, ca
         assert choice["message"]["content"] == "Sure.[TOOL_CALLS]" + MISTRAL_JSON
     finally:
         manager.terminate_all()
+
+
+def test_llama_cpp_keeps_the_special_marker_for_a_request_with_tools(mistral_llama_dir, tmp_path_factory):
+    """The same forced model as a GGUF (``[TOOL_CALLS]`` a CONTROL token): llama.cpp detokenizes it
+    only for a request with tools, so the mistral parser sees its marker; without tools it is skipped.
+    The call's JSON is one 58-byte token: llama-cpp-python's own detokenize (a 32-byte buffer) would
+    drop it silently, the engine reads it whole (llama_cpp.token_bytes)."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from tiny_models import build_tiny_gguf
+
+    from xinference_nb import Client
+    from xinference_nb.manager import ModelManager
+
+    with quiet():
+        gguf_file = build_tiny_gguf(mistral_llama_dir, tmp_path_factory.mktemp("mistral_gguf") / "mistral-f32.gguf")
+    client, manager = Client(), ModelManager()
+    doc = {"version": 2, "model_name": "tp-mistral-gguf", "model_family": "tp-tiny", "context_length": 1024,
+           "model_lang": ["en"], "model_ability": ["generate", "chat", "tools"], "stop": ["<|im_end|>"],
+           "tool_parser": "mistral", "chat_template": (mistral_llama_dir / "chat_template.jinja").read_text(),
+           "model_specs": [{"model_format": "ggufv2", "model_size_in_billions": "0_01", "quantization": "f32",
+                            "model_uri": str(gguf_file)}]}
+    client.register_model("LLM", doc)
+    try:
+        handle = manager.get_model(manager.launch_model("tp-mistral-gguf", model_engine="llama.cpp",
+                                                        show_progress=False))
+        cfg = {"max_tokens": 8, "temperature": 0}
+        choice = handle.chat("weather?", tools=TOOLS, generate_config=cfg)["choices"][0]
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Sure."
+        assert _calls(choice["message"]["tool_calls"]) == [WEATHER]
+        chunks = list(handle.chat("weather?", tools=TOOLS, generate_config=dict(cfg, stream=True)))
+        calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls") or []]
+        assert _calls(calls) == [WEATHER]
+        text = handle.chat("weather?", generate_config=cfg)["choices"][0]["message"]["content"]
+        assert text == "Sure." + MISTRAL_JSON
+    finally:
+        manager.terminate_all()
+        client.unregister_model("LLM", "tp-mistral-gguf")

@@ -26,6 +26,28 @@ from ..options import LoraAdapter, lora_adapters
 from . import InFlight, LoadRequest
 
 
+def token_bytes(llm: Any, tid: int, special: bool = False) -> bytes:
+    """The bytes of one token. llama-cpp-python's ``detokenize`` reads each piece into a 32-byte
+    buffer and silently drops a longer one (llama_token_to_piece answers with minus the size it
+    needs); real vocabularies hold longer tokens (runs of spaces, dashes, or one whole added token), so
+    the piece is read here with the size llama.cpp asks for."""
+    import ctypes
+
+    import llama_cpp
+
+    vocab = getattr(getattr(llm, "_model", None), "vocab", None)
+    if vocab is None:  # pragma: no cover - a llama-cpp-python without the attribute: its own reader
+        return llm.detokenize([tid], special=special)
+    size = 64
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(tid), buf, size, 0, special)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n
+    raise InferenceError(f"llama.cpp could not read the text of token {tid}")  # pragma: no cover
+
+
 def _format_name(template: str, quantization: str) -> str:
     return template.replace("{quantization}", quantization)
 
@@ -214,7 +236,7 @@ class LlamaCppLLM(ChatLLM):
         self._estimate = None
 
     def _piece(self, tid: int, special: bool = False) -> str:
-        return self.llm.detokenize([tid], special=special).decode("utf-8", errors="replace")
+        return token_bytes(self.llm, tid, special).decode("utf-8", errors="replace")
 
     def _token_of(self, text: str) -> Optional[int]:
         try:
@@ -317,7 +339,7 @@ class LlamaCppLLM(ChatLLM):
                     state.finish_reason = "stop"
                     break
                 # a request with tools keeps the special tokens its tool-call format writes
-                piece = decoder.decode(llm.detokenize([tid], special=keep_special))
+                piece = decoder.decode(token_bytes(llm, tid, keep_special))
             if piece:
                 if check_stops and stop_strings:
                     window_start = max(0, len(text) - longest)
