@@ -9,6 +9,8 @@ visible). Run them with ``scripts/gpu-check.sh`` on a GPU machine.
 * the memory estimate against ``torch.cuda.max_memory_allocated`` of a ~90M-parameter Llama that
   fills its context (within 25 %, float32 and bfloat16);
 * terminate gives the CUDA memory back (``torch.cuda.memory_allocated`` back to the baseline).
+* continuous batching (concurrent greedy requests equal the serial answers), peft LoRA adapters
+  (adapter answer equal to peft's merged model) and vision chat (the image reaches the model), on CUDA.
 
 Memory is compared after ``gc`` + ``empty_cache`` with torch's per-thread cuBLAS workspaces
 cleared: those are torch's cache for whichever thread ran a matmul (a streaming generation runs in
@@ -441,3 +443,68 @@ def test_terminate_gives_cuda_memory_back(manager, memory_llama_dir):
     _assert_freed(baseline, "~90M-parameter Llama after chat and a closed stream")
     print(f"loaded {loaded / MiB:.1f} MiB, freed to within {(_settled_cuda_bytes() - baseline) / MiB:.2f} MiB "
           f"of the baseline on {torch.cuda.get_device_name(0)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# continuous batching, LoRA adapters and vision chat on CUDA
+# ------------------------------------------------------------------------------------------------
+def test_continuous_batching_on_cuda(manager, tiny_llama_dir):
+    """Concurrent greedy requests share forward passes on the GPU and each gets what it gets alone
+    (float32, TF32 off: a batch's matmuls may pick other kernels than one row's, so at most one of
+    the six answers may part from the serial one by a near-tie of the random tiny model)."""
+    import threading
+
+    prompts = ["Hello", "Once upon a time there was a", "The cat", "A longer prompt about many things", "x", "1 2 3"]
+    batched = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-batched"))
+    serial = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-serial",
+                                           max_num_seqs=1))
+    assert manager._peek("gpu-batched").scheduler is not None
+    alone = [serial.generate(p, GREEDY)["choices"][0]["text"] for p in prompts]
+    together: list = [None] * len(prompts)
+
+    def run(i: int) -> None:
+        together[i] = batched.generate(prompts[i], GREEDY)["choices"][0]["text"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(t, str) for t in together), together
+    assert sum(a != b for a, b in zip(alone, together)) <= 1, list(zip(alone, together))
+
+
+def test_lora_adapters_on_cuda(manager, tiny_llama_dir, tiny_lora_dirs, tiny_lora_merged_dir):
+    """peft adapters on a CUDA base: adapter "a" answers what peft's merged model answers, on the GPU."""
+    loras = {"lora_list": [{"lora_name": n, "local_path": str(p)} for n, p in tiny_lora_dirs.items()]}
+    with_loras = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-lora",
+                                               peft_model_config=loras))
+    merged = manager.get_model(_launch_llm(manager, tiny_lora_merged_dir, n_gpu="auto", model_uid="gpu-merged"))
+    assert _param_devices(_hf_model(manager, "gpu-lora")) == {"cuda:0"}
+    a = with_loras.chat(MESSAGES, generate_config=dict(GREEDY, lora_name="a"))["choices"][0]["message"]["content"]
+    base = with_loras.chat(MESSAGES, generate_config=GREEDY)["choices"][0]["message"]["content"]
+    assert a == merged.chat(MESSAGES, generate_config=GREEDY)["choices"][0]["message"]["content"]
+    assert a != base
+
+
+def test_vision_chat_on_cuda(tiny_llava_dir):
+    """A vision model on the GPU: the image reaches it (black and white give different answers)."""
+    from PIL import Image
+
+    from xinference_nb.parse import parse_model
+
+    client = Client()
+    client.register_model("LLM", parse_model(tiny_llava_dir, model_name="gpu-llava").to_json(), overwrite=True)
+    try:
+        uid = client.launch_model("gpu-llava", model_engine="transformers", n_gpu="auto", show_progress=False)
+        handle = client.get_model(uid)
+        assert _param_devices(get_manager()._get(uid).model.model) == {"cuda:0"}
+        answers = []
+        for color in ("black", "white"):
+            msg = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                {"type": "image_url", "image_url": {"url": Image.new("RGB", (32, 32), color)}}]}]
+            answers.append(handle.chat(msg, generate_config=GREEDY)["choices"][0]["message"]["content"])
+        assert answers[0] != answers[1], answers
+    finally:
+        get_manager().terminate_all()
+        client.unregister_model("LLM", "gpu-llava")
