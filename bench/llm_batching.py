@@ -1,12 +1,15 @@
 """Continuous batching (issue 14): tokens/s at 1, 4, 8 and 16 concurrent chat requests, in one run.
 
-    .venv/bin/python bench/llm_batching.py [--tokens 32] [--per-stream 1] [--levels 1,4,8,16] [--json out.json]
+    .venv/bin/python bench/llm_batching.py [--tokens 32] [--per-stream 1] [--levels 1,4,8,16] [--rounds 3]
+                                           [--json out.json]
 
 The model: a random Llama of about 100M parameters (hidden 768, 12 layers, 12 heads, MLP 3072), built
 like tests/tiny_models.py's with a bigger config, registered the same way on every system
 (bench/vs_xinference.py's custom registration). Every request: the same kind of short chat, greedy
 (temperature 0), ``--tokens`` new tokens, streamed so that time to first token is measured.
-Systems, one after the other (each alone on the 2 cores):
+Systems (all loaded first, then measured in turns: at each level every system runs alone on the 2
+cores, one after the other, for ``--rounds`` rounds; each cell is the median round, so a slower minute
+of a shared machine falls on every system alike):
 
 * ``today``       in-kernel, ``max_num_seqs=1``: one ``model.generate`` per request (the old path);
 * ``in-kernel``   in-kernel, continuous batching (default ``max_num_seqs=16``), concurrent threads;
@@ -46,12 +49,13 @@ BIG_LLAMA = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers":
              "num_key_value_heads": 12, "initializer_range": 0.02}
 
 
-def build_model(workdir: Path) -> Path:
+def build_model(workdir: Path, small: bool = False) -> Path:
+    """The ~100M Llama (``small``: tests/tiny_models.py's tiny one, for a quick check of the bench)."""
     import tiny_models
 
-    path = workdir / "llama-100m"
+    path = workdir / ("tiny-llama" if small else "llama-100m")
     with tiny_models.quiet():
-        tiny_models.build_tiny_llama(path, overrides=BIG_LLAMA)
+        tiny_models.build_tiny_llama(path, overrides=None if small else BIG_LLAMA)
     return path
 
 
@@ -132,36 +136,61 @@ def batch_api(handle: Any, n_batch: int, n_loop: int, tokens: int) -> dict[str, 
     return {"loop_s_per_prompt": loop_s, "batch_s_per_prompt": batch_s, "gain": loop_s / batch_s}
 
 
-def run_system(name: str, client: Any, doc: dict, launch_kw: dict, args: argparse.Namespace,
-               levels: list[int]) -> dict[str, Any]:
-    row: dict[str, Any] = {"system": name, "levels": {}}
-    print(f"== {name}", flush=True)
-    try:
+class System:
+    """One system under test: its client, the launched model and the measured runs per level."""
+
+    def __init__(self, name: str, client: Any, doc: dict, launch_kw: dict, levels: list[int]):
+        self.name, self.client, self.levels = name, client, levels
+        self.row: dict[str, Any] = {"system": name, "levels": {}, "runs": {c: [] for c in levels}}
+        self.handle: Any = None
+        self.uid: Optional[str] = None
         try:
-            client.register_model("LLM", json.dumps(doc), persist=False)
-        except Exception as exc:  # noqa: BLE001 - in-kernel rows share this process's registry
-            if "already registered" not in str(exc):
-                raise
-        t0 = time.perf_counter()
-        uid = client.launch_model(doc["model_name"], model_type="LLM", **launch_kw)
-        row["launch_s"] = time.perf_counter() - t0
-        handle = client.get_model(uid)
-        one_request(handle, 0, 4)   # warm up
-        for c in levels:
-            per = max(args.per_stream, 6) if c == 1 else args.per_stream
-            row["levels"][c] = res = level(handle, c, per, args.tokens)
-            print(f"   {c:>2} concurrent: {res['tok_s']:7.1f} tok/s  ({res['requests']} requests, "
-                  f"{res['wall_s']:.1f} s, TTFT p50 {res.get('ttft_p50_ms', 0):.0f} ms)"
-                  + (f"  errors: {res['errors']}" if res.get("errors") else ""), flush=True)
-        if args.batch and name == "in-kernel":
-            row["batch_api"] = b = batch_api(handle, args.batch, args.loop, args.tokens)
-            print(f"   chat_batch over {args.batch}: {b['batch_s_per_prompt']*1000:.0f} ms/prompt; loop of chat: "
-                  f"{b['loop_s_per_prompt']*1000:.0f} ms/prompt ({b['gain']:.2f}x)", flush=True)
-        client.terminate_model(uid)
-    except Exception as exc:  # noqa: BLE001 - a bench row reports what failed and goes on
-        row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        print(f"   failed: {row['error']}", flush=True)
-    return row
+            try:
+                client.register_model("LLM", json.dumps(doc), persist=False)
+            except Exception as exc:  # noqa: BLE001 - in-kernel rows share this process's registry
+                if "already registered" not in str(exc):
+                    raise
+            t0 = time.perf_counter()
+            self.uid = client.launch_model(doc["model_name"], model_type="LLM", model_uid=f"bench-{name}", **launch_kw)
+            self.row["launch_s"] = time.perf_counter() - t0
+            self.handle = client.get_model(self.uid)
+            one_request(self.handle, 0, 4)   # warm up
+        except Exception as exc:  # noqa: BLE001 - a bench row reports what failed and goes on
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        self.row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        self.handle = None
+        print(f"   {self.name} failed: {self.row['error']}", flush=True)
+
+    def measure(self, c: int, args: argparse.Namespace) -> None:
+        if self.handle is None or c not in self.levels:
+            return
+        per = max(args.per_stream, 6) if c == 1 else args.per_stream
+        try:
+            res = level(self.handle, c, per, args.tokens)
+        except Exception as exc:  # noqa: BLE001
+            return self.fail(exc)
+        self.row["runs"][c].append(res)
+        print(f"   {self.name:>10} {c:>2} concurrent: {res['tok_s']:7.1f} tok/s  ({res['requests']} requests, "
+              f"{res['wall_s']:.1f} s, TTFT p50 {res.get('ttft_p50_ms', 0):.0f} ms)"
+              + (f"  errors: {res['errors']}" if res.get("errors") else ""), flush=True)
+
+    def settle(self) -> dict[str, Any]:
+        """Each level's run of median tokens/s (with every round's tokens/s beside it)."""
+        for c, runs in self.row.pop("runs").items():
+            if runs:
+                ordered = sorted(runs, key=lambda r: r["tok_s"])
+                self.row["levels"][c] = dict(ordered[(len(ordered) - 1) // 2],
+                                             tok_s_rounds=[round(r["tok_s"], 1) for r in runs])
+        return self.row
+
+    def close(self) -> None:
+        if self.uid is not None:
+            try:
+                self.client.terminate_model(self.uid)
+            except Exception:  # noqa: BLE001 - the server may be gone already
+                pass
 
 
 def report(rows: list[dict[str, Any]], levels: list[int]) -> list[str]:
@@ -174,22 +203,32 @@ def report(rows: list[dict[str, Any]], levels: list[int]) -> list[str]:
         ttft = f"{top['ttft_p50_ms']:.0f} / {top['ttft_p95_ms']:.0f}" if "ttft_p50_ms" in top else "—"
         lines.append(f"| {r['system']} | " + " | ".join(cells) + f" | {ttft} |")
 
-    def tok(system: str, c: int) -> Optional[float]:
-        return by.get(system, {}).get("levels", {}).get(c, {}).get("tok_s")
+    def ratio(ours: str, other: str, c: int) -> Optional[float]:
+        """The median of the per-round ratios (the two ran next to each other in each round), or the
+        ratio of the medians when the rounds do not pair up."""
+        a = by.get(ours, {}).get("levels", {}).get(c, {})
+        b = by.get(other, {}).get("levels", {}).get(c, {})
+        if not a.get("tok_s") or not b.get("tok_s"):
+            return None
+        ra, rb = a.get("tok_s_rounds") or [], b.get("tok_s_rounds") or []
+        if len(ra) == len(rb) and ra and all(rb):
+            return statistics.median(x / y for x, y in zip(ra, rb))
+        return a["tok_s"] / b["tok_s"]
 
     lines.append("")
+    lines.append("ratios: the median over the rounds of ours / theirs in the same round")
     for ours in ("in-kernel", "nb-rest"):
         for c in levels:
-            a, b = tok(ours, c), tok("xinference", c)
-            if a and b:
+            r = ratio(ours, "xinference", c)
+            if r:
                 target = "  (target ≥ 1.5)" if c in (8, 16) else ""
-                lines.append(f"{ours} / xinference at {c:>2}: {a / b:.2f}x{target}")
-    a, b = tok("in-kernel", 1), tok("today", 1)
-    if a and b:
-        lines.append(f"single stream in-kernel / today: {a / b:.2f}x  (target ≥ 0.95)")
-    a = tok("nb-rest", 1)
-    if a and b:
-        lines.append(f"single stream nb-rest / today (in-kernel): {a / b:.2f}x")
+                lines.append(f"{ours} / xinference at {c:>2}: {r:.2f}x{target}")
+    r = ratio("in-kernel", "today", 1)
+    if r:
+        lines.append(f"single stream in-kernel / today: {r:.2f}x  (target ≥ 0.95)")
+    r = ratio("nb-rest", "today", 1)
+    if r:
+        lines.append(f"single stream nb-rest / today (in-kernel): {r:.2f}x")
     batch = by.get("in-kernel", {}).get("batch_api")
     if batch:
         lines.append(f"chat_batch / loop of chat: {batch['gain']:.2f}x  (target ≥ 4)")
@@ -204,7 +243,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="prompts for chat_batch (0: skip)")
     ap.add_argument("--loop", type=int, default=4, help="prompts for the loop of chat it is compared with")
     ap.add_argument("--systems", default="today,in-kernel,nb-rest,xinference")
+    ap.add_argument("--rounds", type=int, default=3, help="each level is measured this many times per system, "
+                                                          "the systems taking turns; medians are reported")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--small", action="store_true", help="the tiny test model instead of the ~100M one "
+                                                          "(checks the bench itself; its numbers mean nothing)")
     ap.add_argument("--no-stream", action="store_true",
                     help="whole answers instead of streams (TTFT is then the whole request)")
     args = ap.parse_args(argv)
@@ -214,40 +257,56 @@ def main(argv: Optional[list[str]] = None) -> int:
     wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bench-llm-batching-"))
     os.environ["XINFERENCE_NB_HOME"] = str(workdir / "nb-home")
-    path = build_model(workdir)
+    path = build_model(workdir, small=args.small)
     doc = tiny_llm_doc(path)
     doc.update(model_name="bench-llama-100m")
     doc["model_specs"][0]["model_size_in_billions"] = "0_1"
     print(f"LLM batching bench — {os.cpu_count()} CPUs, model {path}, {args.tokens} new tokens, greedy", flush=True)
-    rows: list[dict[str, Any]] = []
     from xinference_nb.client import Client
 
-    if "today" in wanted:
-        rows.append(run_system("today", Client(), doc, {"model_engine": "transformers", "max_num_seqs": 1,
-                                                        "show_progress": False}, args, [1]))
-    if "in-kernel" in wanted:
-        rows.append(run_system("in-kernel", Client(), doc, {"model_engine": "transformers",
-                                                            "show_progress": False}, args, levels))
-    if "nb-rest" in wanted:
-        server = NbServer(workdir)
-        try:
-            rows.append(run_system("nb-rest", remote_client(server.endpoint), doc, {"model_engine": "transformers"},
-                                   args, levels))
-        finally:
-            server.stop()
-    if "xinference" in wanted:
-        reason = xc.xinference_missing_reason()
-        if reason:
-            print(f"skipping Xinference: {reason}")
-        else:
-            xl = xc.XinferenceLocal(workdir=workdir / "xinference", roots=[workdir])
-            try:
+    systems: list[System] = []
+    server, xl = None, None
+    try:
+        if "today" in wanted:
+            systems.append(System("today", Client(), doc, {"model_engine": "transformers", "max_num_seqs": 1,
+                                                           "show_progress": False}, [1]))
+        if "in-kernel" in wanted:
+            systems.append(System("in-kernel", Client(), doc, {"model_engine": "transformers",
+                                                               "show_progress": False}, levels))
+        if "nb-rest" in wanted:
+            server = NbServer(workdir)
+            systems.append(System("nb-rest", remote_client(server.endpoint), doc, {"model_engine": "transformers"},
+                                  levels))
+        if "xinference" in wanted:
+            reason = xc.xinference_missing_reason()
+            if reason:
+                print(f"skipping Xinference: {reason}")
+            else:
+                xl = xc.XinferenceLocal(workdir=workdir / "xinference", roots=[workdir])
                 xl.start()
                 print(f"xinference-local up in {xl.startup_seconds:.1f}s", flush=True)
-                rows.append(run_system("xinference", remote_client(xl.endpoint), doc,
-                                       {"model_engine": "transformers", "n_gpu": None}, args, levels))
-            finally:
-                xl.stop()
+                systems.append(System("xinference", remote_client(xl.endpoint), doc,
+                                      {"model_engine": "transformers", "n_gpu": None}, levels))
+        # every model is loaded and idle; the systems take turns, level by level, round after round,
+        # so that a slower minute of the machine falls on all of them alike (medians are reported)
+        for r in range(args.rounds):
+            print(f"== round {r + 1} of {args.rounds}", flush=True)
+            for c in levels:
+                for system in systems:
+                    system.measure(c, args)
+        batch_of = next((s for s in systems if s.name == "in-kernel" and s.handle is not None), None)
+        if args.batch and batch_of is not None:
+            batch_of.row["batch_api"] = b = batch_api(batch_of.handle, args.batch, args.loop, args.tokens)
+            print(f"   chat_batch over {args.batch}: {b['batch_s_per_prompt']*1000:.0f} ms/prompt; loop of chat: "
+                  f"{b['loop_s_per_prompt']*1000:.0f} ms/prompt ({b['gain']:.2f}x)", flush=True)
+    finally:
+        for system in systems:
+            system.close()
+        if server is not None:
+            server.stop()
+        if xl is not None:
+            xl.stop()
+    rows = [system.settle() for system in systems]
     print()
     print("\n".join(report(rows, levels)))
     if args.json:

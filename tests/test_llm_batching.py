@@ -290,3 +290,30 @@ def test_growing_cache_layer_equals_dynamic_cache_past_its_capacity(tiny_llama_d
     layer = cache.layers[0]
     assert layer.keys.shape[-2] == 8 + 150 and layer._kbuf.shape[-2] >= 8 + 150 > 8 + 64   # it grew
     assert layer.keys.data_ptr() == layer._kbuf.data_ptr()   # a view of the buffer, not a copy
+
+
+def test_llm_batching_bench_smoke_run(tmp_path):
+    """bench/llm_batching.py runs end to end on the tiny model (in-kernel systems, two interleaved
+    rounds) and reports every level with its rounds, the paired ratios and the batch API figure."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out_json = tmp_path / "rows.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, str(root / "bench" / "llm_batching.py"), "--small", "--systems",
+                          "today,in-kernel", "--levels", "1,3", "--rounds", "2", "--tokens", "4", "--batch", "3",
+                          "--loop", "1", "--json", str(out_json)], capture_output=True, text=True, timeout=600,
+                         env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = {r["system"]: r for r in json.loads(out_json.read_text())}
+    assert set(rows) == {"today", "in-kernel"} and not any("error" in r for r in rows.values())
+    assert set(rows["in-kernel"]["levels"]) == {"1", "3"} and set(rows["today"]["levels"]) == {"1"}
+    for cell in rows["in-kernel"]["levels"].values():
+        assert len(cell["tok_s_rounds"]) == 2 and round(cell["tok_s"], 1) in cell["tok_s_rounds"]   # a median round
+        assert cell["tokens"] > 0 and cell["ttft_p50_ms"] > 0
+    assert rows["in-kernel"]["batch_api"]["gain"] > 0
+    assert "single stream in-kernel / today:" in run.stdout and "chat_batch / loop of chat:" in run.stdout
