@@ -49,6 +49,25 @@ def tiny_llama_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def endless_llama_dir(tiny_llama_dir, tmp_path_factory):
+    """tiny_llama_dir whose lm_head rows of the special and added tokens are zero: their logit is 0
+    while the best other one is positive, so greedy generation never ends before max_tokens (with a
+    LoRA adapter on too: the adapters of tiny_lora_dirs leave lm_head alone)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("endless") / "endless-llama"
+    shutil.copytree(tiny_llama_dir, out)
+    weights = load_file(str(out / "model.safetensors"))
+    for tid in AutoTokenizer.from_pretrained(str(out)).get_added_vocab().values():
+        weights["lm_head.weight"][tid] = 0
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_reasoning_llama_dir(tmp_path_factory):
     """Same weights/tokenizer as tiny_llama_dir; chat template opens ``<think>\\n`` after the prompt."""
     _need("torch", "transformers", "tokenizers")

@@ -4,10 +4,13 @@
 equals peft's merged model's, the base equals the plain model, batched requests with different adapters
 each equal their solo output, bad adapters fail the launch and free it; llama.cpp GGUF LoRAs; a
 diffusers LoRA fused into the tiny Stable Diffusion; REST, `xinf launch -lm`, `%xinf launch -lm`, the
-LaunchForm field and the memory estimate."""
+LaunchForm field and the memory estimate. The last section keeps what red-teaming found: adapter
+configs and files the engines must refuse before loading anything, hostile paths, pickles and
+lora_name values over REST, races between adapters and terminate during adapter requests."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import weakref
 
@@ -279,6 +282,11 @@ def test_llama_cpp_bad_adapters_fail_cleanly(manager, gguf, tiny_gguf_file, tiny
                         (tiny_gguf_file, "not a LoRA adapter"), (foreign, "llama.cpp cannot load it")]:
         with pytest.raises(LaunchError, match=words):
             launch(peft_model_config=_peft(z=path))
+    # Llama(lora_path=...) ran on without the adapter when llama.cpp could not load it: silently the base
+    for path, words in [(tmp_path / "missing.gguf", "does not exist"), (tiny_lora_dirs["a"], "is a folder"),
+                        (tiny_gguf_file, "not a LoRA adapter"), (foreign, "llama.cpp cannot load it")]:
+        with pytest.raises(LaunchError, match=f"lora_path .*{words}"):
+            launch(lora_path=str(path))
     with pytest.raises(LaunchOptionError, match="not both"):
         launch(peft_model_config=_peft(a=tiny_gguf_loras["a"]), lora_path=str(tiny_gguf_loras["b"]))
     with pytest.raises(LaunchOptionError, match="lora_base"):
@@ -447,3 +455,379 @@ def test_launch_form_lora_field(tiny_llama_dir, tiny_lora_dirs):
     form.model_type.value = "embedding"
     assert form.lora.layout.display == "none" and "peft_model_config" not in form.launch_kwargs()
     assert json.dumps(kwargs)   # what REST would send
+
+
+# ------------------------------------------------------------------ red team: hostile or careless input
+# Each case below was a hole (a 500, a silently wrong model, a changed base model, a launch that
+# loaded the base for nothing) or is a non-hole worth keeping (pickles, hub names, auto_mapping).
+def _adapter_copy(src, dst, **changes):
+    """A copy of the adapter folder ``src`` with ``changes`` written into its adapter_config.json."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "adapter_config.json").read_text())
+    config.update(changes)
+    (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dst
+
+
+class _OpensAFile:
+    """Pickled, it asks the unpickler to call open(path, "w"): what a hostile adapter_model.bin does."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def _bin_weights(folder, extra=None):
+    """``folder``'s adapter weights as adapter_model.bin (a pickle, as old peft saved them)."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    if extra is not None:
+        state["evil"] = extra
+    torch.save(state, str(folder / "adapter_model.bin"))
+    (folder / "adapter_model.safetensors").unlink()
+    return folder
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"use_dora": True}, "use_dora=True: DoRA adapters cannot be chosen per request"),   # every request failed
+    ({"init_lora_weights": "pissa"}, "init_lora_weights='pissa'"),    # peft rewrote the base weights on load
+    ({"init_lora_weights": "olora"}, "the base model and every other adapter would change"),
+    ({"init_lora_weights": "mica"}, "init_lora_weights='mica'"),      # a different forward: wrong output
+    ({"layer_replication": [[0, 2], [1, 2]]}, "changes the base model"),
+    ({"alora_invocation_tokens": [5]}, "activated LoRA"),             # launched, silently wrong output
+    ({"target_parameters": ["mlp.up_proj.weight"]}, "nn.Parameters"),
+    ({"megatron_config": {"x": 1}, "megatron_core": "megatron.evil"}, "would import megatron_core"),
+    ({"bias": "all"}, "biases would replace the base model's"),
+    ({"use_future_variant": True}, "unknown to the installed peft"),  # peft drops it: a silently other adapter
+    ({"r": 10 ** 9}, "asks for rank 1000000000"),                     # peft allocated 256 GB before reading
+    ({"rank_pattern": {"q_proj": 4096}}, "asks for rank 4096"),
+    ({"r": "4"}, "not a positive integer"),
+    ({"rank_pattern": ["q_proj"]}, "not a positive integer"),         # was an AttributeError
+    ({"peft_type": "IA3"}, "is a IA3 adapter"),
+])
+def test_adapter_configs_this_engine_cannot_honour_fail_before_the_base_loads(manager, monkeypatch, tiny_llama_dir,
+                                                                              tiny_lora_dirs, tmp_path, changes, words):
+    import transformers
+
+    loaded = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        staticmethod(lambda *a, **k: loaded.append(1) or real(*a, **k)))
+    bad = _adapter_copy(tiny_lora_dirs["a"], tmp_path / "bad", **changes)
+    running = set(manager.list_models())
+    with pytest.raises(LaunchError, match="adapter 'z'") as err:
+        _launch(manager, tiny_llama_dir, "bad", peft_model_config=_peft(a=tiny_lora_dirs["a"], z=bad))
+    assert words in str(err.value), str(err.value)
+    assert not loaded and set(manager.list_models()) == running
+
+
+def _config_list(d):
+    (d / "adapter_config.json").write_text("[1, 2]")
+
+
+def _config_huge(d):
+    (d / "adapter_config.json").write_text(" " * (2 * 1024 * 1024) + "{}")
+
+
+def _no_weights(d):   # peft then looked the folder's path up on the Hugging Face Hub
+    (d / "adapter_model.safetensors").unlink()
+
+
+def _header_bomb(d):
+    import struct
+
+    (d / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 2 ** 62) + b"{}")
+
+
+def _no_lora_matrices(d):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "adapter_model.safetensors"))
+    save_file({k: v for k, v in state.items() if "lora_B" in k}, str(d / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("spoil,words", [
+    (_config_list, "not a readable JSON object (a JSON list"),
+    (_config_huge, "over 1024 KB"),
+    (_no_weights, "has no adapter_model.safetensors or adapter_model.bin"),
+    (_header_bomb, "adapter_model.safetensors is not readable"),
+    (_no_lora_matrices, "holds no LoRA matrices"),
+])
+def test_broken_adapter_files_fail_before_the_base_loads(manager, monkeypatch, tiny_llama_dir, tiny_lora_dirs,
+                                                         tmp_path, spoil, words):
+    import transformers
+
+    loaded = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        staticmethod(lambda *a, **k: loaded.append(1) or real(*a, **k)))
+    bad = _adapter_copy(tiny_lora_dirs["a"], tmp_path / "bad")
+    spoil(bad)
+    with pytest.raises(LaunchError, match="adapter 'z'") as err:
+        _launch(manager, tiny_llama_dir, "bad", peft_model_config=_peft(z=bad))
+    assert words in str(err.value), str(err.value)
+    assert not loaded
+
+
+def test_pickled_adapter_weights_load_without_running_code(manager, hf, tiny_llama_dir, tiny_lora_dirs, tmp_path):
+    marker = tmp_path / "opened-by-the-pickle"
+    hostile = _bin_weights(_adapter_copy(tiny_lora_dirs["a"], tmp_path / "hostile"), extra=_OpensAFile(marker))
+    with pytest.raises(LaunchError, match="adapter_model.bin is not readable.*UnpicklingError"):
+        _launch(manager, tiny_llama_dir, "pickle", peft_model_config=_peft(z=hostile))
+    assert not marker.exists()   # torch's weights-only loader refused the call (so does peft's own load)
+    # a plain pickle of tensors (old peft's adapter_model.bin) loads and is the same adapter
+    plain = _bin_weights(_adapter_copy(tiny_lora_dirs["a"], tmp_path / "plain"))
+    uid = _launch(manager, tiny_llama_dir, "pickle", peft_model_config=_peft(p=plain))
+    try:
+        assert (_text(manager.get_model(uid).generate("The cat", {**GREEDY, "lora_name": "p"}))
+                == _text(hf["merged"].generate("The cat", GREEDY)))
+    finally:
+        manager.terminate_model(uid)
+
+
+def test_harmless_config_keys_names_peft_confuses_and_tilde_paths(manager, hf, monkeypatch, tiny_llama_dir,
+                                                                  tiny_lora_dirs, tmp_path):
+    """auto_mapping (AutoPeftModel would import its parent_library; PeftModel never reads it), a hub
+    base_model_name_or_path (never downloaded) and keys a newer peft writes as null are fine. Names
+    that are pieces of peft's parameter names ("lora_A", "0", "layers") used to fail the launch
+    (peft's missing-key list matched them in other adapters' keys); "eval" is a torch attribute."""
+    x = _adapter_copy(tiny_lora_dirs["a"], tmp_path / "x", auto_mapping={"base_model_class": "system",
+                                                                         "parent_library": "os"},
+                      base_model_name_or_path="some-org/never-downloaded", revision="main", task_type=None,
+                      init_lora_weights="eva", a_newer_peft_key=None)
+    monkeypatch.setenv("HOME", str(tmp_path))      # "~/x" is this x
+    loras = {"lora_A": "~/x", "0": str(tiny_lora_dirs["b"]), "layers": str(tiny_lora_dirs["a"])}
+    for extra in ({}, {"max_num_seqs": 1}):
+        uid = _launch(manager, tiny_llama_dir, "names", peft_model_config=_peft(**loras), **extra)
+        try:
+            model = manager.get_model(uid)
+            for prompt in PROMPTS[:2]:
+                merged = _text(hf["merged"].generate(prompt, GREEDY))
+                assert _text(model.generate(prompt, {**GREEDY, "lora_name": "lora_A"})) == merged
+                assert _text(model.generate(prompt, {**GREEDY, "lora_name": "layers"})) == merged
+                assert (_text(model.generate(prompt, {**GREEDY, "lora_name": "0"}))
+                        == _text(hf["lora"].generate(prompt, {**GREEDY, "lora_name": "b"})))
+                assert _text(model.generate(prompt, GREEDY)) == _text(hf["plain"].generate(prompt, GREEDY))
+        finally:
+            manager.terminate_model(uid)
+    with pytest.raises(LaunchError, match="lora_name 'eval' is an attribute of torch modules"):
+        _launch(manager, tiny_llama_dir, "names", peft_model_config=_peft(eval=tiny_lora_dirs["a"]))
+
+
+@pytest.mark.parametrize("whole", [{"trainable_token_indices": [3, 4, 5]}, {"modules_to_save": ["lm_head"]}])
+def test_adapters_with_whole_layers_load_alone(manager, monkeypatch, tiny_llama_dir, tiny_lora_dirs, tmp_path, whole):
+    """peft's copies of whole layers (modules_to_save, trainable tokens) fail with KeyError for a request
+    on another adapter (and loading a plain LoRA after trainable tokens failed): such an adapter is
+    launched alone, and then equals peft's own model, base included."""
+    import torch
+    import transformers
+    from peft import PeftModel
+    from tiny_adapters import build_peft_lora
+
+    folder = build_peft_lora(tiny_llama_dir, tmp_path / "whole", seed=9, **whole)
+    key = next(iter(whole))
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    loaded = []
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                      staticmethod(lambda *a, **k: loaded.append(1) or real(*a, **k)))
+        for loras in ({"w": folder, "b": tiny_lora_dirs["b"]}, {"b": tiny_lora_dirs["b"], "w": folder}):
+            with pytest.raises(LaunchError, match=f"adapter 'w'.* sets {key}, which peft cannot mix"):
+                _launch(manager, tiny_llama_dir, "whole", peft_model_config=_peft(**loras))
+    assert not loaded
+    for extra in ({}, {"max_num_seqs": 1}):
+        uid = _launch(manager, tiny_llama_dir, "whole", peft_model_config=_peft(w=folder), **extra)
+        try:
+            ids = torch.tensor([[1, 5, 3, 4, 9, 3]])
+            solo = PeftModel.from_pretrained(real(str(tiny_llama_dir), dtype="float32"), str(folder)).eval()
+            ours = manager._peek(uid).model
+            with torch.inference_mode():
+                want = solo(input_ids=ids).logits
+                assert torch.allclose(ours(input_ids=ids, adapter_names=["w"]).logits, want, atol=1e-5)
+                with solo.disable_adapter():
+                    base = solo(input_ids=ids).logits
+                assert torch.allclose(ours(input_ids=ids, adapter_names=["__base__"]).logits, base, atol=1e-5)
+                assert not torch.allclose(want, base, atol=1e-3)
+            handle = manager.get_model(uid)
+            assert _text(handle.generate("The cat", {**GREEDY, "lora_name": "w"})) != _text(
+                handle.generate("The cat", GREEDY))
+        finally:
+            manager.terminate_model(uid)
+
+
+def test_memory_estimate_reads_only_the_adapter_folders_own_files(tiny_llama_dir, tiny_lora_dirs, tmp_path):
+    """A local_path such as "~" or "/" (a careless user, the LaunchForm's field while typing) made the
+    estimate walk the whole tree before the launch refused it."""
+    from xinference_nb.memory import estimate_model
+    from xinference_nb.metadata.weights import weight_files_bytes
+
+    folder = _adapter_copy(tiny_lora_dirs["a"], tmp_path / "a")
+    (folder / "deep" / "deeper").mkdir(parents=True)
+    (folder / "deep" / "deeper" / "other.safetensors").write_bytes(b"x" * 100_000)
+    plain = estimate_model(tiny_llama_dir, "LLM", "pytorch")
+    with_lora = estimate_model(tiny_llama_dir, "LLM", "pytorch", adapters=[str(folder)])
+    assert with_lora.weights_bytes - plain.weights_bytes == weight_files_bytes(tiny_lora_dirs["a"])
+
+
+def test_rest_refuses_hostile_adapter_paths_and_lora_names(tiny_llama_dir, tiny_lora_dirs, hf, tmp_path):
+    pytest.importorskip("fastapi")
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from xinference_nb.server.app import create_app
+
+    client = Client()
+    running = set(client.list_models())
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", root / "link")      # inside the root, pointing out of it
+    os.symlink(tiny_lora_dirs["a"], root / "a")          # a link to an adapter outside: what it reads is outside
+    roots = [str(tiny_llama_dir.parent), str(root)]
+    body = {"model_name": "qwen2.5-instruct", "model_engine": "transformers", "model_path": str(tiny_llama_dir),
+            "model_uid": "lora-rest-hostile", "n_gpu": None}
+    with TestClient(create_app(client, allowed_roots=roots), base_url="http://127.0.0.1") as rest:
+        for path, status, words in [(str(root / "link"), 403, "outside the server's allowed model roots"),
+                                    (str(root / "a"), 403, "outside the server's allowed model roots"),
+                                    (str(root / ".." / "outside"), 403, "outside"),
+                                    ("~/x", 403, "outside"),
+                                    ("file:///etc", 403, "outside"),
+                                    (str(root) + "/\u0000x", 400, "NUL"),
+                                    ("/" + "a" * 5000, 400, "at most"),
+                                    ("some-org/some-adapter", 400, "does not exist"),   # a hub name: never fetched
+                                    ("https://example.com/adapter", 400, "does not exist"),
+                                    (str(tiny_llama_dir), 400, "no adapter_config.json")]:
+            r = rest.post("/v1/models", json={**body, "peft_model_config": {"lora_list": [
+                {"lora_name": "z", "local_path": path}]}})
+            assert r.status_code == status and words in r.json()["detail"], (path, r.status_code, r.text[:300])
+        assert set(client.list_models()) == running
+        inside = _adapter_copy(tiny_lora_dirs["a"], root / "adapters" / "a")
+        config = {"lora_list": [{"lora_name": "lora_A", "local_path": str(inside)}]}
+        r = rest.post("/v1/models", json={**body, "peft_model_config": config})
+        assert r.status_code == 200, r.text
+        try:
+            for value in [3, ["lora_A"], {"lora_A": 1}, True, "", "__base__", "x" * 100_000]:
+                for route, extra in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                                     ("/v1/completions", {"prompt": "hi"})):
+                    r = rest.post(route, json={"model": "lora-rest-hostile", "lora_name": value, "max_tokens": 2,
+                                               **extra})
+                    assert r.status_code == 400 and "lora_name" in r.json()["detail"], (value, r.text[:300])
+                    assert len(r.text) < 1000, len(r.text)    # a 100 KB name is not echoed back
+            r = rest.post("/v1/completions", json={"model": "lora-rest-hostile", "prompt": "The cat",
+                                                   "lora_name": "lora_A", **GREEDY})
+            assert r.status_code == 200 and r.json()["choices"][0]["text"] == _text(
+                hf["merged"].generate("The cat", GREEDY)), r.text
+        finally:
+            client.terminate_model("lora-rest-hostile")
+
+
+def test_llama_cpp_concurrent_requests_each_get_their_adapter(gguf):
+    """One llama.cpp context, many threads, three adapters (a, b, none), plain and streamed calls: the
+    adapter is switched under the call lock, so each call equals the same call made alone."""
+    jobs = [(p, lora, stream) for p in PROMPTS[:3] for lora in ("a", "b", None) for stream in (False, True)]
+
+    def run(i, job):
+        prompt, lora, stream = job
+        cfg = {**GREEDY, **({"lora_name": lora} if lora else {})}
+        if stream:
+            return "".join(c["choices"][0]["text"] for c in gguf["lora"].generate(prompt, {**cfg, "stream": True}))
+        return _text(gguf["lora"].generate(prompt, cfg))
+
+    solo = [run(i, job) for i, job in enumerate(jobs)]
+    assert len(set(solo)) > 3
+    for _ in range(3):
+        assert _concurrently(run, jobs) == solo
+
+
+@pytest.fixture(scope="module")
+def endless(endless_llama_dir, tiny_lora_dirs):
+    """The never-ending tiny llama (conftest), its GGUF and adapter a as a GGUF LoRA of it."""
+    import tiny_models
+    from tiny_adapters import build_gguf_lora
+
+    files = {"dir": endless_llama_dir}
+    if importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("gguf"):
+        gguf_file = endless_llama_dir.parent / "endless-llama-f32.gguf"   # test_terminate's name for it
+        files["gguf"] = gguf_file if gguf_file.exists() else tiny_models.build_tiny_gguf(endless_llama_dir, gguf_file)
+        files["lora"] = build_gguf_lora(endless_llama_dir, tiny_lora_dirs["a"], endless_llama_dir.parent / "lora-a.gguf")
+    return files
+
+
+@pytest.mark.parametrize("engine", ["transformers", "transformers-serial", "llama.cpp"])
+def test_terminate_during_adapter_requests_stops_them_and_frees_the_model(manager, endless, tiny_lora_dirs,
+                                                                          engine):
+    """A stream on adapter a and a call on adapter b (waiting for its turn on the serial engines) both
+    end with "model terminated" when the model is terminated; the model is freed; a relaunch works."""
+    import threading
+
+    if engine == "llama.cpp":
+        if "gguf" not in endless:
+            pytest.skip("llama_cpp is not installed")
+        kw = {"model_engine": "llama.cpp", "model_format": "ggufv2", "model_path": str(endless["gguf"]),
+              "peft_model_config": _peft(a=endless["lora"], b=endless["lora"])}
+    else:
+        kw = {"model_engine": "transformers", "model_path": str(endless["dir"]),
+              "peft_model_config": _peft(a=tiny_lora_dirs["a"], b=tiny_lora_dirs["b"]),
+              **({"max_num_seqs": 1} if engine == "transformers-serial" else {})}
+    for attempt in range(2):   # the second launch: the same uid and adapters after a terminate
+        uid = manager.launch_model("qwen2.5-instruct", show_progress=False, n_gpu=None, model_uid="lora-term", **kw)
+        handle = manager.get_model(uid)
+        engine_model = manager._peek(uid)
+        model_ref = weakref.ref(engine_model.llm if engine == "llama.cpp" else engine_model.model)   # the weights
+        del engine_model
+        chunks = handle.generate("Once upon a time", {"lora_name": "a", "temperature": 0, "max_tokens": 1500,
+                                                      "stream": True})
+        first = next(iter(chunks))
+        ended = {}
+
+        def other():
+            try:
+                handle.generate("The cat", {"lora_name": "b", "temperature": 0, "max_tokens": 1500})
+                ended["b"] = "finished"
+            except InferenceError as exc:
+                ended["b"] = str(exc)
+
+        waiter = threading.Thread(target=other)
+        waiter.start()
+        manager.terminate_model(uid)
+        with pytest.raises(InferenceError, match="model terminated"):
+            for _ in chunks:
+                pass
+        waiter.join(60)
+        assert not waiter.is_alive() and "model terminated" in ended["b"], ended
+        assert first["choices"][0]["text"] is not None
+        del handle, chunks, first
+        gc.collect()
+        assert model_ref() is None, gc.get_referrers(model_ref())
+
+
+def test_image_lora_pickles_run_no_code_and_bad_names_fail_cleanly(tiny_sd_dir, tiny_sd_lora_dir, tmp_path):
+    """diffusers reads a LoRA .bin with torch's weights-only loader (use_safetensors=False asks for it)."""
+    import shutil
+
+    import torch
+
+    pytest.importorskip("diffusers")
+    client = Client()
+    client.register_model("image", _image_doc(tiny_sd_dir, "lora-sd-hostile"), overwrite=True)
+    marker = tmp_path / "opened-by-the-pickle"
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    torch.save({"unet.evil": _OpensAFile(marker)}, str(hostile / "pytorch_lora_weights.bin"))
+    named = shutil.copytree(tiny_sd_lora_dir, tmp_path / "named")
+    running = set(client.list_models())
+    for config, words in [({**_peft(x=hostile), "image_lora_load_kwargs": {"use_safetensors": False}},
+                           "Unable to load weights"),
+                          (_peft(eval=named), "'eval'")]:
+        with pytest.raises(LaunchError, match=words):
+            client.launch_model("lora-sd-hostile", model_type="image", n_gpu=None, show_progress=False,
+                                peft_model_config=config)
+    assert not marker.exists()
+    assert set(client.list_models()) == running

@@ -660,6 +660,8 @@ _BAD_MESSAGES = [
     ([{"role": "user", "content": 5}], "messages[0].content"),
     ([{"role": "user", "content": {"text": "hi"}}], "messages[0].content"),
     ([{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages[0].content[0].text"),
+    ([{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+     "messages[0].content[0] has unknown key 'cache_control'"),
     ([{"role": "user", "content": [{"type": "video_game"}]}], "messages[0].content[0].type"),
     ([{"role": "user", "content": ["hi"]}], "messages[0].content[0]"),
     (["hi"], "messages[0]"),    # over REST the body's schema answers first: "messages.0"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -167,22 +166,6 @@ def _run(tmp_path, mode, engine, path, rounds=ROUNDS):
                                   f"during generation:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
-
-
-@pytest.fixture(scope="module")
-def endless_llama_dir(tiny_llama_dir, tmp_path_factory):
-    """tiny_llama_dir whose lm_head rows of the special and added tokens are zero: their logit is 0
-    while the best other one is positive, so greedy generation never ends before max_tokens."""
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
-
-    out = tmp_path_factory.mktemp("endless") / "endless-llama"
-    shutil.copytree(tiny_llama_dir, out)
-    weights = load_file(str(out / "model.safetensors"))
-    for tid in AutoTokenizer.from_pretrained(str(out)).get_added_vocab().values():
-        weights["lm_head.weight"][tid] = 0
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
 
 
 @pytest.fixture(params=["llama.cpp", "transformers"])

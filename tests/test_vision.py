@@ -395,3 +395,323 @@ def test_chatbox_and_transcripts_show_thumbnails(models, images):
     small = PIL_Image.open(io.BytesIO(base64.b64decode(thumb.split(",", 1)[1])))
     assert max(small.size) == 128
     assert "[image]" in transcript._text() and "look" in transcript._text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Red team: what an attacker over REST or a careless notebook user sends
+# ------------------------------------------------------------------------------------------------
+
+def chat_in_thread(handle, messages, seconds=20):
+    """handle.chat(messages) in a thread: (result or exception); fails if it is still running after
+    ``seconds`` (a read that blocks, such as opening a FIFO)."""
+    import threading
+
+    box = {}
+
+    def run():
+        try:
+            box["value"] = handle.chat(messages, generate_config={"temperature": 0, "max_tokens": 1})
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the call blocked"
+    return box["value"]
+
+
+def test_special_files_and_odd_paths_are_refused_without_blocking(models, images, tmp_path):
+    import os
+
+    handle = models["client"].get_model(models["vision"])
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)                        # opening it for reading would wait for a writer forever
+    (tmp_path / "folder.png").mkdir()
+    cases = {
+        str(fifo): "not a regular file",
+        fifo.as_uri(): "not a regular file",
+        "/dev/zero": "not a regular file",   # endless
+        "/dev/urandom": "not a regular file",
+        str(tmp_path / "folder.png"): "a directory",
+        str(images / "black.png") + "\x00.txt": "NUL byte",
+        images.as_uri() + "/black.png%00.txt": "NUL byte",
+        "/tmp/" + "a" * 5000: "characters long",
+        images.as_uri() + "/black.png?size=1": "query or fragment",
+        images.as_uri() + "/black.png#x": "query or fragment",
+    }
+    for url, words in cases.items():
+        err = chat_in_thread(handle, ask(url))
+        assert isinstance(err, InferenceError), (url[:60], err)
+        assert words in str(err) and "messages[0].content[0]" in str(err), (url[:60], str(err))
+    # a symlink to the FIFO is followed and refused the same way; ~ is the user's home
+    (tmp_path / "link.png").symlink_to(fifo)
+    assert "not a regular file" in str(chat_in_thread(handle, ask(str(tmp_path / "link.png"))))
+    assert os.path.expanduser("~") in str(chat_in_thread(handle, ask("~/no-such-image-xnb.png")))
+    # percent-encoding and localhost in a file:// URL name the same file
+    spaced = tmp_path / "a b.png"
+    spaced.write_bytes((images / "black.png").read_bytes())
+    expected = answer(chat_in_thread(handle, ask(str(images / "black.png"))))
+    for url in (spaced.as_uri(), "file://localhost" + str(spaced).replace(" ", "%20")):
+        assert "%20" in url and answer(chat_in_thread(handle, ask(url))) == expected
+
+
+def test_a_file_is_read_no_further_than_the_limit(images, monkeypatch):
+    import os
+
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("no /proc")
+    assert os.stat("/proc/self/maps").st_size == 0   # the size is not known before reading
+    monkeypatch.setattr(chat_images, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(InferenceError, match="larger than"):
+        chat_images.load_image("/proc/self/maps", "p")
+    monkeypatch.setattr(chat_images, "MAX_IMAGE_BYTES", 10)
+    with pytest.raises(InferenceError, match="limited to"):   # from its size, before it is opened
+        chat_images.load_image(str(images / "black.png"), "p")
+
+
+def eps_bytes() -> bytes:
+    """A PostScript file PIL's EPS plugin recognises (it would run Ghostscript to decode it)."""
+    return b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\nshowpage\n%%EOF\n"
+
+
+def test_data_url_encodings(models, images):
+    handle = models["client"].get_model(models["vision"])
+    buf = io.BytesIO()
+    PIL_Image.effect_noise((40, 30), 60).convert("RGB").save(buf, format="PNG")   # its base64 has + and /
+    data = buf.getvalue()
+    expected = answer(handle.chat(ask(data_url(data)), generate_config=GREEDY))
+    b64 = base64.b64encode(data).decode("ascii")
+    accepted = {
+        "wrapped at 76": "data:image/png;base64," + "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76)),
+        "url-safe": "data:image/png;base64," + base64.urlsafe_b64encode(data).decode("ascii"),
+        "no padding": "data:image/png;base64," + b64.rstrip("="),
+        "the wrong image type": "data:image/jpeg;base64," + b64,   # the bytes say what the image is
+        "upper case": "DATA:IMAGE/PNG;BASE64," + b64,
+    }
+    assert "-" in accepted["url-safe"] or "_" in accepted["url-safe"]
+    for name, url in accepted.items():
+        assert answer(handle.chat(ask(url), generate_config=GREEDY)) == expected, name
+    # EPS is never opened (PIL would hand it to Ghostscript): only raster formats are read
+    assert PIL_Image.open(io.BytesIO(eps_bytes())).format == "EPS"
+    refused = {
+        "data:image/png," + b64: "data:image/<format>;base64",
+        "data:image/svg+xml;base64," + base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode(): "none "
+        "of the formats",
+        "data:image/eps;base64," + base64.b64encode(eps_bytes()).decode(): "none of the formats",
+        "data:image/png;base64,": "none of the formats",
+        "data:image/png;base64,a": "not valid",
+    }
+    for url, words in refused.items():
+        with pytest.raises(InferenceError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            handle.chat(ask(url), generate_config=GREEDY)
+
+
+def encoded(image, fmt, **kw) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return "data:image/x;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_image_modes_and_formats(models):
+    handle = models["client"].get_model(models["vision"])
+    frames = [PIL_Image.new("P", (16, 16), i % 256) for i in range(500)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    sources = {mode: PIL_Image.new(mode, (16, 12)) for mode in ("I;16", "I", "F", "CMYK", "P", "LA", "RGBA", "1",
+                                                                 "L", "YCbCr", "LAB", "PA")}
+    sources.update({
+        "PNG 16-bit": encoded(PIL_Image.new("I;16", (16, 12)), "PNG"),
+        "TIFF CMYK": encoded(PIL_Image.new("CMYK", (16, 12)), "TIFF"),
+        "TIFF float": encoded(PIL_Image.new("F", (16, 12)), "TIFF"),
+        "ICO": encoded(PIL_Image.new("RGBA", (32, 32)), "ICO"),
+        "BMP": encoded(PIL_Image.new("RGB", (16, 12)), "BMP"),
+        "WEBP": encoded(PIL_Image.new("RGB", (16, 12)), "WEBP"),
+        "JPEG CMYK": encoded(PIL_Image.new("CMYK", (16, 12)), "JPEG"),
+        "GIF of 500 frames": "data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode(),
+        "1x1": PIL_Image.new("RGB", (1, 1)),
+        "200:1": PIL_Image.new("RGB", (200, 1)),
+    })
+    for name, source in sources.items():
+        result = chat_in_thread(handle, ask(source))
+        assert isinstance(result, dict), (name, result)
+    noise = PIL_Image.effect_noise((64, 64), 50).convert("RGB")
+    truncated = io.BytesIO()
+    noise.save(truncated, format="PNG")
+    with_file = io.BytesIO(truncated.getvalue()[:300])
+    refused = {
+        "0x0": (PIL_Image.new("RGB", (0, 0)), "no pixels"),   # the processor divided by zero
+        "0x5": (PIL_Image.new("RGB", (0, 5)), "no pixels"),
+        "La": (PIL_Image.new("La", (4, 4)), "cannot be read as RGB"),   # PIL cannot convert it
+        "1x201": (PIL_Image.new("L", (1, 201)), "short side"),
+        # 1x1,000,000 is few pixels, but the processor would scale it to 32x32,000,000
+        "1x1000000": (encoded(PIL_Image.new("L", (1, 1_000_000)), "PNG"), "short side"),
+        "truncated PNG": (data_url(truncated.getvalue()[:300]), "truncated"),
+        "a truncated file opened by the caller": (PIL_Image.open(with_file), "truncated"),
+    }
+    for name, (source, words) in refused.items():
+        err = chat_in_thread(handle, ask(source))
+        assert isinstance(err, InferenceError) and words in str(err), (name, err)
+    from PIL import ImageFile
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False   # never turned on to read a bad file
+
+
+def test_image_parts_in_odd_places(models, images, monkeypatch):
+    handle = models["client"].get_model(models["vision"])
+    path = str(images / "black.png")
+    image = {"type": "image_url", "image_url": {"url": path}}
+    text = {"type": "text", "text": QUESTION}
+    plain = handle.chat(QUESTION, generate_config=GREEDY)["usage"]["prompt_tokens"]
+    # a system message's image reaches the model when the template renders it (the tiny LLaVA's does)
+    system = handle.chat([{"role": "system", "content": [image, {"type": "text", "text": "be brief"}]},
+                          {"role": "user", "content": QUESTION}], generate_config=GREEDY)
+    assert system["usage"]["prompt_tokens"] > plain + 16 - 1
+    # extra keys are refused, never dropped
+    bad = {
+        "extra key": (dict(image, cache_control={"type": "ephemeral"}), "unknown key 'cache_control'"),
+        "detail beside image_url": (dict(image, detail="low"), "unknown key 'detail'"),
+        "input_image detail": ({"type": "input_image", "image_url": path, "detail": "high"}, "detail='high'"),
+        "input_image file_id": ({"type": "input_image", "file_id": "file-1"}, "unknown key 'file_id'"),
+        "image part extra": ({"type": "image", "image": path, "alt": "x"}, "unknown key 'alt'"),
+    }
+    for name, (part, words) in bad.items():
+        with pytest.raises(InferenceError, match=words):
+            handle.chat([{"role": "user", "content": [part, text]}], generate_config=GREEDY)
+    assert handle.chat([{"role": "user", "content": [{"type": "input_image", "image_url": path, "detail": "auto"},
+                                                     text]}], generate_config=GREEDY)["choices"]
+    # how many images: a count and a pixel budget, before the model sees them
+    with pytest.raises(InferenceError, match=f"65 images in one request; at most {chat_images.MAX_IMAGES}"):
+        handle.chat([{"role": "user", "content": [image] * 65 + [text]}], generate_config=GREEDY)
+    monkeypatch.setattr(chat_images, "MAX_REQUEST_PIXELS", 40 * 30 * 2)
+    assert handle.chat([{"role": "user", "content": [image] * 2 + [text]}], generate_config=GREEDY)["choices"]
+    with pytest.raises(InferenceError, match=r"messages\[0\].content\[2\]: the images of this request have more"):
+        handle.chat([{"role": "user", "content": [image] * 3 + [text]}], generate_config=GREEDY)
+    # the model's image token typed in the text, beside an image: the error names the text
+    with pytest.raises(InferenceError, match="a message's text holds '<image>'"):
+        handle.chat([{"role": "user", "content": [image, {"type": "text", "text": "<image> what?"}]}],
+                    generate_config=GREEDY)
+
+
+def test_a_llama_cpp_model_registered_with_vision_refuses_images(models, images, tiny_gguf_file):
+    pytest.importorskip("llama_cpp")
+    from xinference_nb.parse import parse_model
+
+    client = models["client"]
+    doc = json.loads(parse_model(tiny_gguf_file, model_name="vis-gguf").to_json())
+    doc["model_ability"] = doc["model_ability"] + ["vision"]
+    client.register_model("LLM", doc, overwrite=True)
+    uid = client.launch_model("vis-gguf", model_engine="llama.cpp", n_gpu=None, show_progress=False)
+    try:
+        handle = client.get_model(uid)
+        with pytest.raises(InferenceError, match="'image_url' parts are not supported by this engine"):
+            handle.chat(ask(str(images / "black.png")), generate_config=GREEDY)
+        assert handle.chat(QUESTION, generate_config={"max_tokens": 2})["choices"]
+    finally:
+        client.terminate_model(uid)
+
+
+def test_rest_refuses_hostile_images_with_clear_statuses(models, images, server, tmp_path):
+    import os
+
+    import httpx
+
+    fifo = images / "fifo.png"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    (images / "dir.png").mkdir(exist_ok=True)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes((1, 2, 3)))
+    for name, target in (("out-link.png", secret), ("fifo-link.png", fifo)):
+        if not (images / name).is_symlink():
+            (images / name).symlink_to(target)
+    b64 = base64.b64encode((images / "black.png").read_bytes()).decode()
+    cases = [
+        (str(fifo), 400, "not a regular file"),
+        (str(images / "fifo-link.png"), 400, "not a regular file"),
+        (str(images / "dir.png"), 400, "a directory"),
+        (str(images), 400, "a directory"),
+        ("/dev/zero", 403, "allowed model roots"),
+        ("/proc/self/environ", 403, "allowed model roots"),
+        (str(images / "out-link.png"), 403, "allowed model roots"),   # a symlink inside the roots to outside
+        ("FILE://" + str(secret), 403, "allowed model roots"),
+        ("file://localhost" + str(secret), 403, "allowed model roots"),
+        ("~/secret.png", 403, "allowed model roots"),
+        ("secret.png", 403, "allowed model roots"),                  # relative: to the server's folder
+        (str(images / "black.png") + "\x00", 400, "NUL byte"),
+        (images.as_uri() + "/black.png%00", 400, "NUL byte"),
+        (str(images / ("a" * 5000)), 400, "characters long"),
+        (images.as_uri() + "/black.png?x=1", 400, "query or fragment"),
+        ("file://evil.example.com/x.png", 400, "another host"),
+        ("data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", 400, "data:image/"),
+        ("data:image/svg+xml;base64,PHN2Zy8+", 400, "none of the formats"),
+        ("data:image/eps;base64," + base64.b64encode(eps_bytes()).decode(), 400, "none of the formats"),
+        (data_url(bomb_png()), 400, "pixels"),
+        ("data:image/png;base64," + b64 + "!", 400, "not valid"),
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        def post(content, **extra):
+            return http.post("/v1/chat/completions", json={"model": models["vision"], "temperature": 0, "max_tokens": 2,
+                                                           "messages": [{"role": "user", "content": content}], **extra})
+
+        for url, status, words in cases:
+            for stream in (False, True):
+                r = post([{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "hi"}],
+                         stream=stream)
+                assert r.status_code == status and words in r.json()["detail"], (url[:60], stream, r.text[:300])
+        bad_parts = [
+            ({"type": "image_url", "image_url": {"url": str(images / "black.png")}, "x": 1}, "unknown key 'x'"),
+            ({"type": "image_url", "image_url": ["a"]}, "got list"),
+            ({"type": "image_url", "image_url": {"url": {"nested": 1}}}, "got dict"),
+            ({"type": "image", "path": 7}, "got int"),
+        ]
+        for part, words in bad_parts:
+            r = post([part, {"type": "text", "text": "hi"}])
+            assert r.status_code == 400 and words in r.json()["detail"], r.text[:300]
+        r = post([{"type": "image_url", "image_url": {"url": str(images / "black.png")}}] * 65)
+        assert r.status_code == 400 and "65 images" in r.text
+        # a data URL over the body limit: 413, and the connection answers the next request
+        big = "data:image/png;base64," + "A" * (9 * 2 ** 20)
+        r = post([{"type": "image_url", "image_url": {"url": big}}])
+        assert r.status_code == 413, r.text[:200]
+        r = post([{"type": "image_url", "image_url": data_url((images / "black.png").read_bytes())},
+                  {"type": "text", "text": "hi"}])
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_remote_client_refuses_bad_images_before_sending(models, images, server, tmp_path):
+    from xinference_nb.remote import RemoteClient
+
+    remote = RemoteClient(server.url).get_model(models["vision"])
+    eps = tmp_path / "figure.png"
+    eps.write_bytes(eps_bytes())
+    for source, words in ((PIL_Image.new("La", (4, 4)), "cannot be read as RGB"),
+                          (PIL_Image.new("RGB", (0, 0)), "no pixels"),
+                          (str(eps), "none of the formats")):
+        with pytest.raises(InferenceError, match=words):
+            remote.chat(ask(source), generate_config=GREEDY)
+    # the Responses form's detail travels with the image
+    sent = chat_images.for_remote([{"role": "user", "content": [
+        {"type": "input_image", "image_url": str(images / "black.png"), "detail": "auto"}]}])
+    assert sent[0]["content"][0]["image_url"]["detail"] == "auto"
+
+
+def test_transcripts_never_carry_html_from_a_message(images):
+    from xinference_nb.display import ChatTranscript
+
+    script = "<script>alert(1)</script>"
+    messages = [{"role": "user", "name": script, "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,'><script>alert(2)</script>"}},
+        {"type": "image_url", "image_url": {"url": "data:text/html;base64,PHNjcmlwdD5hbGVydCgzKTwvc2NyaXB0Pg=="}},
+        {"type": "image_url", "image_url": {"url": str(images / "black.png")}},
+        {"type": "image_url", "image_url": {"url": "/tmp/x' onerror='alert(4).png"}},
+        {"type": "text", "text": f"{script}<img src=x onerror=alert(5)> a\x007\x00b"},   # NUL: markdown's marker
+    ]}, {"role": "assistant", "content": "[a](javascript:alert(6))"}]
+    html = ChatTranscript(messages, title=script)._repr_html_()
+    assert "<script" not in html and "onerror=" not in html.replace("onerror=alert(5)", "")
+    assert "<a " not in html and "PHNjcmlwdD" not in html
+    tiles = html.count("<img")
+    assert tiles == 1 and html.count("not shown]") == 3   # only the readable image, as a PNG we drew
+    import re
+
+    assert re.findall(r"<img src='([^']{0,22})", html) == ["data:image/png;base64,"]

@@ -35,8 +35,9 @@ def _base_model(llama_dir: Path) -> Any:
 
 
 def build_peft_lora(llama_dir: Path, out_dir: Path, seed: int, rank: int = 4, alpha: int = 16,
-                    base: Any = None) -> Path:
-    """A LoRA adapter of ``base`` (default: the model of ``llama_dir``) with random A and B."""
+                    base: Any = None, **config: Any) -> Path:
+    """A LoRA adapter of ``base`` (default: the model of ``llama_dir``) with random A and B; ``config``:
+    more LoraConfig keywords (e.g. ``trainable_token_indices``, whose new rows are random too)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -45,12 +46,12 @@ def build_peft_lora(llama_dir: Path, out_dir: Path, seed: int, rank: int = 4, al
         shutil.rmtree(out_dir)
     model = base if base is not None else _base_model(llama_dir)
     torch.manual_seed(seed)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LLAMA_TARGETS, init_lora_weights=False,
-                        task_type="CAUSAL_LM", lora_dropout=0.0)
-    peft_model = get_peft_model(model, config)
+    lora = LoraConfig(**{"r": rank, "lora_alpha": alpha, "target_modules": LLAMA_TARGETS, "init_lora_weights": False,
+                         "task_type": "CAUSAL_LM", "lora_dropout": 0.0, **config})
+    peft_model = get_peft_model(model, lora)
     with torch.no_grad():   # big enough to change the tiny model's greedy tokens
         for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "trainable_tokens_delta" in name:
                 param.normal_(0, 0.5)
     peft_model.save_pretrained(str(out_dir))
     return out_dir

@@ -283,6 +283,10 @@ def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[st
             text = part.get("text")
             if not isinstance(text, str):
                 raise InferenceError(f"{at}.text must be a string, got {_kind(text)}")
+            extra = sorted(str(k) for k in part if k not in ("type", "text"))
+            if extra:   # e.g. cache_control: nothing here would apply it
+                raise InferenceError(f"{at} has unknown key {', '.join(repr(k) for k in extra)}; a text part takes "
+                                     "'type' and 'text'")
             texts.append(text)
             parts.append({"type": "text", "text": text})
         elif isinstance(kind, str) and kind in _MEDIA_PARTS:
@@ -517,10 +521,10 @@ def check_lora_name(lora_name: Optional[str], loaded: tuple[str, ...]) -> None:
     if lora_name is None or lora_name in loaded:
         return
     if not loaded:
-        raise InferenceError(f"generate_config['lora_name']={lora_name!r}: this model was launched without LoRA "
+        raise InferenceError(f"generate_config['lora_name']={lora_name!r:.80}: this model was launched without LoRA "
                              "adapters; launch it with peft_model_config={'lora_list': [{'lora_name': ..., "
                              "'local_path': ...}]} (xinf launch -lm NAME PATH), or leave lora_name out")
-    raise InferenceError(f"generate_config['lora_name']={lora_name!r} is not an adapter of this model; it has "
+    raise InferenceError(f"generate_config['lora_name']={lora_name!r:.80} is not an adapter of this model; it has "
                          f"{', '.join(repr(n) for n in loaded)} (leave lora_name out for the base model)")
 
 

@@ -165,8 +165,10 @@ def gguf_metadata(file: Path, keys: Optional[set[str]] = None) -> dict[str, Any]
 
 def add_adapters(estimate: MemoryEstimate, adapters: Optional[list[Any]]) -> MemoryEstimate:
     """``estimate`` with the weight files of LoRA ``adapters`` (paths: a file or a folder) counted
-    in its weights; missing paths count 0 (the launch refuses them)."""
-    sizes = [weight_files_bytes(Path(a)) for a in adapters or () if Path(a).exists()]
+    in its weights; missing paths count 0 (the launch refuses them). Only a folder's own files count:
+    adapters keep their weights at the top, and a mistyped path such as ``~`` must not walk a tree."""
+    paths = [Path(a).expanduser() for a in adapters or ()]
+    sizes = [weight_files_bytes(p, recursive=False) for p in paths if p.exists()]
     if sizes:
         estimate.weights_bytes += sum(sizes)
         estimate.notes.append(f"{len(sizes)} LoRA adapter{'s' if len(sizes) > 1 else ''} "

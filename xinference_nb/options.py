@@ -322,9 +322,11 @@ def peft_problem(value: Any) -> Optional[str]:
 
 
 def lora_adapters(options: dict[str, Any]) -> list[LoraAdapter]:
-    """The adapters of a launch's (parsed) ``peft_model_config``, in order; [] without one."""
+    """The adapters of a launch's (parsed) ``peft_model_config``, in order; [] without one. ``~`` is
+    expanded here, once, so every engine (and the memory estimate) reads the same folder."""
     config = options.get("peft_model_config") or {}
-    return [LoraAdapter(item["lora_name"], os.fspath(item["local_path"])) for item in config.get("lora_list") or ()]
+    return [LoraAdapter(item["lora_name"], os.path.expanduser(os.fspath(item["local_path"])))
+            for item in config.get("lora_list") or ()]
 
 
 def image_lora_kwargs(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

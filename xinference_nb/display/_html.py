@@ -76,7 +76,7 @@ _ITAL = re.compile(r"(?<![*\w])\*([^*\n]+)\*(?![*\w])")
 def markdown(text: Any) -> str:
     """A small, safe Markdown → HTML (code blocks, inline code, bold, italics, headings, lists,
     paragraphs). Everything is escaped first, so model output can never inject HTML."""
-    text = "" if text is None else str(text)
+    text = ("" if text is None else str(text)).replace("\x00", "\ufffd")   # NUL marks the code blocks below
     blocks: list[str] = []
 
     def keep(match: "re.Match[str]") -> str:

@@ -123,9 +123,11 @@ def check_gguf_loras(adapters: list[LoraAdapter], options: dict[str, Any]) -> No
     if options.get("lora_scale") is not None and not adapters and options.get("lora_path") is None:
         raise LaunchOptionError([FieldIssue("lora_scale", "scales a LoRA adapter, and there is none: give "
                                                           "peft_model_config's lora_list (or lora_path), or drop it")])
-    for a in adapters:
-        where = f"peft_model_config lora_list adapter {a.name!r} ({a.path})"
-        file = Path(a.path).expanduser()
+    checks = [(f"peft_model_config lora_list adapter {a.name!r} ({a.path})", a.path) for a in adapters]
+    if options.get("lora_path") is not None:   # llama-cpp-python would run without an adapter it cannot read
+        checks.append((f"lora_path ({options['lora_path']})", options["lora_path"]))
+    for where, path in checks:
+        file = Path(path).expanduser()
         if not file.is_file():
             raise LaunchError(f"{where} {'is a folder' if file.is_dir() else 'does not exist'}; the llama.cpp engine "
                               "takes a GGUF LoRA file (convert a peft adapter with llama.cpp's convert_lora_to_gguf.py)")
@@ -182,6 +184,8 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
     for key, value in opts.items():
         if key in accepted and key not in ("n_ctx",):
             kwargs[key] = value
+    if kwargs.get("lora_path"):
+        kwargs["lora_path"] = str(Path(kwargs["lora_path"]).expanduser())
     request.progress("loading weights", 0.2)
     try:
         llm = Llama(model_path=str(file), **kwargs)
@@ -190,6 +194,9 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
                           "of an architecture this llama-cpp-python supports (pip install -U llama-cpp-python)"
                           ) from None
     try:
+        if kwargs.get("lora_path") and not getattr(llm, "_lora_adapter", None):   # a NULL adapter: not loaded
+            raise LaunchError(f"lora_path ({kwargs['lora_path']}): llama.cpp cannot load it on this model (another "
+                              "architecture or shapes: is it a LoRA of this base model?)")
         if adapters:
             request.progress("loading LoRA adapters", 0.9)
         loras = _load_loras(llm, adapters)

@@ -14,8 +14,10 @@ different adapters share forward passes: peft applies each row's own adapter).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
+import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -100,7 +102,7 @@ def load(request: LoadRequest) -> "TransformersLLM":
     common, kwargs = pretrained_kwargs(request)
     plan = request.device
     adapters = lora_adapters(request.options)
-    check_lora_folders(adapters)   # before any weights load: a bad path changes nothing
+    check_lora_folders(adapters)   # before any weights load: a bad adapter changes nothing
     request.progress("loading tokenizer", 0.05)
     tokenizer = AutoTokenizer.from_pretrained(source, **common)
     request.progress("loading weights", 0.15)
@@ -121,12 +123,89 @@ def load(request: LoadRequest) -> "TransformersLLM":
     return llm
 
 
+# adapter_config.json: at most this many bytes (a real one is about 1 KB)
+MAX_ADAPTER_CONFIG_BYTES = 1024 * 1024
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")   # peft's order
+# init_lora_weights values whose adapters load as plain LoRA; the others (pissa, corda, olora,
+# loftq, lora_ga, mica...) rewrite the base weights or change the forward when peft loads them
+_PLAIN_LORA_INITS = (True, False, "gaussian", "eva", "orthogonal")
+# LoRA variants that cannot be chosen per request (peft's adapter_names) or change the base model
+_LORA_VARIANTS = {
+    "use_dora": "DoRA adapters cannot be chosen per request (peft refuses adapter_names with DoRA)",
+    "target_parameters": "adapters on nn.Parameters (target_parameters) cannot be chosen per request in peft",
+    "alora_invocation_tokens": "an activated LoRA (aLoRA) turns on after its invocation tokens, which a "
+                               "per-request adapter does not do",
+    "layer_replication": "layer_replication duplicates layers of the base model, which changes the base model "
+                         "and every other adapter",
+    "megatron_config": "Megatron parallel layers are not supported (peft would import megatron_core)",
+    **{key: f"{name} adapters are not supported with an adapter chosen per request" for key, name in (
+        ("use_qalora", "QA-LoRA"), ("use_bdlora", "block-diagonal LoRA"), ("velora_config", "VeLoRA"),
+        ("monteclora_config", "MonteCLoRA"), ("kasa_config", "KaSA"), ("arrow_config", "Arrow routing"))},
+}
+
+
+def _lora_config_problem(config: dict[str, Any]) -> Optional[str]:
+    """What in a LoRA adapter_config.json this engine cannot honour for an adapter chosen per request
+    (None: a plain LoRA)."""
+    import peft
+    from peft import LoraConfig
+
+    for key, why in _LORA_VARIANTS.items():
+        if config.get(key) not in (None, False, {}, []):
+            return f"sets {key}={config[key]!r:.80}: {why}; use a plain LoRA, or a model with this one merged in"
+    init = config.get("init_lora_weights", True)
+    if not any(init is v or (isinstance(init, str) and init == v) for v in _PLAIN_LORA_INITS):
+        return (f"was made with init_lora_weights={init!r:.40}, which peft applies to the base weights when it loads "
+                "the adapter (the base model and every other adapter would change); convert it to a plain LoRA "
+                "(peft's save_pretrained(path_initial_model_for_weight_conversion=...)) or merge it, and launch that")
+    if config.get("bias", "none") != "none":
+        return (f"sets bias={config['bias']!r:.40}: its trained biases would replace the base model's for every "
+                "request; merge it into the weights (merge_and_unload) and launch that")
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    unknown = [k for k, v in config.items() if k not in known and v not in (None, False, {}, [], "")]
+    if unknown:
+        return (f"sets {', '.join(map(repr, unknown[:5]))}, unknown to the installed peft {peft.__version__} (the "
+                f"adapter was saved by peft {config.get('peft_version') or '?'}); upgrade peft")
+    patterns = config.get("rank_pattern") or {}
+    ranks = [config.get("r", 8), *(patterns.values() if isinstance(patterns, dict) else [patterns])]
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks):
+        return f"has a rank (r / rank_pattern) that is not a positive integer: {ranks[:5]!r:.80}"
+    return None
+
+
+def _config_rank(config: dict[str, Any]) -> int:
+    """The largest rank a (checked) adapter_config.json asks for: r and the rank_pattern values."""
+    return max([config.get("r", 8), *(config.get("rank_pattern") or {}).values()])
+
+
+def _weight_ranks(file: Path) -> set[int]:
+    """The ranks of the lora_A matrices in an adapter's weight file, from its header (safetensors) or
+    its tensors on the meta device (a .bin pickle, read with torch's weights-only loader: no code runs)."""
+    if file.suffix == ".safetensors":
+        from ..metadata.safetensors import read_safetensors_header
+
+        shapes = {name: t.get("shape") for name, t in read_safetensors_header(file).items()}
+    else:
+        import torch
+
+        state = torch.load(file, map_location="meta", weights_only=True)
+        shapes = {k: list(v.shape) for k, v in (state.items() if isinstance(state, dict) else ())
+                  if hasattr(v, "shape")}
+    return {int(s[0]) for k, s in shapes.items() if ("lora_A" in k or "lora_embedding_A" in k) and s}
+
+
 def check_lora_folders(adapters: list[LoraAdapter]) -> None:
-    """LaunchError unless every adapter is a local peft LoRA folder (an adapter_config.json with
-    peft_type LORA): checked before the base model loads."""
+    """LaunchError unless every adapter is a local peft folder of a plain LoRA this engine can choose
+    per request, with weights of the ranks its config asks for (peft allocates the config's shapes
+    before it reads the weights). Checked before the base model loads: a bad adapter changes nothing."""
+    import torch
+
     for a in adapters:
         where = f"peft_model_config lora_list adapter {a.name!r} ({a.path})"
-        folder = Path(a.path).expanduser()
+        if hasattr(torch.nn.ModuleDict(), a.name) or hasattr(torch.nn.ParameterDict(), a.name):
+            raise LaunchError(f"{where}: lora_name {a.name!r} is an attribute of torch modules, and peft keeps each "
+                              "adapter under its name in a module dict; pick another name")
+        folder = Path(a.path)
         config_file = folder / "adapter_config.json"
         if not folder.exists():
             raise LaunchError(f"{where} does not exist; local_path must be a folder saved by peft's save_pretrained")
@@ -134,12 +213,43 @@ def check_lora_folders(adapters: list[LoraAdapter]) -> None:
             raise LaunchError(f"{where} is not a peft adapter folder: it has no adapter_config.json (save the adapter "
                               "with peft's save_pretrained; a .gguf LoRA needs model_engine='llama.cpp')")
         try:
-            peft_type = json.loads(config_file.read_text(encoding="utf-8")).get("peft_type")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise LaunchError(f"{where}: adapter_config.json is not readable JSON ({exc})") from None
+            with open(config_file, "rb") as fh:   # bounded: a size can lie (a link into /proc)
+                raw = fh.read(MAX_ADAPTER_CONFIG_BYTES + 1)
+            if len(raw) > MAX_ADAPTER_CONFIG_BYTES:
+                raise ValueError(f"over {MAX_ADAPTER_CONFIG_BYTES // 1024} KB")
+            config = json.loads(raw.decode("utf-8"))
+            if not isinstance(config, dict):
+                raise ValueError(f"a JSON {type(config).__name__}, not an object")
+        except (OSError, ValueError) as exc:
+            raise LaunchError(f"{where}: adapter_config.json is not a readable JSON object ({exc})") from None
+        peft_type = config.get("peft_type")
         if str(peft_type).upper() != "LORA":
             raise LaunchError(f"{where} is a {peft_type} adapter; only LoRA adapters (peft_type LORA) can be chosen "
                               "per request")
+        problem = _lora_config_problem(config)
+        weights = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+        if problem is None and weights is None:
+            # (peft would look for it on the Hugging Face Hub under that path)
+            problem = f"has no {' or '.join(ADAPTER_WEIGHTS)}"
+        if problem is None:
+            try:
+                have = _weight_ranks(weights)
+            except Exception as exc:  # noqa: BLE001 - a corrupt header, a pickle the weights-only loader refuses
+                raise LaunchError(f"{where}: {weights.name} is not readable: {type(exc).__name__}: "
+                                  f"{str(exc)[:300]}") from None
+            want = _config_rank(config)
+            if not have:
+                problem = f"{weights.name} holds no LoRA matrices (lora_A)"
+            elif want > max(have):
+                problem = (f"asks for rank {want} (adapter_config.json r / rank_pattern), but the matrices in "
+                           f"{weights.name} have rank {max(have)}: the config does not belong to these weights")
+        if problem is None and len(adapters) > 1:
+            whole = [k for k in ("modules_to_save", "trainable_token_indices") if config.get(k)]
+            if whole:   # peft's wrappers of those layers fail (KeyError) for a request on another adapter
+                problem = (f"sets {whole[0]}, which peft cannot mix with other adapters chosen per request; launch "
+                           "it as the only adapter")
+        if problem:
+            raise LaunchError(f"{where} {problem}")
 
 
 def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
@@ -157,10 +267,14 @@ def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
                 warnings.simplefilter("always")
                 if peft_model is None:
                     peft_model = PeftModel.from_pretrained(model, current.path, adapter_name=current.name)
-                    missing = [str(w.message) for w in seen if "missing adapter keys" in str(w.message)]
+                    missing = [str(w.message).partition("Found ")[2] for w in seen
+                               if "missing adapter keys" in str(w.message)]
                 else:
                     result = peft_model.load_adapter(current.path, adapter_name=current.name)
-                    missing = [k for k in result.missing_keys if f".{current.name}." in k]   # this adapter's
+                    # peft's list can hold other adapters' keys (it matches the name anywhere in the key):
+                    # keep the ones of this adapter, "<module>.lora_X.<name>[.weight]"
+                    own = re.compile(rf"\.lora_\w+\.{re.escape(current.name)}(\.\w+)?$")
+                    missing = [k for k in result.missing_keys if own.search(k)]
             if missing:
                 problem = f"its weights do not cover the layers it targets ({str(missing[0])[:200]})"
                 break

@@ -126,12 +126,14 @@ class TransformersVision(TransformersLLM):
         if not images:
             return super()._encode(prompt, chat)
         if self.image_token and prompt.count(self.image_token) != len(images):
-            raise InferenceError(f"the chat template put {prompt.count(self.image_token)} image placeholder(s) "
-                                 f"({self.image_token!r}) in the prompt for {len(images)} image(s); use a chat "
-                                 "template that renders image parts ({'type': 'image'}), such as the model's own")
+            raise InferenceError(f"the prompt has {prompt.count(self.image_token)} image placeholder(s) "
+                                 f"({self.image_token!r}) for {len(images)} image(s): either a message's text holds "
+                                 f"{self.image_token!r} (send images as image parts instead), or the chat template "
+                                 "does not render image parts ({'type': 'image'}); use one that does, such as the "
+                                 "model's own")
         try:
             inputs = self.processor(text=[prompt], images=images, return_tensors="pt", add_special_tokens=not chat)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, RuntimeError) as exc:
             raise InferenceError(f"the processor refused these images: {type(exc).__name__}: {exc}") from None
         dtype = getattr(self.model, "dtype", None)
         on_device = self.device is not None and str(self.device) != "cpu"

@@ -28,14 +28,15 @@ TORCH_DTYPE_BYTES = {
 }
 
 
-def weight_files_bytes(path: Path) -> int:
+def weight_files_bytes(path: Path, recursive: bool = True) -> int:
     """Bytes of the weight files at ``path``: the file itself, or the WEIGHT_SUFFIXES files under a
-    folder (searched recursively); 0 when there are none."""
+    folder (searched recursively, or only its own files with ``recursive=False``); 0 when there are none."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
     total = 0
-    for root, _, files in os.walk(path):
+    walk = os.walk(path) if recursive else [(path, [], _own_files(path))]
+    for root, _, files in walk:
         for name in files:
             if name.endswith(WEIGHT_SUFFIXES):
                 try:
@@ -43,6 +44,13 @@ def weight_files_bytes(path: Path) -> int:
                 except OSError:
                     pass
     return total
+
+
+def _own_files(folder: Path) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(folder) if e.is_file()]
+    except OSError:
+        return []
 
 
 def config_dtype_bytes(config: dict) -> Optional[tuple[float, str]]:
