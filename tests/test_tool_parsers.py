@@ -6,12 +6,16 @@ The outputs below are written from each family's documented format (see the tool
 docstring for the source of each)."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 try:
     from test_chat import scripted  # noqa: F401 - the fixture is used by name
@@ -465,3 +469,296 @@ def test_llama_cpp_keeps_the_special_marker_for_a_request_with_tools(mistral_lla
     finally:
         manager.terminate_all()
         client.unregister_model("LLM", "tp-mistral-gguf")
+
+
+# ------------------------------------------------------------------ hostile output
+# Model output is untrusted (a prompt, over REST a user's, can make a model write anything): every hole
+# found by red-teaming the parsers is kept below.
+
+def _format_markers() -> list[str]:
+    out: set[str] = set()
+    for name in TOOL_PARSER_NAMES:
+        parser = get_tool_parser(name)
+        out.update(m for b in parser.blocks for m in (b.open, b.close) if m)
+        out.update(parser.drop)
+    return sorted(out)
+
+
+# what a hostile output is made of: every format's markers, the markup inside its blocks, JSON
+# fragments (NaN, huge numbers, string arguments, depth), Python literals JSON cannot hold, whitespace
+PIECES = _format_markers() + [
+    "<function=f>", "<function=  >", "<parameter=a>", "</parameter>", "</function>", "<arg_key>a</arg_key>",
+    "<arg_value>1</arg_value>", '<invoke name="f">', '<invoke name=" ">', "</invoke>", '<parameter name="a">',
+    '<param name="a">', "</param>", "<![CDATA[", "]]>", '<|"|>', "call:f{", "call: f{a:1e999}", "functions.f:0",
+    "functions.:0", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>", CALL, CALL_END, SEP,
+    "[ARGS]", "[CALL_ID]", "f[ARGS]{}", '<|open|>call tool="f"<|sep|>', '<|open|>argument key="a" type="number"<|sep|>',
+    "<|close|>argument<|sep|>", "<|close|>call<|sep|>", '<｜DSML｜invoke name="f">',
+    '<｜DSML｜parameter name="a" string="false">', "</｜DSML｜parameter>", "</｜DSML｜invoke>", "```", "```json",
+    "```tool_code\nf(a=b'x')\n```", "```tool_code\nf(a={1, 2})\n```", "print(f(a=1))",
+    '{"name": "f", "arguments": {"a": 1}}', '{"name": "f", "parameters": {"a": NaN}}', '{"a": Infinity}', "-Infinity",
+    "1e999", "1" * 5000, '{"name": ""}', '{"name": " ", "arguments": {}}', '{"name": "f", "arguments": "x"}',
+    '{"name": "f", "arguments": "{\\"a\\": 1, \\"a\\": 2}"}', '{"a": 1, "a": 2}', "[" * 1200, "{" * 50, '{"a":' * 1100,
+    "{", "}", "[", "]", '"', "\\", ":", ",", ";", "null", "\ud800", "é", "😀", "f\n", "f \n", "  get_weather\n{", "\n",
+    " ", "\t",
+] + [text for case in CASES.values() for text in case.values()]
+
+
+def _hostile(name: str):
+    """Texts for parser ``name``: a third of the pieces its own markers and examples."""
+    parser = get_tool_parser(name)
+    own = sorted({m for b in parser.blocks for m in (b.open, b.close) if m} | set(parser.drop)
+                 | set(CASES[name].values()))
+    piece = st.one_of(st.sampled_from(own), st.sampled_from(PIECES), st.text(max_size=8))
+    return st.lists(piece, max_size=10).map("".join)
+
+
+def _strict_json(text: str):
+    """``text`` as standard JSON (json.loads takes NaN and Infinity; OpenAI clients do not)."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} in tool-call arguments")
+    return json.loads(text, parse_constant=refuse)
+
+
+def _assert_valid_calls(calls):
+    ids = [c["id"] for c in calls]
+    assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == len(ids), ids
+    for call in calls:
+        fn = call["function"]
+        assert call["type"] == "function"
+        assert isinstance(fn["name"], str) and fn["name"] and fn["name"] == fn["name"].strip(), fn
+        assert isinstance(fn["arguments"], str) and isinstance(_strict_json(fn["arguments"]), dict), fn
+
+
+def _pairs(calls):
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(TOOL_PARSER_NAMES), tools=st.sampled_from([None, TOOLS]), data=st.data())
+def test_any_output_parses_to_valid_calls_and_streams_the_same(name, tools, data):
+    """No text makes a parser raise; every call has a name, a unique id and a JSON object as
+    arguments; streamed in any pieces (one character each included) the content and calls are the
+    non-streamed ones (the content trimmed when there are calls, as documented)."""
+    parser = get_tool_parser(name)
+    text = data.draw(_hostile(name), label="text")
+    logging.disable(logging.WARNING)   # hostile blocks warn; thousands of examples need not print them
+    try:
+        content, calls = parser.parse(text, tools)
+        assert content is None or isinstance(content, str)
+        _assert_valid_calls(calls)
+        if data.draw(st.booleans(), label="one character per piece"):
+            pieces = list(text)
+        else:
+            cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6), label="cuts"))
+            pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+        streamed, streamed_calls = _streamed(parser, text, tools, pieces)
+    finally:
+        logging.disable(logging.NOTSET)
+    _assert_valid_calls(streamed_calls)
+    assert _pairs(streamed_calls) == _pairs(calls)
+    if calls:
+        assert streamed.strip() == (content or "")
+    else:
+        assert streamed == content
+
+
+MALFORMED_ARGUMENTS = [
+    # arguments that are not a JSON object: a string that is not one, a list
+    ("qwen", '<tool_call>{"name": "f", "arguments": "x"}</tool_call>'),
+    ("qwen", '<tool_call>{"name": "f", "arguments": "[1]"}</tool_call>'),
+    ("mistral", '[TOOL_CALLS][{"name": "f", "arguments": [1]}]'),
+    # json.loads reads these (and dumps them back as tokens no JSON client reads); a number past the
+    # float range is read as inf; an int of more than 4300 digits is refused by Python
+    *[("llama3", '{"name": "f", "parameters": {"a": %s}}' % v)
+      for v in ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" * 5000)],
+    ("qwen", '<tool_call>{"name": "f", "arguments": "{\\"a\\": NaN}"}</tool_call>'),
+    ("kimi-k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>"
+                '{"a": Infinity}<|tool_call_end|><|tool_calls_section_end|>'),
+    # Python literals of a tool_code block that JSON cannot hold: the TypeError used to escape parse
+    *[("gemma", "```tool_code\nf(a=%s)\n```" % v) for v in ("b'x'", "{1, 2}", "1e999", "1j", "{(1, 2): 3}")],
+    # depth bombs: json's RecursionError (not a ValueError) used to skip every call of the reply
+    ("llama3", '{"name": "f", "parameters": ' + '{"a":' * 50_000),
+    ("glm4", "f\n" + '{"a":' * 50_000),
+    ("mistral", "[TOOL_CALLS]f[ARGS]" + "[" * 50_000),
+    ("gemma", "<|tool_call>call:f{a:" + "[" * 50_000 + "<tool_call|>"),
+    ("minimax_m3", '<minimax:tool_call><invoke name="f">' + "<a>" * 5000 + "x" + "</a>" * 5000
+     + "</invoke></minimax:tool_call>"),
+    # names: empty or blank
+    ("qwen", "<tool_call><function=  ></function></tool_call>"),
+    ("qwen", '<tool_call>{"name": " ", "arguments": {}}</tool_call>'),
+    ("deepseek-v4", '<｜DSML｜tool_calls><｜DSML｜invoke name=" "></｜DSML｜invoke></｜DSML｜tool_calls>'),
+    ("kimi-k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.:0<|tool_call_argument_begin|>{}"
+                "<|tool_call_end|><|tool_calls_section_end|>"),
+]
+
+
+@pytest.mark.parametrize("name,text", MALFORMED_ARGUMENTS, ids=lambda v: v[:40] if isinstance(v, str) else v)
+def test_calls_that_cannot_be_valid_stay_content(name, text, caplog):
+    with caplog.at_level(logging.WARNING, logger="xinference_nb.tool_parsers"):
+        content, calls = get_tool_parser(name).parse(text, TOOLS)
+    assert (content, calls) == (text, [])
+    assert caplog.records and all(len(r.getMessage()) < 1500 for r in caplog.records)   # no 100k-char log lines
+    # the same in a stream, and a valid call after a broken one is still found
+    assert _streamed(get_tool_parser(name), text) == (text, [])
+
+
+def test_a_broken_block_does_not_hide_the_calls_after_it():
+    bomb = '<tool_call>{"name": "f", "arguments": {"a": ' + "[" * 100_000 + "}}</tool_call>"
+    content, calls = get_tool_parser("qwen").parse(bomb + _qwen(*WEATHER), TOOLS)
+    assert content == bomb and _calls(calls) == [WEATHER]
+    nan = '<tool_call>{"name": "f", "arguments": {"a": NaN}}</tool_call>'
+    content, calls = get_tool_parser("qwen").parse(nan + _qwen(*WEATHER), TOOLS)
+    assert content == nan and _calls(calls) == [WEATHER]
+
+
+def test_argument_values_json_clients_can_read():
+    # a JSON string of arguments is read and written again: one form, duplicate keys as JSON.parse reads them
+    for args in ('"{\\"a\\": 1, \\"a\\": 2}"', '{"a": 1, "a": 2}'):
+        _, calls = get_tool_parser("qwen").parse('<tool_call>{"name": "f", "arguments": %s}</tool_call>' % args)
+        assert calls[0]["function"]["arguments"] == '{"a": 2}'
+    _, calls = get_tool_parser("qwen").parse('<tool_call>{"name": "f", "arguments": ""}</tool_call>')
+    assert calls[0]["function"]["arguments"] == "{}"
+    # values written as text: NaN, Infinity and numbers past the float range stay strings
+    text = "<tool_call><function=f><parameter=a>NaN</parameter><parameter=b>1e999</parameter>" \
+           "<parameter=c>-Infinity</parameter><parameter=d>12</parameter></function></tool_call>"
+    assert _calls(get_tool_parser("qwen").parse(text)[1]) == [("f", {"a": "NaN", "b": "1e999", "c": "-Infinity", "d": 12})]
+    text = '<|tool_call>call:f{a:1e999,b:NaN,c:2}<tool_call|>'
+    assert _calls(get_tool_parser("gemma").parse(text)[1]) == [("f", {"a": "1e999", "b": "NaN", "c": 2})]
+    text = ('<｜DSML｜tool_calls><｜DSML｜invoke name=" f "><｜DSML｜parameter name="n" string="false">NaN'
+            "</｜DSML｜parameter></｜DSML｜invoke></｜DSML｜tool_calls>")
+    assert _calls(get_tool_parser("deepseek-v4").parse(text)[1]) == [("f", {"n": "NaN"})]   # name stripped
+    # huge ints Python can write are kept exactly
+    big = "9" * 400
+    _, calls = get_tool_parser("llama3").parse('{"name": "f", "parameters": {"a": %s}}' % big)
+    assert calls[0]["function"]["arguments"] == '{"a": %s}' % big
+
+
+def test_call_ids_are_unique_even_when_the_model_repeats_one():
+    section = ("<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}"
+               "<|tool_call_end|><|tool_calls_section_end|>")
+    _, calls = get_tool_parser("kimi-k2").parse(section + section)
+    assert calls[0]["id"] == "functions.f:0" and calls[1]["id"] != "functions.f:0" and len(calls) == 2
+    text = '[TOOL_CALLS][{"name": "f", "arguments": {}, "id": "abcDEF123"}, {"name": "g", "arguments": {}, "id": "abcDEF123"}]'
+    _, calls = get_tool_parser("mistral").parse(text)
+    assert calls[0]["id"] == "abcDEF123" and calls[1]["id"] != "abcDEF123"
+    assert len(calls[1]["id"]) == 9 and calls[1]["id"].isalnum()   # still an id Mistral templates take
+
+
+def test_glm4_stream_of_a_call_with_blanks_matches_the_whole_reply():
+    """GLM-4 calls only at the start of the reply: a stream used to give up waiting at a blank after
+    the name (``NAME \n{..}`` streamed was content, whole it was a call), and held a blank start forever."""
+    parser = get_tool_parser("glm4")
+    for text in ('get_weather \n{"city": "Paris"}', ' \n get_weather\t\n  {"city": "Paris"}'):
+        assert _calls(parser.parse(text)[1]) == [WEATHER]
+        for pieces in [list(text)] + [[text[:i], text[i:]] for i in range(len(text) + 1)]:
+            content, calls = _streamed(parser, text, pieces=pieces)
+            assert content.strip() == "" and _calls(calls) == [WEATHER], pieces
+    # a blank start is content as it comes, not held until the end of the reply
+    stream = ToolCallStream(parser, TOOLS)
+    assert stream.feed("\n\n") == "\n\n" and stream.feed("get_weather") == ""
+    assert stream.feed(" is sunny") == "get_weather is sunny"
+
+
+def test_channel_tags_come_out_of_each_piece_of_content():
+    """Kimi-K3's channel tags are removed from each piece of content: text on both sides of a call
+    that joins into a tag stays as written, as the stream sends it (it sends the first piece before
+    it sees the call; the whole reply used to drop the joined tag)."""
+    parser = get_tool_parser("kimi-k3")
+    text = "<|close|>resp" + _kimi3([WEATHER]).replace("<|close|>message<|sep|>", "") + "onse<|sep|>"
+    content, calls = parser.parse(text, TOOLS)
+    assert _calls(calls) == [WEATHER] and content == "<|close|>response<|sep|>"
+    streamed, streamed_calls = _streamed(parser, text)
+    assert streamed == content and _pairs(streamed_calls) == _pairs(calls)
+
+
+def test_no_tools_means_no_parsing_for_every_format(scripted):
+    """A request without tools reads no calls: the reply is the model's text as it is, whole and
+    streamed (the special-token markers of a format are skipped when decoding such a request, see
+    test_launched_model_uses_its_registrations_tool_parser)."""
+    _, install = scripted
+    for name, case in CASES.items():
+        for kind in ("one", "before"):
+            handle = install(case[kind], tool_parser=get_tool_parser(name))
+            choice = handle.chat("weather?")["choices"][0]
+            assert choice["message"]["content"] == case[kind] and "tool_calls" not in choice["message"]
+            assert choice["finish_reason"] == "stop"
+            chunks = list(handle.chat("weather?", generate_config={"stream": True}))
+            assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == case[kind]
+            assert not any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+
+
+# units an adversarial output repeats: openings without a close, nesting, quotes and backslashes,
+# every format's inner tags (an opening whose close never comes made regexes and finds look for it
+# again from each later opening)
+HOSTILE_UNITS = ["{", "[", '"', "\\", " ", '<|"|>', "<parameter=", "<parameter=a>", "<function=", '{"name"',
+                 '{"name":0,"x":[', '{"a":', "[TOOL_CALLS]", '<invoke name="', '<invoke name="f">',
+                 '<parameter name="a">', '<param name="a">', "<![CDATA[]]>", "<arg_key>a</arg_key><arg_value>",
+                 "<|open|>call ", '<|open|>argument key="a"<|sep|>', "<|tool_call_begin|>", CALL, SEP,
+                 '<｜DSML｜invoke name="f">', '<｜DSML｜parameter name="a">', "<|assistant|>f\n{", "f\n{}", "```",
+                 "a\n"]
+# a valid start of a block's body, for the formats that check one before reading on
+HEADS = {"glm5": "f", "gemma": "call:f{", "minicpm5": '"f">', "qwen": "<function=f>", "hermes": "<function=f>",
+         "mistral": "f[ARGS]"}
+
+
+def _hostile_texts(parser, size: int) -> list[str]:
+    texts = [unit * (size // len(unit)) for unit in HOSTILE_UNITS]
+    for block in parser.blocks:
+        close = block.close or ""
+        pair = block.open + "x" + close
+        texts += [block.open * (size // len(block.open)), pair * (size // len(pair))]
+        texts += [block.open + head + unit * (size // len(unit)) + close
+                  for head in {"", HEADS.get(parser.name, "")} for unit in HOSTILE_UNITS]
+    return texts
+
+
+def _seconds(fn, text, repeat: int = 1) -> float:
+    """The best of ``repeat`` runs, without the garbage collector (its full passes cost what the rest
+    of the test session holds, not what the parser does)."""
+    best = float("inf")
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn(text)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return best
+
+
+def _stream_all(parser):
+    def run(text):
+        stream = ToolCallStream(parser, TOOLS)
+        for ch in text:
+            stream.feed(ch)
+        stream.flush()
+        stream.finish()
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parsers_take_linear_time_on_adversarial_output(name):
+    """4x the input may take ~4x the time; quadratic would be 16x, so 10x (plus 50 ms of timer noise on
+    a shared machine) fails. A complexity check, not a speed target: measured here, not
+    as absolute times: the quadratic paths found took 1-40 s on 200k characters (findall of
+    ``open(.*?)close`` regexes, finds of absent markers from every block, a copy of the rest of the
+    text per block, json errors counting lines from the start of the text, str += per streamed token)."""
+    parser = get_tool_parser(name)
+    logging.disable(logging.WARNING)
+    try:
+        checks = [(parser.parse, small, big) for small, big in zip(_hostile_texts(parser, 20_000),
+                                                                    _hostile_texts(parser, 80_000))]
+        # streamed one character at a time: the held text grows; a GLM-4 reply starts blank or with a name
+        opening = parser.blocks[0].open
+        checks.append((_stream_all(parser), opening + "x" * 20_000, opening + "x" * 80_000))
+        if name == "glm4":   # it used to wait, re-reading the start of the reply at every piece
+            checks += [(_stream_all(parser), head + fill * 20_000, head + fill * 80_000)
+                       for head, fill in (("", " "), ("f", " "), ("f\n", " "), ("", "a"))]
+        for fn, small, big in checks:
+            t1, t4 = _seconds(fn, small), _seconds(fn, big)
+            if t4 > 10 * t1 + 0.05:   # measure again before calling it quadratic: the machine is shared
+                t1, t4 = _seconds(fn, small, 3), _seconds(fn, big, 3)
+            assert t4 <= 10 * t1 + 0.05, (name, small[:60], t1, t4)
+    finally:
+        logging.disable(logging.NOTSET)

@@ -43,6 +43,13 @@ Formats, and where each was taken from (Xinference's parsers and tests in xorbit
 - mistral: ``[TOOL_CALLS][{"name": .., "arguments": {..}}]`` (v0.3 / Nemo) and
   ``[TOOL_CALLS]NAME[ARGS]{..}`` (newer tokenizers); ids are 9 letters/digits as Mistral templates require.
 
+Model output is untrusted (a prompt can make a model write anything): no text makes a parser raise,
+no parser takes more than linear time on any text, and every call it returns has a non-empty name,
+an id unique in the reply and ``arguments`` that are a JSON object as standard JSON. Model JSON is
+read the way Python and JavaScript read it (a repeated key: the last one wins); ``NaN``, ``Infinity``
+or a number out of the float range make a call malformed (OpenAI clients cannot read them), and as
+text values (XML-style formats) they stay strings. Nesting too deep to read makes a block malformed.
+
 Streaming (:class:`ToolCallStream`): content passes through until a start marker of the format
 appears (a partial marker at the end of a delta waits for the next one); from there the text is held
 and parsed when the stream ends.
@@ -53,6 +60,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import string
@@ -69,7 +77,12 @@ RawCall = tuple[str, Any, Optional[str]]
 
 
 class Malformed(ValueError):
-    """A block that starts like a tool call but is not one: it stays in the content."""
+    """A block that starts like a tool call but is not one: it stays in the content. ``skip``: where
+    the broken JSON value it holds was found broken (block openings before it are inside that value)."""
+
+    def __init__(self, message: str, skip: Optional[int] = None):
+        super().__init__(message)
+        self.skip = skip
 
 
 def tool_call(name: str, arguments: Any, call_id: Optional[str] = None) -> dict[str, Any]:
@@ -80,15 +93,54 @@ def tool_call(name: str, arguments: Any, call_id: Optional[str] = None) -> dict[
             "function": {"name": name, "arguments": arguments}}
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of the float range")
+    return value
+
+
+# model JSON: standard JSON only (json's own decoder takes NaN/Infinity and reads 1e999 as inf, which
+# json.dumps then writes as tokens no JSON client reads)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
+def _checked(call: RawCall) -> RawCall:
+    """``call`` with a stripped non-empty name and its arguments as the JSON text of an object
+    (Malformed otherwise): what every parser returns goes through here."""
+    name, args, call_id = call
+    if not isinstance(name, str) or not name.strip():
+        raise Malformed("a call without a function name")
+    if isinstance(args, str):
+        try:
+            args = _DECODER.decode(args) if args.strip() else {}
+        except ValueError as exc:
+            raise Malformed(f"the arguments text is not JSON ({exc})") from None
+    if not isinstance(args, dict):
+        raise Malformed(f"arguments must be a JSON object, got {type(args).__name__}")
+    try:   # values that did not come from JSON (Python literals of tool_code blocks) may not be JSON
+        text = json.dumps(args, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise Malformed(f"arguments are not JSON ({exc})") from None
+    return name.strip(), text, call_id
+
+
 def partial_suffix(text: str, markers: Iterable[str]) -> int:
     """Length of the longest end of ``text`` that is a proper beginning of one of ``markers`` (what a
     stream holds back: stop strings, reasoning tags, tool-call markers)."""
     best = 0
     for m in markers:
-        for n in range(min(len(m) - 1, len(text)), best, -1):
-            if text.endswith(m[:n]):
-                best = n
+        # where the end could begin such a marker: at its first character, within its length of the end
+        k = text.find(m[:1], max(len(text) - len(m) + 1, 0)) if m else -1
+        while k != -1 and len(text) - k > best:
+            if m.startswith(text[k:]):
+                best = len(text) - k
                 break
+            k = text.find(m[0], k + 1)
     return best
 
 
@@ -109,8 +161,8 @@ def _value(raw: str, declared: Any) -> Any:
     if declared == "string" or declared == ["string"]:
         return raw
     try:
-        return json.loads(raw)
-    except ValueError:
+        return _DECODER.decode(raw)
+    except (ValueError, RecursionError):
         return raw
 
 
@@ -122,9 +174,11 @@ def _typed(name: str, pairs: list[tuple[str, str]], tools: Optional[list]) -> di
 def _json_object(text: str) -> Any:
     """A JSON value from ``text``, with an optional ```json fence around it."""
     text = text.strip()
-    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)
+    if len(text) >= 6 and text.startswith("```") and text.endswith("```"):   # not a regex: linear on any text
+        text = text[3:-3]
+        text = text[4:] if text.startswith("json") else text
     try:
-        return json.loads(fenced.group(1) if fenced else text)
+        return _DECODER.decode(text)
     except ValueError as exc:
         raise Malformed(f"arguments are not JSON ({exc})") from None
 
@@ -148,32 +202,81 @@ def _named(obj: Any, *arg_keys: str, need_args: bool = False) -> RawCall:
     return obj["name"], _arguments(obj, *arg_keys), None
 
 
-_DECODER = json.JSONDecoder()
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-def _json_objects(text: str, *arg_keys: str, separators: str = ";,") -> tuple[list[RawCall], int]:
-    """Consecutive ``{"name": .., <arg_key>: ..}`` objects (``;``/``,``/whitespace between), or one
-    JSON list of them; (calls, characters used)."""
+def _deep_at(text: str, limit: int = 500) -> int:
+    """Where the JSON nesting from the start of ``text`` first goes ``limit`` deep (strings skipped)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(m.group(0), 0)
+        if depth >= limit:
+            return m.start()
+    return len(text)
+
+
+def _decode(text: str, pos: int) -> tuple[Any, int]:
+    """The JSON value at ``pos`` and where it ends. Read through a window that grows only while the
+    value may go on past it: json's errors count the lines before their position, so on the whole
+    text each failure would cost the text's length. Failures are Malformed with their ``skip``."""
+    size = 1024
+    while True:
+        window = text[pos:pos + size]
+        whole = pos + size >= len(text)
+        try:
+            obj, end = _DECODER.raw_decode(window)
+        except RecursionError:   # nesting only deepens with more text: no need to read on
+            raise Malformed("JSON nested too deeply", skip=pos + _deep_at(window)) from None
+        except json.JSONDecodeError as exc:
+            if whole or not (exc.msg.startswith("Unterminated string") or exc.pos >= len(window) - 16):
+                raise Malformed(f"not JSON ({exc.msg} at {pos + exc.pos})", skip=pos + exc.pos) from None
+        except ValueError as exc:   # NaN, Infinity, out of the float range
+            raise Malformed(f"not JSON ({exc})") from None
+        else:
+            if whole or end < len(window):
+                return obj, pos + end
+        size *= 4
+
+
+_SPACE = re.compile(r"\s*")
+_BETWEEN = re.compile(r"[\s;,]*")
+
+
+def _json_objects(text: str, pos: int, *arg_keys: str) -> tuple[list[RawCall], int]:
+    """Consecutive ``{"name": .., <arg_key>: ..}`` objects from ``pos`` (``;``/``,``/whitespace
+    between), or one JSON list of them; (calls, where they end)."""
     calls: list[RawCall] = []
-    pos = len(text) - len(text.lstrip())
+    pos = _SPACE.match(text, pos).end()   # type: ignore[union-attr]
     while pos < len(text):
         try:
-            obj, end = _DECODER.raw_decode(text, pos)
-        except ValueError as exc:
+            obj, end = _decode(text, pos)
+        except Malformed:
             if calls:
                 break
-            raise Malformed(f"not JSON ({exc})") from None
+            raise
         for item in (obj if isinstance(obj, list) else [obj]):
             calls.append(_named(item, *arg_keys, need_args=True))
         pos = end
-        rest = text[pos:]
-        stripped = rest.lstrip(" \t\r\n" + separators)
-        if not stripped.startswith(("{", "[")):
+        after = _BETWEEN.match(text, pos).end()   # type: ignore[union-attr]
+        if not text.startswith(("{", "["), after):
             break
-        pos = len(text) - len(stripped)
+        pos = after
     if not calls:
         raise Malformed("no call")
     return calls, pos
+
+
+def _tagged(text: str, opening: re.Pattern, closing: re.Pattern) -> Iterable[tuple[re.Match, str]]:
+    """(match of ``opening``, the text up to the next ``closing``) for each element, in order: what
+    ``re.findall(opening + "(.*?)" + closing)`` gives, in linear time (that regex looks for the close
+    again from every later opening when there is none)."""
+    pos = 0
+    while (m := opening.search(text, pos)) is not None:
+        c = closing.search(text, m.end())
+        if c is None:
+            return
+        yield m, text[m.end():c.start()]
+        pos = c.end()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,14 +285,20 @@ def _json_objects(text: str, *arg_keys: str, separators: str = ";,") -> tuple[li
 
 @dataclass(frozen=True)
 class Block:
-    """One kind of tool-call block. ``body`` gets the text after ``open`` (from ``open`` when
-    ``keep_open``) and the request's tools; with a ``close`` it gets the text up to it and returns the
-    calls, without one it gets the rest and returns (calls, characters used)."""
+    """One kind of tool-call block. With a ``close``, ``body(text, tools)`` gets the text between
+    ``open`` (included when ``keep_open``) and the close and returns the calls; without one,
+    ``body(text, start, tools)`` gets the whole text and where the block's body starts (its ``open``
+    when ``keep_open``, after it otherwise) and returns (calls, where they end): never a copy of the
+    rest per block, which is quadratic on an output full of openings."""
 
     open: str
     close: Optional[str]
-    body: Callable[[str, Optional[list]], Any]
+    body: Callable[..., Any]
     keep_open: bool = False
+
+
+#: what a block's parsing may raise on hostile text; the block then stays content
+_BAD_BLOCK = (Malformed, ValueError, SyntaxError, TypeError, KeyError, IndexError, RecursionError)
 
 
 class ToolParser:
@@ -214,8 +323,16 @@ class ToolParser:
         return given
 
     # ------------------------------------------------------------------ where calls start
-    def _next_block(self, text: str, pos: int) -> Optional[tuple[int, Block]]:
-        found = [(i, -len(b.open), n) for n, b in enumerate(self.blocks) if (i := text.find(b.open, pos)) != -1]
+    def _next_block(self, text: str, pos: int, nexts: Optional[list[int]] = None) -> Optional[tuple[int, Block]]:
+        """(where the next block opens from ``pos``, its kind): the first, the longest marker there.
+        ``nexts`` (-2 per kind at first) keeps where each kind opens next over one scan: a marker is
+        looked for again only once passed (a find from every block for a marker that is not there
+        would read the rest of the text each time)."""
+        nexts = nexts if nexts is not None else [-2] * len(self.blocks)
+        for n, b in enumerate(self.blocks):
+            if nexts[n] != -1 and nexts[n] < pos:
+                nexts[n] = text.find(b.open, pos)
+        found = [(i, -len(self.blocks[n].open), n) for n, i in enumerate(nexts) if i != -1]
         if not found:
             return None
         i, _, n = min(found)
@@ -223,7 +340,7 @@ class ToolParser:
 
     def find_start(self, text: str, at_output_start: bool) -> tuple[Optional[int], int]:
         """(index where a tool-call block starts, or None; how much of ``text`` is surely content).
-        ``at_output_start``: ``text`` begins the reply (formats that call only there look)."""
+        ``at_output_start``: only blank text came before ``text`` (formats that call only at the start look)."""
         hit = self._next_block(text, 0)
         if hit is not None:
             return hit[0], hit[0]
@@ -237,36 +354,42 @@ class ToolParser:
         """Content pieces and calls of ``text``, scanning block by block."""
         content: list[str] = []
         calls: list[RawCall] = []
-        pos = 0
+        pos, failed = 0, 0
+        nexts = [-2] * len(self.blocks)
         while True:
-            hit = self._next_block(text, pos)
+            hit = self._next_block(text, pos, nexts)
             if hit is None:
                 content.append(text[pos:])
+                if failed > 1:   # one warning per reply, not one per block of a hostile output
+                    logger.warning("tool_parser %r: %d more blocks could not be parsed", self.name, failed - 1)
                 return content, calls
             i, block = hit
             content.append(text[pos:i])
             start = i if block.keep_open else i + len(block.open)
             try:
                 if block.close is None:
-                    got, used = block.body(text[start:], tools)
-                    end = start + used
+                    got, end = block.body(text, start, tools)
                 else:
                     j = self._find_close(text, start, block.close)
                     end = len(text) if j == -1 else j + len(block.close)
                     got = block.body(text[start:len(text) if j == -1 else j], tools)
                 if not got:
                     raise Malformed("no call in the block")
-                calls.extend(got)
-            except (Malformed, ValueError, SyntaxError, TypeError, KeyError, IndexError) as exc:
-                # without a close marker the block's end is unknown: only the marker becomes content
-                end = i + len(block.open) if block.close is None else end
-                self._warn(exc, text[i:] if block.close is None else text[i:end])
+                calls.extend([_checked(call) for call in got])
+            except _BAD_BLOCK as exc:
+                # without a close marker the block's end is unknown: the marker becomes content, and
+                # the broken JSON after it as far as it was read (openings inside it are part of it)
+                if block.close is None:
+                    end = max(i + len(block.open), getattr(exc, "skip", None) or 0)
+                failed += 1
+                if failed == 1:
+                    self._warn(exc, text[i:i + 300] if block.close is None else text[i:min(end, i + 300)])
                 content.append(text[i:end])
             pos = max(end, i + 1)
 
     def _warn(self, exc: BaseException, text: str) -> None:
-        logger.warning("tool_parser %r: a tool call could not be parsed (%s); it stays in the content: %.300r",
-                       self.name, exc, text)
+        logger.warning("tool_parser %r: a tool call could not be parsed (%s: %.200s); it stays in the content: "
+                       "%.300r", self.name, type(exc).__name__, exc, text)
 
     def _clean(self, text: str) -> str:
         for marker in self.drop:
@@ -274,14 +397,22 @@ class ToolParser:
         return text
 
     def split(self, text: str, tools: Optional[list] = None) -> tuple[str, list[dict[str, Any]]]:
-        """(the content as written, drop markers removed; OpenAI tool calls)."""
+        """(the content as written, drop markers removed; OpenAI tool calls, ids unique)."""
         try:
             content, raw = self._region(text, tools)
         except Exception as exc:  # never an exception out of a parser: the text stays content
-            logger.warning("tool_parser %r failed on this output (%s: %s); it stays content",
+            logger.warning("tool_parser %r failed on this output (%s: %.200s); it stays content",
                            self.name, type(exc).__name__, exc)
             return self._clean(text), []
-        return self._clean("".join(content)), [tool_call(n, a, self.new_id(i)) for n, a, i in raw]
+        calls, ids = [], set()
+        for name, args, given in raw:
+            call_id = self.new_id(given if given not in ids else None)
+            while call_id is None or call_id in ids:   # a model may write one id twice
+                call_id = self.new_id(None) or f"call_{uuid.uuid4().hex[:24]}"
+            ids.add(call_id)
+            calls.append(tool_call(name, args, call_id))
+        # drop markers come out of each piece: a marker is never made by joining the text around a call
+        return "".join(self._clean(piece) for piece in content), calls
 
     def parse(self, text: str, tools: Optional[list] = None) -> tuple[Optional[str], list[dict[str, Any]]]:
         """(content, tool calls). With calls the content is trimmed and None when empty; without,
@@ -296,7 +427,7 @@ class ToolParser:
 # The formats
 # ----------------------------------------------------------------------------------------------
 
-_XML_PARAM = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.DOTALL)
+_XML_PARAM = re.compile(r"<parameter=([^<>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.DOTALL)
 _NAME = re.compile(r"[\w.\-:/]+")
 
 
@@ -309,13 +440,13 @@ class QwenParser(ToolParser):
 
     def _body(self, body: str, tools: Optional[list]) -> list[RawCall]:
         body = body.strip()
-        m = re.match(r"<function=([^>\n]+)>(.*?)(?:</function>\s*)?$", body, re.DOTALL)
+        m = re.match(r"<function=([^<>\n]+)>(.*?)(?:</function>\s*)?$", body, re.DOTALL)
         if m:
             name = m.group(1).strip()
             pairs = [(k.strip(), v.strip("\n")) for k, v in _XML_PARAM.findall(m.group(2))]
             return [(name, _typed(name, pairs, tools), None)]
         try:
-            obj = json.loads(body)
+            obj = _DECODER.decode(body)
         except ValueError as exc:
             raise Malformed(f"not JSON ({exc})") from None
         return [_named(obj, "arguments", "parameters")]
@@ -327,7 +458,7 @@ class Llama3Parser(ToolParser):
     name = "llama3"
 
     def __init__(self) -> None:
-        body = lambda text, tools: _json_objects(text, "parameters", "arguments")  # noqa: E731
+        body = lambda text, start, tools: _json_objects(text, start, "parameters", "arguments")  # noqa: E731
         self.blocks = (Block("<|python_tag|>", None, body), Block('{"name"', None, body, keep_open=True))
 
 
@@ -335,26 +466,27 @@ class Glm4Parser(ToolParser):
     """``NAME\\n{arguments}`` at the start of the reply or after ``<|assistant|>``."""
 
     name = "glm4"
-    _CALL = re.compile(r"([A-Za-z_][\w.\-]*)[ \t]*\n\s*\{")
-    _MAYBE = re.compile(r"([A-Za-z_][\w.\-]*)?([ \t]*\n\s*)?")
+    # bounded, so that a stream waits for at most a few hundred characters to know (_MAYBE: the
+    # beginnings of _CALL) and never re-reads an ever longer start of the reply
+    _CALL = re.compile(r"([A-Za-z_][\w.\-]{0,127})[ \t]{0,64}\n\s{0,64}\{")
+    _MAYBE = re.compile(r"([A-Za-z_][\w.\-]{0,127})?([ \t]{0,64}(\n\s{0,64})?)?")
 
     def __init__(self) -> None:
         self.blocks = (Block("<|assistant|>", None, self._body),)
 
-    def _body(self, text: str, tools: Optional[list]) -> tuple[list[RawCall], int]:
+    def _body(self, text: str, pos: int, tools: Optional[list]) -> tuple[list[RawCall], int]:
         calls: list[RawCall] = []
-        pos = 0
         while True:
-            lead = len(text) - len(text[pos:].lstrip())
+            lead = _SPACE.match(text, pos).end()   # type: ignore[union-attr]
             m = self._CALL.match(text, lead)
             if not m:
                 break
             try:
-                args, end = _DECODER.raw_decode(text, m.end() - 1)
-            except ValueError as exc:
+                args, end = _decode(text, m.end() - 1)
+            except Malformed:
                 if calls:
                     break
-                raise Malformed(f"arguments are not JSON ({exc})") from None
+                raise
             if not isinstance(args, dict):
                 raise Malformed("arguments are not a JSON object")
             calls.append((m.group(1), args, None))
@@ -365,22 +497,23 @@ class Glm4Parser(ToolParser):
 
     def find_start(self, text: str, at_output_start: bool) -> tuple[Optional[int], int]:
         if at_output_start:
-            lead = len(text) - len(text.lstrip())
+            lead = _SPACE.match(text).end()   # type: ignore[union-attr]
             if self._CALL.match(text, lead):
                 return lead, lead
             if self._MAYBE.fullmatch(text, lead):
-                return None, 0      # could still become a call: wait
+                return None, lead      # could still become a call: wait (the blank before it is content)
         return super().find_start(text, at_output_start)
 
     def _region(self, text: str, tools: Optional[list]) -> tuple[list[str], list[RawCall]]:
-        lead = len(text) - len(text.lstrip())
+        lead = _SPACE.match(text).end()   # type: ignore[union-attr]
         if self._CALL.match(text, lead):
             try:
-                calls, used = self._body(text[lead:], tools)
-            except Malformed as exc:
-                self._warn(exc, text[lead:])
+                got, end = self._body(text, lead, tools)
+                calls = [_checked(call) for call in got]
+            except _BAD_BLOCK as exc:
+                self._warn(exc, text[lead:lead + 300])
             else:
-                content, more = super()._region(text[lead + used:], tools)
+                content, more = super()._region(text[end:], tools)
                 return [text[:lead]] + content, calls + more
         return super()._region(text, tools)
 
@@ -389,7 +522,7 @@ class Glm5Parser(ToolParser):
     """``<tool_call>NAME<arg_key>k</arg_key><arg_value>v</arg_value>…</tool_call>``."""
 
     name = "glm5"
-    _ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+    _VALUE = re.compile(r"\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 
     def __init__(self) -> None:
         self.blocks = (Block("<tool_call>", "</tool_call>", self._body),)
@@ -399,7 +532,13 @@ class Glm5Parser(ToolParser):
         name = head.strip()
         if not _NAME.fullmatch(name):
             raise Malformed(f"{name[:40]!r} is not a function name")
-        pairs = [(k.strip(), v.strip()) for k, v in self._ARG.findall(body)]
+        pairs, pos = [], 0
+        while (k := body.find("<arg_key>", pos)) != -1 and (e := body.find("</arg_key>", k)) != -1:
+            value = self._VALUE.match(body, e + len("</arg_key>"))
+            if value is None:
+                raise Malformed("an <arg_key> without its <arg_value>")
+            pairs.append((body[k + len("<arg_key>"):e].strip(), value.group(1).strip()))
+            pos = value.end()
         return [(name, _typed(name, pairs, tools), None)]
 
 
@@ -458,23 +597,26 @@ class DeepSeekParser(ToolParser):
         if tokens:
             blocks.extend(_DS_BLOCKS)
         if bare_json:
-            json_body = lambda text, tools: _json_objects(text, "parameters", "arguments")  # noqa: E731
-            blocks.append(Block("```json", "```", lambda body, tools: json_body(body, tools)[0]))
+            json_body = lambda text, start, tools: _json_objects(text, start, "parameters", "arguments")  # noqa: E731
+            blocks.append(Block("```json", "```", lambda body, tools: json_body(body, 0, tools)[0]))
             blocks.append(Block('{"name"', None, json_body, keep_open=True))
         self.blocks = tuple(blocks)
 
     @staticmethod
     def _dsml_body(p: str, c: str) -> Callable[[str, Optional[list]], list[RawCall]]:
-        invoke = re.compile(re.escape(p) + r'invoke\s+name="([^"]+)"\s*>(.*?)</' + re.escape(c) + r"invoke>", re.DOTALL)
-        param = re.compile(re.escape(p) + r'parameter\s+name="([^"]+)"(?:\s+string="(true|false)")?\s*>(.*?)</'
-                           + re.escape(c) + r"parameter>", re.DOTALL)
+        invoke = re.compile(re.escape(p) + r'invoke\s+name="([^"<>]+)"\s*>')
+        invoke_end = re.compile(re.escape(f"</{c}invoke>"))
+        param = re.compile(re.escape(p) + r'parameter\s+name="([^"<>]+)"(?:\s+string="(true|false)")?\s*>')
+        param_end = re.compile(re.escape(f"</{c}parameter>"))
 
         def body(text: str, tools: Optional[list]) -> list[RawCall]:
             calls = []
-            for name, inner in invoke.findall(text):
+            for m, inner in _tagged(text, invoke, invoke_end):
+                name = m.group(1)
                 types = _param_types(tools, name)
                 args: dict[str, Any] = {}
-                for key, is_string, value in param.findall(inner):
+                for pm, value in _tagged(inner, param, param_end):
+                    key, is_string = pm.group(1), pm.group(2)
                     if is_string == "true":
                         args[key] = value
                     else:
@@ -487,8 +629,18 @@ class DeepSeekParser(ToolParser):
         return body
 
 
-_INVOKE = re.compile(r"<invoke\s+name=[\"']([^\"']+)[\"']\s*>(.*?)</invoke>", re.DOTALL)
-_PARAM = re.compile(r"<parameter\s+name=[\"']([^\"']+)[\"']\s*>(.*?)</parameter>", re.DOTALL)
+_INVOKE, _INVOKE_END = re.compile(r"<invoke\s+name=[\"']([^\"'<>]+)[\"']\s*>"), re.compile("</invoke>")
+_PARAM, _PARAM_END = re.compile(r"<parameter\s+name=[\"']([^\"'<>]+)[\"']\s*>"), re.compile("</parameter>")
+
+
+def _invokes(text: str) -> list[tuple[str, str]]:
+    """(name, inner text) of each ``<invoke name="..">…</invoke>``."""
+    return [(m.group(1), inner) for m, inner in _tagged(text, _INVOKE, _INVOKE_END)]
+
+
+def _params(text: str) -> list[tuple[str, str]]:
+    """(name, stripped value) of each ``<parameter name="..">…</parameter>``."""
+    return [(m.group(1), inner.strip()) for m, inner in _tagged(text, _PARAM, _PARAM_END)]
 
 
 class MiniMaxParser(ToolParser):
@@ -500,8 +652,7 @@ class MiniMaxParser(ToolParser):
         self.blocks = (Block("<minimax:tool_call>", "</minimax:tool_call>", self._body),)
 
     def _body(self, body: str, tools: Optional[list]) -> list[RawCall]:
-        calls = [(name, _typed(name, [(k, v.strip()) for k, v in _PARAM.findall(inner)], tools), None)
-                 for name, inner in _INVOKE.findall(body)]
+        calls = [(name, _typed(name, _params(inner), tools), None) for name, inner in _invokes(body)]
         if not calls:
             raise Malformed("no invoke block")
         return calls
@@ -545,13 +696,13 @@ class MiniMaxM3Parser(ToolParser):
         import xml.etree.ElementTree as ET
 
         calls = []
-        for name, inner in _INVOKE.findall(body.replace(self.NS, "")):
+        for name, inner in _invokes(body.replace(self.NS, "")):
             types = _param_types(tools, name)
             escaped = re.sub(r"&(?!amp;|lt;|gt;|quot;|apos;|#[0-9]+;|#x[0-9A-Fa-f]+;)", "&amp;", inner)
             try:
                 root = ET.fromstring(f"<root>{escaped}</root>")
             except ET.ParseError:
-                args = _typed(name, [(k, v.strip()) for k, v in _PARAM.findall(inner)], tools)
+                args = _typed(name, _params(inner), tools)
             else:
                 args = self._merge(((el.get("name") if el.tag == "parameter" and el.get("name") else el.tag),
                                     self._element(el, types.get(el.get("name") or el.tag))) for el in root)
@@ -647,10 +798,9 @@ class KimiK3Parser(ToolParser):
 
     name = "kimi-k3"
     drop = ("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>")
-    _CALL = re.compile(r"<\|open\|>\s*call\s+((?:(?!<\|sep\|>).)*?)<\|sep\|>(.*?)<\|close\|>\s*call\s*<\|sep\|>",
-                       re.DOTALL)
-    _ARG = re.compile(r"<\|open\|>\s*argument\s+((?:(?!<\|sep\|>).)*?)<\|sep\|>(.*?)<\|close\|>\s*argument\s*<\|sep\|>",
-                      re.DOTALL)
+    _CALL, _CALL_END = re.compile(r"<\|open\|>\s*call\s+([^<]*)<\|sep\|>"), re.compile(r"<\|close\|>\s*call\s*<\|sep\|>")
+    _ARG = re.compile(r"<\|open\|>\s*argument\s+([^<]*)<\|sep\|>")
+    _ARG_END = re.compile(r"<\|close\|>\s*argument\s*<\|sep\|>")
     _ATTR = re.compile(r'(\w+)="([^"]*)"')
 
     def __init__(self) -> None:
@@ -661,13 +811,13 @@ class KimiK3Parser(ToolParser):
 
     def _body(self, body: str, tools: Optional[list]) -> list[RawCall]:
         calls = []
-        for attrs, inner in self._CALL.findall(body):
-            name = self._attrs(attrs).get("tool")
+        for m, inner in _tagged(body, self._CALL, self._CALL_END):
+            name = self._attrs(m.group(1)).get("tool")
             if not name:
                 raise Malformed("a call without tool=")
             args: dict[str, Any] = {}
-            for arg_attrs, value in self._ARG.findall(inner):
-                a = self._attrs(arg_attrs)
+            for am, value in _tagged(inner, self._ARG, self._ARG_END):
+                a = self._attrs(am.group(1))
                 if not a.get("key"):
                     raise Malformed("an argument without key=")
                 args[a["key"]] = value if a.get("type", "string") == "string" else _value(value, None)
@@ -679,7 +829,7 @@ class KimiK2Parser(ToolParser):
     """Kimi-K2: ``<|tool_call_begin|>functions.NAME:i<|tool_call_argument_begin|>{..}<|tool_call_end|>``."""
 
     name = "kimi-k2"
-    _ITEM = re.compile(r"<\|tool_call_begin\|>\s*(\S+?)\s*<\|tool_call_argument_begin\|>(.*?)"
+    _ITEM = re.compile(r"<\|tool_call_begin\|>\s*([^\s<]+)\s*<\|tool_call_argument_begin\|>(.*?)"
                        r"(?:<\|tool_call_end\|>|$)", re.DOTALL)
 
     def __init__(self) -> None:
@@ -702,15 +852,18 @@ class MiniCPM5Parser(ToolParser):
 
     name = "minicpm5"
     _HEAD = re.compile(r"\s*['\"]([^'\"]+)['\"]\s*>")
-    _PARAM_OPEN = re.compile(r"<param\s+name=['\"]([^'\"]+)['\"]\s*>")
+    _PARAM_OPEN = re.compile(r"<param\s+name=['\"]([^'\"<>]+)['\"]\s*>")
 
     def __init__(self) -> None:
         self.blocks = (Block("<function name=", "</function>", self._body),)
 
     def _find_close(self, text: str, pos: int, close: str) -> int:
         """The close tag, passing over CDATA sections (a value may hold ``</function>``)."""
+        j = text.find(close, pos)
         while True:
-            j, cdata = text.find(close, pos), text.find("<![CDATA[", pos)
+            if j != -1 and j < pos:   # that one was inside the CDATA: the next (found once per section)
+                j = text.find(close, pos)
+            cdata = text.find("<![CDATA[", pos, j)
             if j == -1 or cdata == -1 or j < cdata:
                 return j
             end = text.find("]]>", cdata)
@@ -751,10 +904,10 @@ class MistralParser(ToolParser):
             return given
         return "".join(random.choices(self._ALNUM, k=9))   # Mistral templates refuse other ids
 
-    def _body(self, text: str, tools: Optional[list]) -> tuple[list[RawCall], int]:
-        lead = len(text) - len(text.lstrip())
-        if text[lead:].startswith(("[", "{")):
-            obj, end = _DECODER.raw_decode(text, lead)
+    def _body(self, text: str, start: int, tools: Optional[list]) -> tuple[list[RawCall], int]:
+        lead = _SPACE.match(text, start).end()   # type: ignore[union-attr]
+        if text.startswith(("[", "{"), lead):
+            obj, end = _decode(text, lead)
             calls = []
             for item in (obj if isinstance(obj, list) else [obj]):
                 name, args, _ = _named(item, "arguments", "parameters", need_args=True)
@@ -763,7 +916,7 @@ class MistralParser(ToolParser):
         m = re.compile(r"([\w.\-:/]+)(?:\[CALL_ID\](\w+))?\[ARGS\]").match(text, lead)
         if not m:
             raise Malformed("neither a JSON list nor NAME[ARGS]{..}")
-        args, end = _DECODER.raw_decode(text, m.end())
+        args, end = _decode(text, m.end())
         if not isinstance(args, dict):
             raise Malformed("arguments are not a JSON object")
         return [(m.group(1), args, m.group(2))], end
@@ -854,25 +1007,30 @@ class ToolCallStream:
     def __init__(self, parser: ToolParser, tools: Optional[list] = None):
         self.parser = parser
         self.tools = tools
-        self.held: Optional[str] = None
+        self._held: Optional[list[str]] = None   # pieces, joined once (a str += per token is quadratic)
         self._pending = ""
-        self._consumed = 0        # characters of the reply passed on as content
+        self._blank = True        # all the content passed on so far is blank (the reply's start)
         self._sent = False        # some non-empty content went out
 
+    @property
+    def held(self) -> Optional[str]:
+        """The text from the start marker on (None while there is none)."""
+        return None if self._held is None else "".join(self._held)
+
     def _out(self, text: str) -> str:
-        self._consumed += len(text)
+        self._blank = self._blank and not text.strip()
         text = self.parser._clean(text)
         self._sent = self._sent or bool(text)
         return text
 
     def feed(self, text: str) -> str:
-        if self.held is not None:
-            self.held += text
+        if self._held is not None:
+            self._held.append(text)
             return ""
         pending, self._pending = self._pending + text, ""
-        start, safe = self.parser.find_start(pending, at_output_start=self._consumed == 0)
+        start, safe = self.parser.find_start(pending, at_output_start=self._blank)
         if start is not None:
-            self.held = pending[start:]
+            self._held = [pending[start:]]
             return self._out(pending[:start])
         self._pending = pending[safe:]
         return self._out(pending[:safe])
@@ -884,9 +1042,10 @@ class ToolCallStream:
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """(content still to send, tool calls) of the held text: the same split as a whole reply."""
-        if self.held is None:
+        held = self.held
+        if held is None:
             return "", []
-        content, calls = self.parser.split(self.held, self.tools)
+        content, calls = self.parser.split(held, self.tools)
         if not calls:
             return content, []
         return (content.rstrip() if self._sent else content.strip()), calls
