@@ -292,7 +292,7 @@ class CrossEncoderRerank(EngineModel):
         window = getattr(self.model, "max_seq_length", None) or getattr(tok, "model_max_length", None)
         if tok is None or not getattr(tok, "is_fast", False) or not window:
             raise InferenceError(f"max_chunks_per_doc needs a fast tokenizer and a known window; model "
-                                 f"{self.model_uid!r} has neither: leave max_chunks_per_doc out (documents are "
+                                 f"{self.model_uid!r} lacks one: leave max_chunks_per_doc out (documents are "
                                  "truncated to the window)")
         room = (int(window) - len(tok(query, add_special_tokens=False)["input_ids"])
                 - tok.num_special_tokens_to_add(pair=True))
