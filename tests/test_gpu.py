@@ -30,8 +30,10 @@ from xinference_nb.manager import ModelManager, get_manager
 
 try:  # tests/ is a rootdir-relative module dir (no __init__.py) ...
     import tiny_models
+    from public_api import launch_by_path
 except ImportError:  # pragma: no cover - ... or a package
     from tests import tiny_models
+    from tests.public_api import launch_by_path
 
 MiB = 2 ** 20
 FREED_TOLERANCE = 4 * MiB        # "back to the baseline": within a few MB
@@ -115,10 +117,7 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def _launch_llm(manager, path, **kw):
-    """The built-in qwen2.5-instruct family from the tiny model's own files (as test_llm_engines does)."""
-    return manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(path),
-                                show_progress=False, **kw)
+_launch_llm = launch_by_path   # the built-in qwen2.5-instruct family from the tiny model's own files
 
 
 def _hf_model(manager, uid):

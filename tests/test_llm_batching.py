@@ -11,6 +11,8 @@ import pytest
 from xinference_nb.errors import InferenceError, LaunchOptionError
 from xinference_nb.manager import ModelManager
 
+from public_api import launch_by_path, shared_manager
+
 pytest.importorskip("transformers")
 
 PROMPTS = ["Hello", "Once upon a time there was a", "The cat", "A much longer prompt that goes on about many things",
@@ -19,18 +21,11 @@ PROMPTS = ["Hello", "Once upon a time there was a", "The cat", "A much longer pr
 
 @pytest.fixture(scope="module")
 def manager():
-    from xinference_nb.manager import get_manager   # the one a Client (and so the server) uses
-
-    m = get_manager()
-    yield m
-    for uid in list(m.list_models()):
-        if uid.startswith("batching-"):
-            m.terminate_model(uid)
+    yield from shared_manager("batching-")
 
 
 def _launch(manager, path, uid, **kw):
-    return manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(path),
-                                show_progress=False, model_uid=f"batching-{uid}", **kw)
+    return launch_by_path(manager, path, model_uid=f"batching-{uid}", **kw)
 
 
 @pytest.fixture(scope="module")

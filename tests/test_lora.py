@@ -21,6 +21,8 @@ from xinference_nb.client import Client
 from xinference_nb.errors import InferenceError, LaunchError, LaunchOptionError
 from xinference_nb.options import parse_launch_options
 
+from public_api import launch_by_path, shared_manager
+
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
@@ -38,18 +40,11 @@ def _text(result) -> str:
 
 @pytest.fixture(scope="module")
 def manager():
-    from xinference_nb.manager import get_manager   # the one a Client (and so the server) uses
-
-    m = get_manager()
-    yield m
-    for uid in list(m.list_models()):
-        if uid.startswith("lora-"):
-            m.terminate_model(uid)
+    yield from shared_manager("lora-")
 
 
 def _launch(manager, path, uid, **kw):
-    return manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(path),
-                                show_progress=False, model_uid=f"lora-{uid}", n_gpu=None, **kw)
+    return launch_by_path(manager, path, model_uid=f"lora-{uid}", n_gpu=None, **kw)
 
 
 @pytest.fixture(scope="module")

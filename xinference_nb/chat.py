@@ -683,11 +683,17 @@ def decode_text(tokenizer: Any, ids: list[int], keep_special: bool = False, drop
     ``keep_special`` (a request with tools: the markers of its tool-call format are often special
     tokens): then only the tokenizer's bos/eos/pad/unk tokens and ``drop_ids`` (the request's stop
     ids, which end the output) are."""
+    return _decoder(tokenizer, keep_special, drop_ids)(ids)
+
+
+def _decoder(tokenizer: Any, keep_special: bool, drop_ids: Iterable[int]) -> Callable[[list[int]], str]:
+    """:func:`decode_text` for one request, with its set of dropped ids made once (a stream decodes
+    at every token)."""
     if not keep_special:
-        return tokenizer.decode(ids, skip_special_tokens=True)
+        return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
     framing = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")}
-    drop = framing.union(drop_ids)
-    return tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+    drop = frozenset(framing.union(drop_ids))
+    return lambda ids: tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
 
 
 def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None, keep_special: bool = False,
@@ -697,13 +703,13 @@ def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None, 
     are consumed without text. ``keep_special``, ``drop_ids``: as in :func:`decode_text`."""
     seen: list[int] = []
     prefix, read = 0, 0
-    drop = frozenset(drop_ids)
+    decode = _decoder(tokenizer, keep_special, drop_ids)
     for tid in ids:
         seen.append(tid)
         if stopped is not None and stopped.is_set():
             continue
-        prefix_text = decode_text(tokenizer, seen[prefix:read], keep_special, drop) if read > prefix else ""
-        new_text = decode_text(tokenizer, seen[prefix:], keep_special, drop)
+        prefix_text = decode(seen[prefix:read]) if read > prefix else ""
+        new_text = decode(seen[prefix:])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             prefix, read = read, len(seen)
             yield new_text[len(prefix_text):]
