@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "reference" / "xinference-catalog"
-DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "corpus"
+sys.path.insert(0, str(REPO_ROOT))
+from reference import CATALOG as DEFAULT_SOURCE, CORPUS as DEFAULT_CORPUS  # noqa: E402  reference/README.md
 DEFAULT_OUT = REPO_ROOT / "xinference_nb" / "registry" / "builtin"
 
 MODEL_TYPES = ("llm", "embedding", "rerank", "image", "audio")
@@ -85,7 +85,7 @@ OPTIONAL_KEYS = {
 # --------------------------------------------------------------------------------------
 
 # gemma-2-it chat template: verbatim the "chat_template" of google/gemma-2-2b-it's
-# tokenizer_config.json (the copy in shared/corpus/google--gemma-2-2b-it, whose SOURCE.txt
+# tokenizer_config.json (the copy in reference/corpus/google--gemma-2-2b-it, whose SOURCE.txt
 # says it is the same template as the Hugging Face original). It refuses a system role.
 GEMMA2_CHAT_TEMPLATE = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role "
@@ -143,7 +143,7 @@ def added_llm_families(catalog_by_name: dict[str, dict]) -> list[dict]:
             ],
         },
         {
-            # Gemma 2 instruction-tuned: google/gemma-2-2b-it config.json in shared/corpus
+            # Gemma 2 instruction-tuned: google/gemma-2-2b-it config.json in reference/corpus
             # (Gemma2ForCausalLM, max_position_embeddings 8192, eos_token_id [1, 107]);
             # tokenizer_config.json there (ids 1 = <eos>, 107 = <end_of_turn>, chat template);
             # model card (English). Sizes 2/9/27: google/gemma-2-{2b,9b,27b}-it.

@@ -1,11 +1,11 @@
 """Model folders of popular LLM families, built from facts, for the parse tests.
 
-Facts come from two shared references (read at test time, never copied into the repo):
+Facts come from two references in the repository's reference/ folder (reference/README.md):
 
-* ``../shared/reference/xinference-catalog/llm.jsonl``: Xinference 4.1's catalog — per family the
+* ``reference/xinference-catalog/llm.jsonl``: Xinference 4.1's catalog — per family the
   architecture, context length, chat template, stop ids and stop strings, and per spec the hub model
   id and the architecture sizes (vocab, hidden, layers, heads, intermediate);
-* ``../shared/corpus/<Org--Name>/``: real config.json / tokenizer_config.json / generation_config.json
+* ``reference/corpus/<Org--Name>/``: real config.json / tokenizer_config.json / generation_config.json
   files of popular models (copied over the generated ones when a case names them).
 
 A folder is what a metadata-only download would hold: config.json, tokenizer_config.json (special
@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-SHARED = Path(os.environ.get("XNB_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
-CATALOG_DIR = SHARED / "reference" / "xinference-catalog"
-CORPUS_DIR = SHARED / "corpus"
-
-
-def have_shared() -> bool:
-    return (CATALOG_DIR / "llm.jsonl").is_file() and CORPUS_DIR.is_dir()
+from reference import CATALOG as CATALOG_DIR, CORPUS as CORPUS_DIR
 
 
 @lru_cache(maxsize=None)

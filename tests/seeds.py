@@ -6,7 +6,7 @@ import copy
 import json
 from pathlib import Path
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-templates"
+from reference import SEED_TEMPLATES as SEED_DIR
 # seed file → model type as Xinference spells it
 SEED_TYPES = {"llm": "LLM", "embedding": "embedding", "rerank": "rerank", "image": "image", "audio": "audio",
               "flexible": "flexible"}

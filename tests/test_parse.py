@@ -22,7 +22,6 @@ from xinference_nb.parse import ParsedModel, parse_model
 import parse_families as pf
 from parse_families import FamilyCase
 
-needs_shared = pytest.mark.skipif(not pf.have_shared(), reason="../shared/reference and ../shared/corpus are not here")
 
 
 def spec0(parsed: ParsedModel) -> dict:
@@ -293,7 +292,6 @@ FAMILY_CASES = [
 ]
 
 
-@needs_shared
 @pytest.mark.parametrize("case,expected", FAMILY_CASES, ids=[c.key for c, _ in FAMILY_CASES])
 def test_family_folder(tmp_path, case, expected):
     built = pf.build_family(case, tmp_path)
@@ -328,7 +326,6 @@ def test_family_folder(tmp_path, case, expected):
     get_registry().register("LLM", parsed.to_json(), check_paths=True)
 
 
-@needs_shared
 def test_family_hf_cache_layout_resolves_snapshot(tmp_path):
     built = pf.build_family(FamilyCase("c", "qwen2.5-instruct", "Qwen/Qwen2.5-0.5B-Instruct", layout="hf_cache"),
                             tmp_path)
@@ -347,7 +344,6 @@ def test_family_hf_cache_layout_resolves_snapshot(tmp_path):
     assert again.to_dict() == parsed.to_dict()
 
 
-@needs_shared
 def test_hub_id_from_local_cache_only(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
@@ -363,7 +359,6 @@ def test_hub_id_from_local_cache_only(tmp_path, monkeypatch):
         parse_model("Qwen/Qwen2.5-72B-Instruct")
 
 
-@needs_shared
 def test_corpus_qwen3_index_only(tmp_path):
     folder = pf.copy_corpus("Qwen--Qwen3-1.7B", tmp_path / "Qwen3-1.7B")
     parsed = parse_model(folder)
@@ -379,7 +374,6 @@ def test_corpus_qwen3_index_only(tmp_path):
     assert any("only the index" in w for w in parsed.warnings)
 
 
-@needs_shared
 def test_corpus_tinyllama_config_only(tmp_path):
     folder = pf.copy_corpus("TinyLlama--TinyLlama-1.1B-Chat-v1.0", tmp_path / "TinyLlama-1.1B-Chat-v1.0")
     parsed = parse_model(folder)
@@ -398,7 +392,6 @@ def test_corpus_tinyllama_config_only(tmp_path):
             in parsed.warnings)
 
 
-@needs_shared
 def test_corpus_embedding_and_reranker(tmp_path):
     emb = parse_model(pf.copy_corpus("BAAI--bge-large-zh-v1.5", tmp_path / "bge-large-zh-v1.5"))
     assert emb.model_type == "embedding"
@@ -433,7 +426,6 @@ def test_sentence_transformers_dense_and_old_layout(tmp_path):
     assert old.sources["max_tokens"] == "0_Transformer/sentence_bert_config.json max_seq_length"
 
 
-@needs_shared
 def test_reranker_family_inferred(tmp_path):
     parsed = parse_model(pf.build_cross_encoder_config(tmp_path, "BAAI/bge-reranker-v2-m3"))
     assert parsed.model_type == "rerank"
@@ -468,7 +460,6 @@ def test_gguf_quantized_family_inferred(tmp_path):
     assert parsed.spec.model_lang == ["en"]
 
 
-@needs_shared
 def test_gguf_with_family_template(tmp_path):
     """A GGUF without a template takes the family's; its size comes from general.size_label."""
     import gguf
@@ -515,7 +506,6 @@ def test_builtin_family_fills_gaps_own_files_win(tiny_llama_dir):
     assert parsed.facts["family_chat_template_differs"] is True
 
 
-@needs_shared
 def test_builtin_family_template_is_the_fallback(tmp_path):
     folder = pf.copy_corpus("TinyLlama--TinyLlama-1.1B-Chat-v1.0", tmp_path / "my-llama")
     parsed = parse_model(folder, model_family="llama-2-chat")
@@ -782,7 +772,6 @@ def test_preview_custom_messages(tiny_llama_dir):
     assert text == "<|im_start|>user\nHi<|im_end|>\n"
 
 
-@needs_shared
 def test_preview_template_without_system_role(tmp_path):
     parsed = parse_model(pf.copy_corpus("google--gemma-2-2b-it", tmp_path / "gemma-2-2b-it"))
     assert parsed.preview() == (

@@ -21,7 +21,6 @@ from xinference_nb.parse import parse_model
 
 import parse_families as pf
 
-needs_shared = pytest.mark.skipif(not pf.have_shared(), reason="../shared/corpus is not here")
 
 # corpus folder → (published parameters in billions, where that number is stated)
 CORPUS_KNOWN = {
@@ -73,7 +72,6 @@ def _within(estimate: int, known_billions: float, tolerance: float) -> bool:
     return abs(estimate / 1e9 - known_billions) <= tolerance * known_billions
 
 
-@needs_shared
 @pytest.mark.parametrize("name", sorted(CORPUS_KNOWN))
 def test_corpus_config_estimate_is_near_the_published_count(name):
     known, where = CORPUS_KNOWN[name]
@@ -106,7 +104,6 @@ def test_config_without_sizes_estimates_nothing():
     assert estimate_parameters({"hidden_size": True, "num_hidden_layers": 2, "vocab_size": 10}) is None
 
 
-@needs_shared
 def test_config_only_folder_parses_with_an_estimated_size_and_a_warning(tmp_path):
     """A download with config files but no weights yet: the size comes from the architecture, and the
     warning says it was estimated (a folder name without a size, so the estimate decides)."""
@@ -123,7 +120,6 @@ def test_config_only_folder_parses_with_an_estimated_size_and_a_warning(tmp_path
     assert "estimate from the architecture in config.json" in parsed.sources["model_specs[0].model_size_in_billions"]
 
 
-@needs_shared
 def test_corpus_folder_without_config_is_refused(tmp_path):
     folder = pf.copy_corpus(CORPUS_WITHOUT_CONFIG[0], tmp_path / "phi3")
     with pytest.raises(ParseError, match="no config.json"):
