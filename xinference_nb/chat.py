@@ -398,12 +398,20 @@ STREAM_OPTIONS_KEYS = ("include_usage",)
 DEFAULT_MAX_TOKENS = 512
 # every engine can apply it: torch takes 64 bits, llama.cpp 32 (and reads 0xFFFFFFFF as "random")
 MAX_SEED = 2**32 - 2
+# Engines sample from float32 logits. A temperature below GREEDY_TEMPERATURE is greedy (0): at such a
+# temperature sampling picks the argmax anyway (two float32 logits that differ, differ by far more
+# than 104 x 1e-20, so exp of their scaled difference underflows to 0), while dividing by it overflows
+# float32 into inf/NaN probabilities (transformers below ~1e-37, llama.cpp's float temperature turns
+# subnormal below 1.2e-38). The repetition penalty divides or multiplies logits the same way: values
+# outside REPETITION_PENALTY_RANGE act as its ends (the penalised tokens already win or lose outright).
+GREEDY_TEMPERATURE = 1e-20
+REPETITION_PENALTY_RANGE = (1e-20, 1e20)
 
 
 @dataclass
 class SamplingParams:
     max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: Optional[float] = None   # None: the model's defaults; 0: greedy
+    temperature: Optional[float] = None   # None: the model's defaults; 0 (or below GREEDY_TEMPERATURE): greedy
     top_p: Optional[float] = None
     top_k: Optional[int] = None
     repetition_penalty: Optional[float] = None   # None or 1.0: off
@@ -466,13 +474,17 @@ def parse_generate_config(generate_config: Optional[dict[str, Any]], chat_format
     if cfg.get("temperature") is not None:
         params.temperature = _real("temperature", cfg["temperature"], lambda x: x >= 0,
                                    "a finite number >= 0 (0 means greedy)")
+        if params.temperature < GREEDY_TEMPERATURE:
+            params.temperature = 0.0
     if cfg.get("top_p") is not None:
         params.top_p = _real("top_p", cfg["top_p"], lambda x: 0 < x <= 1, "a number in (0, 1]")
     if cfg.get("top_k") is not None:
         params.top_k = _integer("top_k", cfg["top_k"], -1, None, "a whole number >= 0 (0 or -1: off)")
     if cfg.get("repetition_penalty") is not None:
-        params.repetition_penalty = _real("repetition_penalty", cfg["repetition_penalty"], lambda x: x > 0,
-                                          "a finite number > 0 (1.0: off)")
+        penalty = _real("repetition_penalty", cfg["repetition_penalty"], lambda x: x > 0,
+                        "a finite number > 0 (1.0: off)")
+        low, high = REPETITION_PENALTY_RANGE
+        params.repetition_penalty = min(max(penalty, low), high)
     if cfg.get("seed") is not None:
         params.seed = _integer("seed", cfg["seed"], 0, MAX_SEED, f"a whole number from 0 to {MAX_SEED}")
     stop = cfg.get("stop")
@@ -699,19 +711,29 @@ def _decoder(tokenizer: Any, keep_special: bool, drop_ids: Iterable[int]) -> Cal
 def incremental_deltas(tokenizer: Any, ids: Iterator[int], stopped: Any = None, keep_special: bool = False,
                        drop_ids: Iterable[int] = ()) -> Iterator[str]:
     """Text deltas of a growing token sequence: each new piece once it decodes to whole characters
-    (never a dangling "\ufffd" of a split UTF-8 sequence). Once ``stopped`` is set the remaining ids
-    are consumed without text. ``keep_special``, ``drop_ids``: as in :func:`decode_text`."""
+    (a "\ufffd" at the end, perhaps the start of a UTF-8 sequence split over tokens, waits for the
+    next token). When the ids end, what is still held comes out as :func:`decode_text` gives it (a
+    reply cut inside a character ends in "\ufffd"): the deltas add up to the whole reply's text. Once
+    ``stopped`` is set the remaining ids are consumed without text. ``keep_special``, ``drop_ids``:
+    as in :func:`decode_text`."""
     seen: list[int] = []
     prefix, read = 0, 0
     decode = _decoder(tokenizer, keep_special, drop_ids)
+
+    def pending() -> tuple[str, str]:
+        return (decode(seen[prefix:read]) if read > prefix else ""), decode(seen[prefix:])
+
     for tid in ids:
         seen.append(tid)
         if stopped is not None and stopped.is_set():
             continue
-        prefix_text = decode(seen[prefix:read]) if read > prefix else ""
-        new_text = decode(seen[prefix:])
+        prefix_text, new_text = pending()
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
             prefix, read = read, len(seen)
+            yield new_text[len(prefix_text):]
+    if read < len(seen) and not (stopped is not None and stopped.is_set()):
+        prefix_text, new_text = pending()
+        if len(new_text) > len(prefix_text):
             yield new_text[len(prefix_text):]
 
 

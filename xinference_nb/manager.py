@@ -8,6 +8,7 @@ bar; and keeps the model under a uid. A failed launch frees what it loaded and l
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import threading
@@ -265,6 +266,10 @@ class ModelManager:
                     raise LaunchError(f"launch of {uid!r} was cancelled")
                 self._models[uid] = running
                 self._terminated.discard(uid)
+            # last registered, first run: stop generation before the exit hooks that the backends this
+            # launch imported registered (torch's among them) tear anything down
+            atexit.unregister(self.stop_generation)
+            atexit.register(self.stop_generation)
             model = None
             return uid
         except BaseException:
@@ -719,6 +724,18 @@ class ModelManager:
         finally:
             del model, entry
             release_memory()
+
+    def stop_generation(self, timeout: float = 5.0) -> None:
+        """At interpreter exit: stop every call running in a model (the generation threads are daemons;
+        one still inside torch when the interpreter tears down aborts the process with "terminate called
+        without an active exception") and wait up to ``timeout`` s for them to leave the backends."""
+        with self._lock:
+            models = [e.model for e in self._models.values() if e.model is not None]
+        deadline = time.monotonic() + timeout
+        for model in models:
+            model.cancel()
+        for model in models:
+            model.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def terminate_all(self) -> None:
         for uid in list(self._models):

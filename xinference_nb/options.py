@@ -38,6 +38,7 @@ class Opt:
     kind: str            # bool, int, number, str, dtype, dict, str_list, str_dict, peft, any
     about: str = ""
     minimum: Optional[float] = None
+    maximum: Optional[float] = None
 
 
 # Every option a part of this package reads, with its type. Engines name theirs in ENGINE_OPTIONS.
@@ -203,6 +204,8 @@ def check_value(name: str, value: Any, opt: Opt) -> Optional[str]:
             return f"must be a finite number, got {value!r}"
         if opt.minimum is not None and value < opt.minimum:
             return f"must be at least {opt.minimum:g}, got {value!r}"
+        if opt.maximum is not None and value > opt.maximum:
+            return f"must be at most {opt.maximum:g}, got {value!r}"
         return None
     if kind == "str":
         return None if isinstance(value, str) and value else f"must be a non-empty string, {_got(value)}"
@@ -247,9 +250,13 @@ LORA_KEYS = ("lora_name", "local_path")
 IMAGE_LORA_LOAD_KWARGS: dict[str, Opt] = {
     "weight_name": Opt("str"), "subfolder": Opt("str"), "use_safetensors": Opt("bool"),
     "low_cpu_mem_usage": Opt("bool")}
+# How much of a LoRA's update is applied (diffusers' fuse_lora, llama.cpp's lora_scale): 1 is the
+# adapter as trained, 0 none, negative subtracts it; past a few the output is noise, and 1e30 gives
+# inf / NaN weights (an all-black image, NaN logits). So at most MAX_LORA_SCALE either way.
+MAX_LORA_SCALE = 100.0
 IMAGE_LORA_FUSE_KWARGS: dict[str, Opt] = {
-    "lora_scale": Opt("number"), "components": Opt("str_list"), "safe_fusing": Opt("bool"),
-    "adapter_names": Opt("str_list")}
+    "lora_scale": Opt("number", minimum=-MAX_LORA_SCALE, maximum=MAX_LORA_SCALE), "components": Opt("str_list"),
+    "safe_fusing": Opt("bool"), "adapter_names": Opt("str_list")}
 BASE_ADAPTER = "__base__"   # peft's name for "no adapter" in a mixed batch: never an adapter's name
 _LORA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

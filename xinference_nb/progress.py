@@ -63,9 +63,12 @@ def map_in_order(fn: Callable[[Any], Any], items: list[Any], *, workers: int, pr
                  desc: str = "") -> list[Any]:
     """``[fn(x) for x in items]`` run ``workers`` at a time (so that an LLM's continuous batching,
     in-kernel or behind a server, gets them together), results in the order of ``items``, with a
-    tqdm bar counting finished items. The first error is raised once the running calls have ended;
-    the items not started yet are not run."""
+    tqdm bar counting finished items. The first error (or a KeyboardInterrupt) is raised once the
+    running calls have ended: they stop at their next token (``threads.cancel_scope``), and the items
+    not started yet are not run."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from .threads import cancel_scope
 
     if not items:
         return []
@@ -77,7 +80,13 @@ def map_in_order(fn: Callable[[Any], Any], items: list[Any], *, workers: int, pr
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))),
                                 thread_name_prefix="xinf-batch") as pool:
-            futures = [pool.submit(fn, x) for x in items]
+            stop = threading.Event()   # an interrupt (or the first error) stops the running calls too
+
+            def run(x: Any) -> Any:
+                with cancel_scope(stop):
+                    return fn(x)
+
+            futures = [pool.submit(run, x) for x in items]
             try:
                 for fut in as_completed(futures):
                     fut.result()
@@ -85,6 +94,7 @@ def map_in_order(fn: Callable[[Any], Any], items: list[Any], *, workers: int, pr
                         bar.update(1)
                 results = [fut.result() for fut in futures]
             except BaseException:
+                stop.set()
                 for fut in futures:
                     fut.cancel()
                 raise

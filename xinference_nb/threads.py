@@ -1,13 +1,42 @@
-"""A blocking iterator drained on a thread of its own, its items handed to an asyncio loop.
+"""Thread helpers, standard library only.
 
-Used by the REST server's SSE producer (server/sse.py) and by the async methods of the framework
-classes (integrations/), so a model's generation never runs on the event loop. Standard library only.
+``drain_in_thread``: a blocking iterator drained on a thread of its own, its items handed to an asyncio
+loop (the REST server's SSE producer, server/sse.py, and the async methods of the framework classes,
+integrations/), so a model's generation never runs on the event loop.
+
+``cancel_scope`` / ``scope_cancelled``: an event that the calls made on one thread watch (a batch method's
+workers, progress.map_in_order): once it is set, a generation running for that thread stops at its next
+token (``engines.InFlight.check`` and the engines' wait loops ask ``scope_cancelled``).
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
+
+_SCOPE = threading.local()
+
+
+@contextmanager
+def cancel_scope(event: threading.Event) -> Iterator[None]:
+    """Inside the block, calls made on this thread stop once ``event`` is set."""
+    previous = getattr(_SCOPE, "event", None)
+    _SCOPE.event = event
+    try:
+        yield
+    finally:
+        _SCOPE.event = previous
+
+
+def scope_event() -> Optional[threading.Event]:
+    """The event of this thread's cancel scope (None outside one)."""
+    return getattr(_SCOPE, "event", None)
+
+
+def scope_cancelled() -> bool:
+    event = scope_event()
+    return event is not None and event.is_set()
 
 
 def drain_in_thread(make: Callable[[], Iterator[Any]], loop: asyncio.AbstractEventLoop, *, name: str,

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ..errors import EngineUnavailable, InferenceError, LaunchError
+from ..threads import scope_cancelled
+
+# the error of a call stopped by its thread's cancel scope (a batch method that was interrupted)
+CANCELLED = "call cancelled: the batch it belonged to was interrupted (KeyboardInterrupt) or failed"
 
 
 @dataclass
@@ -117,6 +121,8 @@ class InFlight:
     def check(self) -> None:
         if self.event.is_set():
             raise self.error()
+        if scope_cancelled():
+            raise InferenceError(CANCELLED)
 
     @contextmanager
     def step(self) -> Iterator[None]:

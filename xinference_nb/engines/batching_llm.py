@@ -16,6 +16,17 @@ max_tokens, sampling parameters and seed (a ``torch.Generator`` per request; arg
 - leaving: the finished rows are dropped from the cache (``index_select``) and the columns that are
   padding for every remaining row are cut off.
 
+One request never fails another: what goes wrong in one row (NaN or infinite logits from the model
+or a LoRA adapter, a failing logits processor or sampling step, a stop-string check that raises)
+ends that request alone with an InferenceError, at the step it happened, and the other rows go on
+exactly as they would alone. Each row's next token is picked inside ``_pick_row`` behind that
+boundary: the model's logits are checked, then the row's logits processors run in order (the
+repetition penalty, then ``BatchRequest.logits_processors``: the place for per-request processors
+such as logit_bias or structured outputs), then greedy or sampling (``sample_token``), which stays
+finite for any accepted temperature, top_p and top_k. A prefill that raises is retried one joiner
+at a time, so only the joiner that cannot run fails; a decode step that raises fails every row
+(their cache is shared).
+
 Cancellation: a reader that goes away (``TokenStream.close``) drops its row at the next step;
 ``terminate_model`` (``InFlight.cancel``) ends every running and waiting request with
 InferenceError("model terminated ..."). The worker runs inside one ``InFlight.step()``, so
@@ -33,12 +44,13 @@ import inspect
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..chat import SamplingParams, TokenStream, incremental_deltas
 from ..errors import InferenceError
 from ..options import BASE_ADAPTER
-from . import InFlight
+from ..threads import scope_event
+from . import CANCELLED, InFlight
 
 _DONE = object()
 
@@ -110,6 +122,10 @@ class BatchRequest:
     top_k: Optional[int] = None
     generator: Any = None
     adapter: Optional[str] = None     # the LoRA adapter of this request (None: the base model)
+    # per-request logits processors, run in order after the repetition penalty: ``fn(ids, logits) ->
+    # logits`` with ``ids`` the prompt and generated ids so far and ``logits`` this row's float32
+    # scores (1-D, the vocabulary); an exception or NaN scores fail this request alone
+    logits_processors: list[Callable[[list[int], Any], Any]] = field(default_factory=list)
     out: "queue.Queue[Any]" = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
     ids: list[int] = field(default_factory=list)
@@ -205,7 +221,8 @@ class BatchScheduler:
                         try:
                             self._drop([r for r in self._rows if r.closed.is_set()], "stop")
                             if joiners:
-                                self._prefill(joiners)
+                                self._join(joiners)
+                                joiners = []
                             if self._rows:
                                 self._decode()
                         except Exception as exc:  # noqa: BLE001 - every running request gets the error
@@ -234,7 +251,26 @@ class BatchScheduler:
         self.steps += 1
         return self.model(**kw).logits[:, -1, :].float()
 
-    def _prefill(self, joiners: list[BatchRequest]) -> None:
+    def _join(self, joiners: list[BatchRequest]) -> None:
+        """Prefill the joiners together; when that forward pass raises (an input the model cannot run),
+        again one at a time, so that only the joiner that fails gets the error. A prefill fills a cache
+        of its own: the running rows are untouched until its rows merge."""
+        try:
+            logits, cache, mask = self._prefill(joiners)
+        except Exception as exc:  # noqa: BLE001 - told to the joiner it belongs to
+            if self.inflight.cancelled:
+                raise
+            if len(joiners) == 1:
+                joiners[0].finish(error=row_error(exc))
+            else:
+                for r in joiners:
+                    self._join([r])
+            return
+        self._merge(joiners, cache, mask)
+        self._advance(logits, start=len(self._rows) - len(joiners))
+
+    def _prefill(self, joiners: list[BatchRequest]) -> tuple[Any, Any, Any]:
+        """(last logits, cache, attention mask) of the joiners' prompts, left-padded together."""
         import torch
         from transformers import DynamicCache
 
@@ -249,9 +285,7 @@ class BatchScheduler:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         cache.layers = [growing_layer() for _ in cache.layers]
-        logits = self._forward(ids, mask, positions, cache, joiners)
-        self._merge(joiners, cache, mask)
-        self._advance(logits, start=len(self._rows) - len(joiners))
+        return self._forward(ids, mask, positions, cache, joiners), cache, mask
 
     def _decode(self) -> None:
         import torch
@@ -310,16 +344,25 @@ class BatchScheduler:
 
     # ------------------------------------------------------------------ sampling
     def _advance(self, logits: Any, start: int) -> None:
-        """Pick the next token of rows ``start:`` from their logits; finished rows leave."""
+        """Pick the next token of rows ``start:`` from their logits; finished rows leave, and a row
+        whose step fails (see the module doc) leaves with its error."""
+        import torch
+
         rows = self._rows[start:]
-        greedy = logits.argmax(-1).tolist()
+        # one transfer for the whole batch: each row's argmax, -1 where its logits are NaN or +inf
+        # (``x < inf`` is false for both)
+        finite = (logits < float("inf")).all(-1)
+        greedy = torch.where(finite, logits.argmax(-1), -1).tolist()
         leaving = []
         for i, r in enumerate(rows):
-            tid = greedy[i]
-            if r.sample or (r.params.repetition_penalty not in (None, 1.0)):
-                tid = self._sample_row(r, logits[i])
-            r.emit(tid)
-            reason = self._finished(r, tid)
+            try:
+                tid = self._pick_row(r, logits[i], greedy[i])
+                r.emit(tid)
+                reason = self._finished(r, tid)
+            except Exception as exc:  # noqa: BLE001 - this request alone fails
+                r.finish(error=row_error(exc))
+                leaving.append(r)
+                continue
             if reason is not None:
                 r.finish_reason = reason
                 leaving.append(r)
@@ -328,31 +371,23 @@ class BatchScheduler:
                 leaving.append(r)
         self._drop(leaving)
 
-    def _sample_row(self, r: BatchRequest, logits: Any) -> int:
-        import torch
+    def _pick_row(self, r: BatchRequest, logits: Any, greedy: int) -> int:
+        """The row's next token: the batch's argmax for a plain greedy row, else its logits
+        processors and then greedy or sampling. Raises for this row alone."""
+        if greedy < 0:
+            raise broken_logits_error(len(r.ids) + 1, r.adapter)
+        processors = self._processors(r)
+        if not r.sample and not processors:
+            return greedy
+        scores = logits
+        for fn in processors:
+            scores = fn(r.prompt_ids + r.ids, scores)
+        return sample_token(scores, r.temperature if r.sample else 0.0, r.top_p, r.top_k, r.generator)
 
-        scores = logits.clone()
+    def _processors(self, r: BatchRequest) -> list[Callable[[list[int], Any], Any]]:
         penalty = r.params.repetition_penalty
-        if penalty not in (None, 1.0):
-            seen = torch.tensor(r.prompt_ids + r.ids, dtype=torch.long, device=scores.device).unique()
-            picked = scores.index_select(0, seen)
-            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
-            scores.index_copy_(0, seen, picked)
-        if not r.sample:
-            return int(scores.argmax())
-        if r.temperature and r.temperature != 1.0:
-            scores = scores / r.temperature
-        if r.top_k is not None and 0 < r.top_k < scores.shape[-1]:
-            kth = torch.topk(scores, r.top_k).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if r.top_p is not None and r.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=False)
-            cum = ordered.softmax(-1).cumsum(-1)
-            remove = cum <= (1 - r.top_p)
-            remove[-1] = False
-            scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
-        probs = scores.softmax(-1)
-        return int(torch.multinomial(probs, 1, generator=r.generator))
+        out = [] if penalty in (None, 1.0) else [lambda ids, scores: repetition_penalty(ids, scores, penalty)]
+        return out + list(r.logits_processors)
 
     def _finished(self, r: BatchRequest, tid: int) -> Optional[str]:
         if tid in r.stop_ids:
@@ -365,6 +400,66 @@ class BatchScheduler:
         if len(r.ids) >= r.max_new:
             return "length"
         return None
+
+
+def broken_logits_error(token: int, adapter: Optional[str] = None) -> InferenceError:
+    """The error of a request whose logits are NaN or +inf (at its ``token``-th new token)."""
+    using = f"LoRA adapter {adapter!r}" if adapter else "weights"
+    return InferenceError(f"generation failed: the model produced NaN or infinite logits for this request at its "
+                          f"new token {token} (broken {using}, or an input that overflows the model)")
+
+
+def row_error(exc: BaseException) -> InferenceError:
+    """The InferenceError a request gets when its own step failed."""
+    if isinstance(exc, InferenceError):
+        return exc if str(exc).startswith("generation failed") else InferenceError(f"generation failed: {exc}")
+    return InferenceError(f"generation failed for this request: {type(exc).__name__}: {exc}")
+
+
+def repetition_penalty(ids: list[int], scores: Any, penalty: float) -> Any:
+    """``scores`` with the tokens of ``ids`` penalised as transformers does (a positive logit divided by
+    ``penalty``, a negative one multiplied)."""
+    import torch
+
+    scores = scores.clone()
+    seen = torch.tensor(ids, dtype=torch.long, device=scores.device).unique()
+    picked = scores.index_select(0, seen)
+    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+    scores.index_copy_(0, seen, picked)
+    return scores
+
+
+def sample_token(scores: Any, temperature: float, top_p: Optional[float] = None, top_k: Optional[int] = None,
+                 generator: Any = None) -> int:
+    """The next token from one row's processed float32 scores (1-D): argmax when ``temperature`` is 0,
+    else temperature, top_k, top_p and a draw from ``generator``. Finite for every value: NaN scores
+    (a processor's) are an InferenceError, a +inf score wins outright, no allowed token is an
+    InferenceError, and a temperature at which the scores overflow float32 picks the argmax (its
+    limit: every other token's probability underflows to 0)."""
+    import torch
+
+    best = float(scores.max())
+    if best != best:   # NaN
+        raise InferenceError("the logits of this request became NaN in its logits processing")
+    if best == float("-inf"):
+        raise InferenceError("no token is allowed for this request (every logit is -inf after its logits processing)")
+    if best == float("inf") or not temperature:
+        return int(scores.argmax())
+    scaled = scores / min(float(temperature), torch.finfo(scores.dtype).max)
+    if not bool(torch.isfinite(scaled.max())):   # overflowed (or a temperature that is 0 in float32)
+        return int(scores.argmax())
+    scores = scaled
+    if top_k is not None and 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=False)
+        cum = ordered.softmax(-1).cumsum(-1)
+        remove = cum <= (1 - top_p)
+        remove[-1] = False
+        scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class BatchTokenStream(TokenStream):
@@ -405,10 +500,17 @@ class BatchTokenStream(TokenStream):
 
 
 def wait_result(req: BatchRequest) -> None:
-    """Block until ``req`` is done (a KeyboardInterrupt in a notebook drops it from the batch)."""
+    """Block until ``req`` is done (a KeyboardInterrupt in a notebook, or this thread's cancel scope,
+    drops it from the batch)."""
+    scope = scope_event()
     try:
         while True:
-            item = req.out.get()
+            try:
+                item = req.out.get(timeout=None if scope is None else 0.05)
+            except queue.Empty:
+                if scope is not None and scope.is_set():
+                    raise InferenceError(CANCELLED) from None
+                continue
             if item is _DONE:
                 break
     except BaseException:

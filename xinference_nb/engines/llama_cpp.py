@@ -22,7 +22,7 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
                     check_prompt_fits, split_stops)
 from ..errors import FieldIssue, InferenceError, LaunchError, LaunchOptionError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
-from ..options import LoraAdapter, lora_adapters
+from ..options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters
 from . import InFlight, LoadRequest
 
 
@@ -123,6 +123,12 @@ def check_gguf_loras(adapters: list[LoraAdapter], options: dict[str, Any]) -> No
     if options.get("lora_scale") is not None and not adapters and options.get("lora_path") is None:
         raise LaunchOptionError([FieldIssue("lora_scale", "scales a LoRA adapter, and there is none: give "
                                                           "peft_model_config's lora_list (or lora_path), or drop it")])
+    if options.get("lora_scale") is not None:   # 1e30 makes every logit NaN
+        problem = check_value("lora_scale", options["lora_scale"],
+                              Opt("number", minimum=-MAX_LORA_SCALE, maximum=MAX_LORA_SCALE))
+        if problem:
+            raise LaunchOptionError([FieldIssue("lora_scale", f"{problem} (1 applies the adapter as trained, 0 not at "
+                                                              "all, negative subtracts it)")])
     checks = [(f"peft_model_config lora_list adapter {a.name!r} ({a.path})", a.path) for a in adapters]
     if options.get("lora_path") is not None:   # llama-cpp-python would run without an adapter it cannot read
         checks.append((f"lora_path ({options['lora_path']})", options["lora_path"]))
@@ -333,8 +339,25 @@ class LlamaCppLLM(ChatLLM):
     def _tokens(self, llm: Any, gen: Iterator[int], setup: tuple, state: TokenStream,
                 check_stops: bool) -> Iterator[str]:
         max_new, stop_ids, stop_strings, longest, keep_special = setup
+        # bytes of a character split over tokens wait in the decoder; when the reply ends they come out
+        # as "\ufffd" (final=True), in a whole reply and a stream alike
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
+
+        def cut(piece: str) -> tuple[str, bool]:
+            """(the piece up to a stop string, hit) when the engine checks stops itself."""
+            nonlocal text
+            if not (check_stops and stop_strings):
+                return piece, False
+            window_start = max(0, len(text) - longest)
+            text += piece
+            window = text[window_start:]
+            hits = [window.find(s) for s in stop_strings if s in window]
+            if not hits:
+                return piece, False
+            end = window_start + min(hits)
+            return piece[:max(0, len(piece) - (len(text) - end))], True
+
         while True:
             with self._inflight.step():  # one token: evaluate, sample, detokenize
                 tid = next(gen, None)
@@ -348,21 +371,19 @@ class LlamaCppLLM(ChatLLM):
                 # a request with tools keeps the special tokens its tool-call format writes
                 piece = decoder.decode(token_bytes(llm, tid, keep_special))
             if piece:
-                if check_stops and stop_strings:
-                    window_start = max(0, len(text) - longest)
-                    text += piece
-                    window = text[window_start:]
-                    hits = [window.find(s) for s in stop_strings if s in window]
-                    if hits:
-                        cut = window_start + min(hits)
-                        piece = piece[:max(0, len(piece) - (len(text) - cut))]
-                        if piece:
-                            yield piece
-                        state.finish_reason = "stop"
-                        break
-                yield piece
+                piece, hit = cut(piece)
+                if piece:
+                    yield piece
+                if hit:
+                    state.finish_reason = "stop"
+                    return
             if state.completion_tokens >= max_new:
                 break
+        piece, hit = cut(decoder.decode(b"", final=True))
+        if piece:
+            yield piece
+        if hit:
+            state.finish_reason = "stop"
 
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
         state = TokenStream()

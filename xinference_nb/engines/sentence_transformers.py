@@ -23,6 +23,7 @@ from ..errors import InferenceError, LaunchError
 from . import EngineModel, LoadRequest
 from ..memory import release_memory
 from .flexible import torch_memory_bytes
+from .imports import import_without_peft
 
 # launch_model(**kwargs) handed to the sentence-transformers constructors: the engine's options in
 # xinference_nb.options.ENGINE_OPTIONS (one table for the manager's check and for this engine)
@@ -333,7 +334,7 @@ def _launch_failed(request: LoadRequest, what: str, exc: BaseException) -> Launc
 
 
 def load_embedding(request: LoadRequest) -> SentenceTransformerEmbedding:
-    from sentence_transformers import SentenceTransformer
+    SentenceTransformer = import_without_peft("sentence_transformers").SentenceTransformer
 
     request.progress("load", 0.1)
     spec = request.spec
@@ -365,7 +366,7 @@ def load_embedding(request: LoadRequest) -> SentenceTransformerEmbedding:
 
 
 def load_rerank(request: LoadRequest) -> CrossEncoderRerank:
-    from sentence_transformers import CrossEncoder
+    CrossEncoder = import_without_peft("sentence_transformers").CrossEncoder
 
     request.progress("load", 0.1)
     spec = request.spec

@@ -28,7 +28,9 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
                     check_prompt_fits, decode_text, incremental_deltas, read_own_chat_template, split_stops)
 from ..errors import InferenceError, LaunchError
 from ..options import BASE_ADAPTER, LoraAdapter, lora_adapters
+from ..threads import scope_event
 from . import InFlight, LoadRequest
+from .lora_guards import adapter_fits_base, config_patterns_problem, dropped_weights, scaling_problem
 
 QUANTIZATIONS = ("none", "4-bit", "8-bit")
 DEFAULT_MAX_NUM_SEQS = 16
@@ -178,20 +180,22 @@ def _config_rank(config: dict[str, Any]) -> int:
     return max([config.get("r", 8), *(config.get("rank_pattern") or {}).values()])
 
 
-def _weight_ranks(file: Path) -> set[int]:
-    """The ranks of the lora_A matrices in an adapter's weight file, from its header (safetensors) or
-    its tensors on the meta device (a .bin pickle, read with torch's weights-only loader: no code runs)."""
+def _weight_shapes(file: Path) -> dict[str, list[int]]:
+    """The shape of every tensor in an adapter's weight file, from its header (safetensors: checked
+    against the file's bytes by metadata.safetensors) or its tensors on the meta device (a .bin
+    pickle, read with torch's weights-only loader: no code runs, nothing allocated)."""
     if file.suffix == ".safetensors":
         from ..metadata.safetensors import read_safetensors_header
 
-        shapes = {name: t.get("shape") for name, t in read_safetensors_header(file).items()}
-    else:
-        import torch
+        return {name: list(t["shape"]) for name, t in read_safetensors_header(file).items()}
+    import torch
 
-        state = torch.load(file, map_location="meta", weights_only=True)
-        shapes = {k: list(v.shape) for k, v in (state.items() if isinstance(state, dict) else ())
-                  if hasattr(v, "shape")}
-    return {int(s[0]) for k, s in shapes.items() if ("lora_A" in k or "lora_embedding_A" in k) and s}
+    state = torch.load(file, map_location="meta", weights_only=True)
+    return {k: list(v.shape) for k, v in (state.items() if isinstance(state, dict) else ()) if hasattr(v, "shape")}
+
+
+def _weights_file(folder: Path) -> Optional[Path]:
+    return next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
 
 
 def check_lora_folders(adapters: list[LoraAdapter]) -> None:
@@ -226,14 +230,15 @@ def check_lora_folders(adapters: list[LoraAdapter]) -> None:
         if str(peft_type).upper() != "LORA":
             raise LaunchError(f"{where} is a {peft_type} adapter; only LoRA adapters (peft_type LORA) can be chosen "
                               "per request")
-        problem = _lora_config_problem(config)
-        weights = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+        problem = _lora_config_problem(config) or config_patterns_problem(config) or scaling_problem(config)
+        weights = _weights_file(folder)
         if problem is None and weights is None:
             # (peft would look for it on the Hugging Face Hub under that path)
             problem = f"has no {' or '.join(ADAPTER_WEIGHTS)}"
         if problem is None:
             try:
-                have = _weight_ranks(weights)
+                have = {int(s[0]) for k, s in _weight_shapes(weights).items()
+                        if ("lora_A" in k or "lora_embedding_A" in k) and s}
             except Exception as exc:  # noqa: BLE001 - a corrupt header, a pickle the weights-only loader refuses
                 raise LaunchError(f"{where}: {weights.name} is not readable: {type(exc).__name__}: "
                                   f"{str(exc)[:300]}") from None
@@ -255,14 +260,22 @@ def check_lora_folders(adapters: list[LoraAdapter]) -> None:
 def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
     """``model`` wrapped by peft with every adapter loaded under its lora_name (the first with
     ``PeftModel.from_pretrained``, the rest with ``load_adapter``). An adapter that does not fit the
-    model (other shapes, missing weights) is a LaunchError naming it; the caller frees the model."""
+    model (layers it lacks, other widths, a rank or a size the base cannot hold: checked from the
+    weight file's header before peft allocates anything; weights peft would drop, missing weights)
+    is a LaunchError naming it; the caller frees the model."""
     from peft import PeftModel
 
     peft_model: Any = None
     problem: Optional[str] = None
     current = adapters[0]
+    layers: dict[str, set[str]] = {}
     try:
-        for current in adapters:
+        for current in adapters:   # all of them before peft wraps the model
+            file = _weights_file(Path(current.path))
+            problem, layers[current.name] = adapter_fits_base(model, file.name, _weight_shapes(file))
+            if problem:
+                break
+        for current in adapters if problem is None else ():
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")
                 if peft_model is None:
@@ -277,6 +290,9 @@ def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
                     missing = [k for k in result.missing_keys if own.search(k)]
             if missing:
                 problem = f"its weights do not cover the layers it targets ({str(missing[0])[:200]})"
+                break
+            problem = dropped_weights(peft_model, current.name, layers[current.name])
+            if problem:
                 break
         if peft_model is not None:
             peft_model.eval()
@@ -302,6 +318,29 @@ class _EventCriteria:
 
         stop = any(e.is_set() for e in self.events)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class _FiniteLogits:
+    """A logits processor of ``generate`` (after the repetition penalty): NaN or +inf logits end the
+    generation with the InferenceError the batch scheduler gives such a row, where ``generate`` would
+    sample from NaN probabilities (a RuntimeError) or take the argmax of NaN (token 0) silently."""
+
+    def __init__(self, adapter: Optional[str] = None):
+        self.adapter = adapter
+        self.start: Optional[int] = None   # the prompt's length: the length at the first call
+
+    def __call__(self, input_ids, scores):
+        from .batching_llm import broken_logits_error
+
+        if self.start is None:
+            self.start = int(input_ids.shape[-1])
+        if not bool((scores < float("inf")).all()):   # false for NaN and +inf
+            raise broken_logits_error(int(input_ids.shape[-1]) - self.start + 1, self.adapter)
+        return scores
+
+
+def _generation_error(exc: BaseException) -> InferenceError:
+    return exc if isinstance(exc, InferenceError) else InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
 
 
 class TransformersLLM(ChatLLM):
@@ -350,6 +389,9 @@ class TransformersLLM(ChatLLM):
                              is not None else tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                              else (eos_ids[0] if eos_ids else None))
         self.device = getattr(model, "device", None)
+        embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+        # a prompt token past the embeddings fails the forward pass (a device-side assert on CUDA)
+        self._n_embeddings = getattr(embeddings, "num_embeddings", None)
         self._lock = threading.Lock()
         # generation runs in in-flight steps that terminate_model cancels (stopping criteria) and waits for
         self._inflight = InFlight(request.model_uid)
@@ -372,9 +414,21 @@ class TransformersLLM(ChatLLM):
         """The id of ``text`` when the tokenizer has it as one added/special token."""
         return self._added.get(text)
 
+    def _check_ids(self, ids: list[int]) -> None:
+        """InferenceError for a prompt token the model's embeddings do not cover (a tokenizer with
+        tokens the model was not resized for), before it reaches a forward pass."""
+        n = self._n_embeddings
+        bad = [i for i in ids if n is not None and not 0 <= i < n]
+        if bad:
+            piece = self.tokenizer.convert_ids_to_tokens(bad[0])
+            raise InferenceError(f"the prompt holds token {piece!r} (id {bad[0]}), which this model's embeddings do "
+                                 f"not cover (ids 0 to {n - 1}): its tokenizer has tokens the model was not resized "
+                                 "for; leave that text out of the prompt")
+
     def _encode(self, prompt: str, chat: bool):
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
         input_ids = enc["input_ids"]
+        self._check_ids(input_ids[0].tolist())
         attention = enc.get("attention_mask")
         if self.device is not None and str(self.device) != "cpu":
             input_ids = input_ids.to(self.device)
@@ -400,8 +454,11 @@ class TransformersLLM(ChatLLM):
             self._adapter_lock.release()
 
     def _gen_kwargs(self, params: SamplingParams, max_new: int) -> tuple[dict[str, Any], list[int]]:
+        from transformers import LogitsProcessorList
+
         stop_ids, strings = split_stops(params, self._token_of)
-        kw: dict[str, Any] = {"max_new_tokens": max_new}
+        kw: dict[str, Any] = {"max_new_tokens": max_new,
+                              "logits_processor": LogitsProcessorList([_FiniteLogits(params.lora_name)])}
         if self.lora_names:   # peft's per-call choice; "__base__" turns every adapter off
             kw["adapter_names"] = [self._adapter(params) or BASE_ADAPTER]
         if stop_ids:
@@ -443,6 +500,7 @@ class TransformersLLM(ChatLLM):
         from .batching_llm import BatchRequest
 
         ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+        self._check_ids(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
         ids_list, strings = split_stops(params, self._token_of)
         stop_ids = set(ids_list)
@@ -478,6 +536,7 @@ class TransformersLLM(ChatLLM):
         from transformers import StoppingCriteriaList
 
         inflight = self._inflight
+        scoped = [e for e in (scope_event(),) if e is not None]   # an interrupted batch method stops it too
         with inflight.step():
             model, tokenizer = self.model, self.tokenizer
             input_ids, attention = self._encode(prompt, chat)
@@ -487,10 +546,12 @@ class TransformersLLM(ChatLLM):
             try:
                 with self._adapter_turn(), torch.inference_mode():
                     out = model.generate(input_ids=input_ids, attention_mask=attention,
-                                         stopping_criteria=StoppingCriteriaList([_EventCriteria(inflight.event)]),
+                                         stopping_criteria=StoppingCriteriaList(
+                                             [_EventCriteria(inflight.event, *scoped)]),
                                          **kw)
-            except (ValueError, TypeError) as exc:
-                raise InferenceError(f"generation failed: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - the generation failed: say how, as an InferenceError
+                inflight.check()   # terminated meanwhile: say so
+                raise _generation_error(exc) from None
             inflight.check()  # terminated while generating: the text was cut short
             new_ids = out[0, n_prompt:].tolist()
             text = decode_text(tokenizer, new_ids, params.keep_special_tokens, stop_ids)
@@ -600,7 +661,7 @@ class _HFTokenStream(TokenStream):
         if self._inflight.cancelled and not self._stop.is_set():
             raise self._inflight.error()
         if self._error is not None and not self._stop.is_set():
-            raise InferenceError(f"generation failed: {type(self._error).__name__}: {self._error}")
+            raise _generation_error(self._error)
 
     _finished = False
 

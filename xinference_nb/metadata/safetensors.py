@@ -1,8 +1,9 @@
 """safetensors headers: the one reader of ``.safetensors`` metadata in the package.
 
 A safetensors file starts with an 8-byte little-endian length and that many bytes of JSON (tensor
-name → dtype, shape, data offsets). Only that header is read, checked against the file's size; an
-unreadable, truncated or corrupt file is a ParseError that names it.
+name → dtype, shape, data offsets). Only that header is read, checked against the file's size: each
+tensor's dtype × shape must take exactly its byte range, inside the data section, sharing no byte with
+another tensor. An unreadable, truncated or corrupt file is a ParseError that names it (and the tensor).
 """
 from __future__ import annotations
 
@@ -85,17 +86,56 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
     if not isinstance(header, dict):
         raise ParseError(f"{path}: the safetensors header is not a JSON object; the file is corrupt")
     metadata = header.pop("__metadata__", None) or {}
+    end = _check_tensors(path, header, size - 8 - n)
+    return SafetensorsHeader(path, header, metadata if isinstance(metadata, dict) else {}, n, end)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_tensors(path: Path, header: dict, data_size: int) -> int:
+    """The end of the tensor data a header describes, after checking that each tensor's dtype and
+    shape take exactly the bytes of its ``data_offsets``, inside the file's data section
+    (``data_size`` = file size - 8 - header length), and that no two tensors share bytes. A header
+    that lies (a rank-120000 matrix announced in a 536-byte file) would otherwise make a loader
+    allocate what the shapes say before it finds the data missing."""
+    ranges: list[tuple[int, int, str]] = []
     end = 0
     for name, info in header.items():
         if not (isinstance(info, dict) and isinstance(info.get("shape"), list) and "dtype" in info):
             raise ParseError(f"{path}: tensor {name!r} has no dtype/shape in the safetensors header; "
                              "the file is corrupt")
-        offsets = info.get("data_offsets") or [0, 0]
-        end = max(end, int(offsets[1]))
-    if 8 + n + end > size:
-        raise ParseError(f"{path}: truncated safetensors file: its header describes {8 + n + end} bytes, "
-                         f"the file has {size}; re-download it")
-    return SafetensorsHeader(path, header, metadata if isinstance(metadata, dict) else {}, n, end)
+        dtype, shape, offsets = info["dtype"], info["shape"], info.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise ParseError(f"{path}: tensor {name!r} has dtype {str(dtype)[:20]!r}, not a safetensors dtype "
+                             f"({', '.join(DTYPE_BYTES)}); the file is corrupt")
+        if not all(_is_count(d) for d in shape):
+            raise ParseError(f"{path}: tensor {name!r} has shape {str(shape)[:80]}, not a list of sizes; "
+                             "the file is corrupt")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise ParseError(f"{path}: tensor {name!r} has data_offsets {str(offsets)[:80]}, not [begin, end] "
+                             "byte positions; the file is corrupt")
+        begin, stop = offsets
+        bits = math.prod(shape) * int(DTYPE_BYTES[dtype] * 8)
+        if bits % 8 or bits // 8 != stop - begin:
+            takes = f"{bits // 8} bytes" if bits % 8 == 0 else f"{bits} bits"
+            raise ParseError(f"{path}: tensor {name!r} ({dtype} of shape {str(shape)[:80]}) takes "
+                             f"{takes}, but its data_offsets [{begin}, {stop}] hold {stop - begin}; "
+                             "the header does not describe its data, the file is corrupt")
+        if stop > data_size:
+            raise ParseError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte {stop} of the data "
+                             f"section, which has {max(data_size, 0)} bytes; re-download it")
+        if stop > begin:
+            ranges.append((begin, stop, name))
+        end = max(end, stop)
+    ranges.sort()
+    for (_, stop_a, a), (begin_b, _, b) in zip(ranges, ranges[1:]):
+        if begin_b < stop_a:
+            raise ParseError(f"{path}: tensors {a!r} and {b!r} share bytes (data_offsets overlap); the file is "
+                             "corrupt")
+    return end
 
 
 def count_parameters(headers: list[SafetensorsHeader], bits: Optional[int] = None) -> int:

@@ -8,9 +8,10 @@ Kept free of FastAPI so the rules are plain functions the app (and tests) call.
   registration, ``model_path`` of the auto-parse route) must resolve (symlinks and ``..`` followed)
   inside one of the roots: ``allowed_roots=`` of ``serve()``, else ``XINFERENCE_NB_ALLOWED_ROOTS``
   (``os.pathsep``-separated), else the user's home, the Hugging Face cache, ``XINFERENCE_NB_HOME``
-  and the working directory. ``allow_any_path=True`` lifts the rule. A default root that is too broad
-  (``/``, a system folder such as ``/etc`` or ``/usr``: see ``root_problem``) is skipped; an explicit
-  one is refused at start (``RootTooBroad``).
+  and the working directory. A folder is walked: every file and folder in it (links followed) must
+  resolve inside the roots too, since an engine reads them. ``allow_any_path=True`` lifts the rule.
+  A default root that is too broad (``/``, a system folder such as ``/etc`` or ``/usr``: see
+  ``root_problem``) is skipped; an explicit one is refused at start (``RootTooBroad``).
 * Host header (DNS rebinding): without an API key, only requests addressed to a loopback name
   (``localhost``, ``*.localhost``, ``127.0.0.1``, ``[::1]``, a loopback name the server was bound to)
   or a name in ``allowed_hosts`` are answered; others get 403. With a key, any Host.
@@ -32,6 +33,10 @@ from typing import Any, Iterable, Optional
 from ..errors import XinfError
 
 ALLOWED_ROOTS_ENV = "XINFERENCE_NB_ALLOWED_ROOTS"
+# a folder sent over REST is walked (every file an engine may open must resolve inside the roots):
+# at most this many entries, this deep (a model folder has tens of files, a diffusers one two levels)
+MAX_FOLDER_ENTRIES = 20_000
+MAX_FOLDER_DEPTH = 16
 # the routes that take file uploads: only there a multipart body gets max_upload_bytes
 UPLOAD_ROUTES = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech", "/v1/audio/translations",
                            "/v1/images/variations", "/v1/images/inpainting"})
@@ -234,17 +239,64 @@ class ServerSettings:
             resolved = path.expanduser().resolve(strict=False)
         except (OSError, RuntimeError) as exc:
             raise Refused(f"{what}: {value!r} cannot be resolved ({exc})", status=400) from None
+        roots = self._resolved_roots()
+        if not _inside(resolved, roots):
+            raise Refused(f"{what}: {value!r} is outside the server's allowed model roots ({self._roots_text()}). "
+                          f"Move the model under one of them, or restart the server with the folder in "
+                          f"{ALLOWED_ROOTS_ENV} (or serve(allowed_roots=[...]) / xinf serve --allowed-root PATH, or "
+                          "--allow-any-path).")
+        if resolved.is_dir():
+            self._check_folder(resolved, roots, what, value)
+
+    def _resolved_roots(self) -> list[Path]:
+        out = []
         for root in self.roots():
             try:
-                root_resolved = root.resolve(strict=False)
+                out.append(root.resolve(strict=False))
             except (OSError, RuntimeError):
                 continue
-            if resolved == root_resolved or root_resolved in resolved.parents:
-                return
-        roots = ", ".join(str(r) for r in self.roots()) or "(none)"
-        raise Refused(f"{what}: {value!r} is outside the server's allowed model roots ({roots}). Move the model "
-                      f"under one of them, or restart the server with the folder in {ALLOWED_ROOTS_ENV} "
-                      "(or serve(allowed_roots=[...]) / xinf serve --allowed-root PATH, or --allow-any-path).")
+        return out
+
+    def _roots_text(self) -> str:
+        return ", ".join(str(r) for r in self.roots()) or "(none)"
+
+    def _check_folder(self, folder: Path, roots: list[Path], what: str, value: str) -> None:
+        """Every file and folder under ``folder`` (a model or adapter folder an engine will read) must
+        resolve inside the roots too: a link inside an allowed folder to a file outside would be read
+        all the same. Linked folders inside the roots are walked as well (once each); at most
+        MAX_FOLDER_ENTRIES entries, MAX_FOLDER_DEPTH levels."""
+        seen = {folder}
+        stack = [(folder, folder, 0)]   # (the folder, the path it has under ``folder``, its depth)
+        count = 0
+        while stack:
+            current, shown, depth = stack.pop()
+            try:
+                entries = list(os.scandir(current))
+            except OSError:
+                continue   # unreadable: the engine cannot read it either
+            for entry in entries:
+                count += 1
+                if count > MAX_FOLDER_ENTRIES:
+                    raise Refused(f"{what}: {value!r} holds more than {MAX_FOLDER_ENTRIES} files and folders; the "
+                                  "server checks each one an engine may open against its allowed roots. Give the "
+                                  "model's (or adapter's) own folder", status=400)
+                entry_path, shown_path = Path(entry.path), shown / entry.name
+                try:
+                    link = entry.is_symlink()
+                    target = entry_path.resolve(strict=False) if link else entry_path
+                    is_dir = target.is_dir() if link else entry.is_dir(follow_symlinks=False)
+                except (OSError, RuntimeError):
+                    raise Refused(f"{what}: {shown_path} (in {value!r}) cannot be resolved", status=400) from None
+                if link and not _inside(target, roots):
+                    raise Refused(f"{what}: {shown_path} (in {value!r}) links to {target}, outside the server's "
+                                  f"allowed model roots ({self._roots_text()}); an engine would read it. Copy the file "
+                                  "into the folder, or add the folder it links to to the allowed roots.")
+                if is_dir and target not in seen:
+                    if depth + 1 > MAX_FOLDER_DEPTH:
+                        raise Refused(f"{what}: {value!r} has folders more than {MAX_FOLDER_DEPTH} levels deep "
+                                      f"({shown_path}); give the model's (or adapter's) own folder", status=400)
+                    seen.add(target)
+                    stack.append((target, shown_path, depth + 1))
 
     def check_document_paths(self, doc: Any) -> None:
         """Every ``model_uri`` in a registration document (top level and model_specs[])."""
@@ -338,6 +390,10 @@ class ServerSettings:
             elif key == "envs" and not (isinstance(value, dict) and all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
                 raise SpecError([FieldIssue(path, "must be an object of string values")])
+
+
+def _inside(resolved: Path, roots: list[Path]) -> bool:
+    return any(resolved == root or root in resolved.parents for root in roots)
 
 
 def _local_path(value: str) -> Optional[Path]:
