@@ -477,11 +477,13 @@ def _fuzz_strategies(uids: list[str], dirs: dict):
     llm, emb, rr = uids
     hostile_text = st.sampled_from(["", " ", "true", "false", "0", "1", "NaN", "null", "\x00", "a\x00b", "../../etc",
                                     "/etc/passwd", "file:///etc", "x" * 300, "é☃", "{}", "[]", "--no-index",
-                                    "<script>", "LLM", "embedding", "auto", "base64", "float"])
+                                    "<script>", "LLM", "embedding", "auto", "base64", "float", "\ud800",
+                                    "a\udfffb", "\ud83d\ude00", "\udbff\ud800"])
     scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([2**31, 2**63, 2**70, -2**70]),
                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), hostile_text)
-    values = st.recursive(scalars, lambda ch: st.lists(ch, max_size=3) | st.dictionaries(st.text(max_size=6), ch,
-                                                                                         max_size=3), max_leaves=6)
+    keys = st.text(max_size=6) | st.sampled_from(["\ud800", "k\udc00", "\ud83d\ude00"])
+    values = st.recursive(scalars, lambda ch: st.lists(ch, max_size=3) | st.dictionaries(keys, ch, max_size=3),
+                          max_leaves=6)
     model = st.sampled_from(uids + ["nope", "", "sec-tiny-llama"]) | values
     small = st.sampled_from([1, 2, 0, -1, 2**70, True, False, "2", 1.5, [], {}, _DROP])  # never a long generation
     message = st.fixed_dictionaries({}, optional={"role": st.sampled_from(["user", "system", "assistant", "tool",
@@ -570,7 +572,10 @@ def test_fuzz_every_route_body_against_real_models(live_sec, tmp_path):
         for (method, path), strategy in _fuzz_strategies(uids, live_sec.dirs).items():
             codes = seen.setdefault(path, {})
 
-            @given(body=strategy, raw=st.sampled_from([None] * 9 + [b"{", b"[]", b"\xff", b"", b"null"]))
+            deep = [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                    b'{"model": "\\ud800"}', b'{"\xed\xa0\x80": 1}']
+
+            @given(body=strategy, raw=st.sampled_from([None] * 9 + [b"{", b"[]", b"\xff", b"", b"null"] + deep))
             @hsettings(max_examples=30, deadline=None, database=None, derandomize=True,
                        suppress_health_check=list(HealthCheck))
             def check(body, raw):
@@ -597,6 +602,99 @@ def test_fuzz_every_route_body_against_real_models(live_sec, tmp_path):
         conn.close()
     assert len(seen) >= 10
     assert sum(c.get(200, 0) for c in seen.values()) > 0, seen  # some bodies were valid and served
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 20 item 8: text that is not Unicode (lone surrogates) and bodies nested 100,000 deep are a
+# 400 {"detail"} naming where, on every route, on the same connection (before: a 500 text/plain, the
+# error itself unencodable, or a 500 RecursionError)
+# ------------------------------------------------------------------------------------------------
+_DEEP = 100_000
+
+
+def _spoiled_bodies(base: dict) -> list[tuple[bytes, str]]:
+    """(raw body, what its 400 detail names): ``base`` with lone surrogates in keys and values at
+    several depths (as JSON escapes and as raw bytes), and deep lists and dicts."""
+    text = json.dumps(base)                      # ascii: a lone surrogate travels as its \\uXXXX escape
+
+    def plus(value_json: str) -> bytes:
+        return (text[:-1] + (", " if base else "") + '"zz": ' + value_json + "}").encode()
+
+    return [
+        (json.dumps(dict(base, model="\ud800")).encode(), "model"),
+        (json.dumps(dict(base, **{"\udc00": 1})).encode(), "the key"),
+        (plus('"abc\\udfff"'), "zz"),
+        (plus('[{"a": ["ok", "\\ud83d"]}]'), "zz[0].a[1]"),
+        (plus('{"a": {"b": {"\\ud800x": 1}}}'), "zz.a.b: the key"),
+        (plus('{"a": "\\ud83d\\ude00 fine", "b": "\\\\ud800 fine", "c": "\\udbff"}'), "zz.c"),
+        (text[:-1].encode() + (b", " if base else b"") + b'"zz": ["\xed\xa0\x80"]}', "zz[0]"),
+        (plus("[" * _DEEP + "]" * _DEEP), "nested deeper"),
+        (plus('{"a": ' * _DEEP + "1" + "}" * _DEEP), "nested deeper"),
+        (plus('[{"a": ' * (_DEEP // 2) + "1" + "}]" * (_DEEP // 2)), "nested deeper"),
+        (b"[" * _DEEP + b"]" * _DEEP, "nested deeper"),
+    ]
+
+
+def test_issue20_item8_lone_surrogates_and_deep_nesting_are_400_on_every_route(live_sec):
+    uids = {"llm": live_sec.models.llm, "emb": live_sec.models.emb, "rr": live_sec.models.rr}
+    bases = {CHAT: {"model": uids["llm"], "messages": MSGS, "max_tokens": 2},
+             "/v1/completions": {"model": uids["llm"], "prompt": "hi", "max_tokens": 2},
+             "/v1/embeddings": {"model": uids["emb"], "input": "hi"},
+             "/v1/rerank": {"model": uids["rr"], "query": "q", "documents": ["a"]},
+             "/v1/audio/speech": {"model": uids["llm"], "input": "hi"},
+             "/v1/flexible/infers": {"model": uids["emb"], "args": []},
+             "/v1/models": {"model_name": "fz-none", "model_type": "embedding"},
+             "/v1/models/llm/auto-register": {"model_path": str(live_sec.dirs["llm"])}}
+    conn = KeepAlive(live_sec.port)
+    try:
+        status, _, data = conn.request("GET", "/openapi.json")
+        paths = [p for p, ops in json.loads(data)["paths"].items() if "post" in ops]
+        assert {CHAT, "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/images/generations",
+                "/v1/audio/speech", "/v1/flexible/infers", "/v1/audio/transcriptions"} <= set(paths)
+        for template in paths + ["/v1/no-such-route"]:
+            path = template.replace("{model_uid}", "fz-x").replace("{model_type}", "LLM")
+            for raw, named in _spoiled_bodies(bases.get(path, {"model": uids["emb"]})):
+                status, headers, data = conn.request("POST", path, raw)
+                assert status == 400, (path, raw[:80], data[:300])
+                assert headers.get("content-type") == "application/json", (path, headers)
+                detail = json.loads(data)["detail"]
+                assert named in detail and headers.get("x-xinf-error") == "InferenceError", (path, raw[:80], detail)
+        # multipart fields Starlette decodes with the charset the request names (utf-7 makes surrogates)
+        boundary = "fzbound"
+
+        def form(fields: dict, charset: str = "utf-7") -> tuple[bytes, dict]:
+            parts = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                            for k, v in fields.items())
+            return (parts + f"--{boundary}--\r\n").encode(), {
+                "Content-Type": f"multipart/form-data; boundary={boundary}; charset={charset}"}
+
+        for path, fields, named in [("/v1/audio/speech", {"model": "+2AA-", "input": "hi"}, "model"),
+                                    ("/v1/audio/speech", {"model": uids["llm"], "input": "a+3AA-"}, "input"),
+                                    ("/v1/audio/transcriptions", {"model": "+2AA-", "file": "x"}, "model"),
+                                    ("/v1/audio/transcriptions", {"+2D8-": "x"}, "the field name")]:
+            status, headers, data = conn.request("POST", path, *form(fields))
+            assert status == 400 and named in json.loads(data)["detail"], (path, fields, data[:300])
+        # query strings and paths: percent-escaped surrogate bytes decode to U+FFFD, never to a surrogate
+        for path in ("/v1/models/%ED%A0%80", "/v1/models/%ED%A0%80/progress", "/v1/engines/%ED%A0%80",
+                     "/v1/model_registrations/LLM?detailed=%ED%A0%80", "/v1/model_registrations/%ED%A0%80",
+                     "/v1/models?%ED%A0%80=1"):
+            status, headers, data = conn.request("GET", path)
+            assert status < 500 and headers.get("content-type") == "application/json", (path, data[:300])
+        # and it serves on, on the same connection: a surrogate PAIR is text
+        status, _, data = conn.request("POST", "/v1/embeddings", {"model": uids["emb"], "input": "\ud83d\ude00"})
+        assert status == 200 and len(json.loads(data)["data"][0]["embedding"]) == 384
+        status, _, data = conn.request("POST", CHAT, {"model": uids["llm"], "messages": MSGS, "max_tokens": 2})
+        assert status == 200, data
+    finally:
+        conn.close()
+
+
+def test_issue20_item8_error_answers_always_render():
+    """The one renderer of error answers escapes what UTF-8 cannot encode, whatever raised it."""
+    from xinference_nb.server.http_errors import error_response
+
+    resp = error_response(400, "Model not found in the model list, uid: \ud800x", "ModelNotFound")
+    assert json.loads(resp.body) == {"detail": "Model not found in the model list, uid: \\ud800x"}
 
 
 # ================================================================================================

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Literal, Optional, Union
 
 from fastapi import Request
@@ -132,11 +133,25 @@ async def read_form(request: Request, allowed: frozenset, not_multipart: str) ->
         form = await request.form()
     except Exception as exc:  # noqa: BLE001 - malformed multipart
         raise InferenceError(f"malformed multipart body: {exc}") from None
+    check_form_text(form)
     unknown = sorted(set(form.keys()) - allowed)
     if unknown:
         raise InferenceError(f"unknown form field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the "
                              f"fields are {', '.join(sorted(allowed))}")
     return form
+
+
+def check_form_text(form: Any) -> None:
+    """Refuse (a 400 naming the field) a form field name, value or file name that is not Unicode text:
+    Starlette decodes multipart fields with the charset the request names, and some (utf-7,
+    unicode_escape) make lone surrogates."""
+    for name, value in form.multi_items():
+        texts = [("the field name", name)] + ([("the value", value)] if isinstance(value, str) else
+                                               [("the file name", getattr(value, "filename", None) or "")])
+        for what, text in texts:
+            if not _is_text(text):
+                raise InferenceError(f"form field {name!r:.60}: {what} {text!r:.60} is not "
+                                     "Unicode text (it holds a lone surrogate); send UTF-8 text")
 
 
 def refuse_extras(body: BaseModel, route: str, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -206,11 +221,87 @@ def pydantic_message(exc: Exception) -> str:
     return f"Invalid request: {exc}"
 
 
+#: the deepest nesting of arrays and objects a JSON body may have (deeper: a 400 before it is decoded,
+#: as Python's json, pydantic and our own walks over a body recurse)
+MAX_JSON_DEPTH = 128
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def check_json_bytes(raw: bytes) -> None:
+    """Refuse (InferenceError: a 400) a JSON body nested deeper than ``MAX_JSON_DEPTH``, or holding a
+    key or string that is not Unicode text (a lone surrogate: a ``\\ud800`` escape without its pair,
+    or its raw bytes), naming where it is. Run on every JSON body before any route decodes it
+    (``middleware.GuardMiddleware``); a body that is not JSON is left to the route's parser. Byte
+    scans only, unless the body may hold a lone surrogate: then it is decoded to find where."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        depth = 0
+        structure = _JSON_STRING.sub(b"", raw)      # exact for valid JSON: what is left is structure
+        for b in structure.translate(None, _NOT_BRACKETS):
+            depth += 1 if b in b"[{" else -1
+            if depth > MAX_JSON_DEPTH:
+                raise InferenceError(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} arrays/objects; "
+                                     "send a flatter body")
+    try:
+        raw.isascii() or raw.decode("utf-8")       # strict: refuses the UTF-8 bytes of a surrogate
+    except UnicodeDecodeError:
+        pass
+    else:
+        if _SURROGATE_ESCAPE.search(raw) is None:
+            return
+        # without an escaped backslash every backslash starts an escape: strip the pairs, look again
+        if b"\\\\" not in raw and _SURROGATE_ESCAPE.search(_SURROGATE_PAIR.sub(b"", raw)) is None:
+            return
+    try:
+        data = json.loads(raw)                     # bytes: decoded with surrogatepass, as the routes do
+    except (ValueError, RecursionError):
+        return
+    where = _not_text(data)
+    if where is not None:
+        path, text, is_key = where
+        what = f"the key {text!r:.80}" if is_key else f"{text!r:.80}"   # repr escapes a surrogate
+        raise InferenceError(f"{path}: {what} is not Unicode text: it holds a lone surrogate (a \\uD800-\\uDBFF "
+                             "escape must be followed by a \\uDC00-\\uDFFF one); send UTF-8 text")
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _not_text(data: Any) -> Optional[tuple[str, str, bool]]:
+    """(path, string, is a key) of the first key or string in ``data`` that UTF-8 cannot encode."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return path or "body", value, False
+        elif isinstance(value, dict):
+            for key in value:
+                if not _is_text(key):
+                    return path or "body", key, True
+            stack.extend(((f"{path}.{key}" if path else key) if _NAME.fullmatch(key) else
+                          f"{path or 'body'}[{key!r}]", value[key]) for key in reversed(list(value)))
+        elif isinstance(value, list):
+            stack.extend((f"{path or 'body'}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def json_body(request: Request) -> Any:
     """The request's body as a JSON object (a route that reads its body itself)."""
     raw = await request.body()
     if not raw:
         raise InferenceError("the request body is empty; send a JSON object")
+    check_json_bytes(raw)
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

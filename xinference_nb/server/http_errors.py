@@ -37,14 +37,21 @@ class HTTPError(Exception):
         self.status, self.detail, self.kind = status, detail, kind
 
 
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) written as ``\\udXXX`` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(status: int, detail: str, kind: Optional[str] = None, issues: Any = None) -> JSONResponse:
-    """The JSON error answer; a SpecError's ``issues`` also go in ``X-Xinf-Issues`` (when short)."""
+    """The JSON error answer (always encodable); a SpecError's ``issues`` also go in ``X-Xinf-Issues``
+    (when short)."""
     headers = {"X-Xinf-Error": kind} if kind else {}
     if issues:
         text = json.dumps([{"path": i.path, "message": i.message} for i in issues])
         if len(text) < 16_000:
             headers["X-Xinf-Issues"] = text
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    # a detail quoting what was sent may hold a lone surrogate: escaped, so the answer always renders
+    return JSONResponse({"detail": printable(detail)}, status_code=status, headers=headers)
 
 
 def error_parts(exc: BaseException, where: str) -> tuple[int, str, str]:

@@ -1,11 +1,13 @@
 """The two ASGI middlewares around every route: ``GuardMiddleware`` (Host rule, API key, body-size
-limits, before routing so they cover unknown routes too) and, outermost, ``ErrorMiddleware`` (any
-exception left becomes a JSON error on a connection that stays usable)."""
+limits, JSON bodies too deep or not Unicode text, before routing so they cover unknown routes too)
+and, outermost, ``ErrorMiddleware`` (any exception left becomes a JSON error on a connection that
+stays usable)."""
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ..errors import SpecError
+from ..errors import InferenceError, SpecError
+from .bodies import check_json_bytes
 from .http_errors import BAD_INPUT, REFUSED, error_parts, error_response
 from .security import UPLOAD_ROUTES, ServerSettings
 
@@ -45,8 +47,13 @@ class ErrorMiddleware:
             await error_response(status, detail, kind, issues)(scope, receive, send)
 
 
+#: bodies that are forms, not JSON (Starlette decodes their fields; ``bodies.check_form_text`` checks them)
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
 class GuardMiddleware:
-    """Host rule, API key and body-size limits, before routing (so they cover unknown routes too)."""
+    """Host rule, API key, body-size limits and the JSON body check (``bodies.check_json_bytes``: depth,
+    lone surrogates), before routing (so they cover unknown routes too)."""
 
     def __init__(self, app, settings: ServerSettings):
         self.app = app
@@ -100,6 +107,12 @@ class GuardMiddleware:
             more = message.get("more_body", False)
             if len(body) > limit:
                 return await self._too_big(limit, scope, receive, send)
+        content_type = headers.get("content-type", "").lower()
+        if body and not content_type.startswith(FORM_TYPES):   # a JSON body (or one a route reads as JSON)
+            try:
+                check_json_bytes(bytes(body))
+            except InferenceError as exc:
+                return await error_response(400, str(exc), BAD_INPUT)(scope, receive, send)
         replayed = False
 
         async def replay():

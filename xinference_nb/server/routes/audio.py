@@ -7,8 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from ...errors import InferenceError
-from ..bodies import (SpeechBody, extras, form_bool, form_number, json_body, json_kwargs, pydantic_message,
-                      read_form)
+from ..bodies import (SpeechBody, check_form_text, extras, form_bool, form_number, json_body, json_kwargs,
+                      pydantic_message, read_form)
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter(tags=["audio"])
@@ -31,6 +31,7 @@ async def speech_body(request: Request) -> SpeechBody:
     """The speech request, sent as JSON or as a form."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
+        check_form_text(form)
         data = {k: v for k, v in form.items() if isinstance(v, str)}
         if "speed" in data:
             data["speed"] = form_number("speed", data["speed"])
