@@ -56,15 +56,34 @@ def test_peft_imported_later_works_with_what_was_imported_without_it():
     pytest.importorskip("peft")
     pytest.importorskip("sentence_transformers")
     out = _run("""
-        import sys
+        import sys, threading
+        from transformers.utils import import_utils
+        real = import_utils.is_peft_available
         from xinference_nb.engines.imports import import_without_peft
+        seen = []
+        def other_thread():   # peft is held back from the importing thread only
+            seen.append(import_utils.is_peft_available())
+        def watch(*a, **k):
+            if a and a[0] == "sentence_transformers.base.model_card" and not seen:
+                t = threading.Thread(target=other_thread); t.start(); t.join()
+            return real_import(*a, **k)
+        import builtins
+        real_import = builtins.__import__
+        builtins.__import__ = watch
         import_without_peft("sentence_transformers")
+        builtins.__import__ = real_import
         import transformers.trainer_utils as tu
+        print("OTHER THREAD", seen)
+        import transformers.utils
+        print("RESTORED", import_utils.is_peft_available is real, transformers.utils.is_peft_available is real,
+              tu.is_peft_available is real, real())
         print("BEFORE", "peft" in sys.modules, hasattr(tu, "PeftModel"))
         import peft
         print("AFTER", tu.PeftModel is peft.PeftModel, tu.PeftMixedModel is peft.PeftMixedModel, tu._is_peft_model(1))
         """)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "OTHER THREAD [True]" in out.stdout
+    assert "RESTORED True True True True" in out.stdout
     assert "BEFORE False False" in out.stdout
     assert "AFTER True True False" in out.stdout
 

@@ -4,11 +4,13 @@ sentence-transformers imports ``transformers.trainer_utils`` (for its model card
 when it is installed, which imports bitsandbytes: about 2.4 s of a cold embedding launch here, and
 bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community ... pip install kernels" on
 every CPU with AVX512-BF16, for a launch that uses neither adapters nor quantization.
-``import_without_peft`` imports such a backend while peft looks absent (``sys.modules["peft"] = None``
-makes ``importlib.util.find_spec`` answer None, which is how transformers asks), then puts everything
-back: peft imports normally afterwards. The only import-time binding on that path,
-``transformers.trainer_utils``' ``PeftModel`` / ``PeftMixedModel`` (read by the Trainer), is filled in
-the moment peft is imported, by anyone.
+``import_without_peft`` imports such a backend while transformers' ``is_peft_available``
+answers False on the importing thread only: the function (cached once computed, so its own answer is
+never touched) is swapped in ``transformers.utils`` for one that asks the thread first, and swapped
+back after, also in the modules that bound it meanwhile. Other threads, ``import peft`` itself and other
+libraries' checks (diffusers') are untouched, and peft imports normally afterwards. The only
+import-time binding on that path, ``transformers.trainer_utils``' ``PeftModel`` / ``PeftMixedModel``
+(read by the Trainer), is filled in the moment peft is imported, by anyone.
 """
 from __future__ import annotations
 
@@ -30,20 +32,46 @@ def _peft_installed() -> bool:
 
 
 def import_without_peft(name: str) -> ModuleType:
-    """``importlib.import_module(name)`` with peft (and so bitsandbytes) left unimported; a no-op
-    wrapper when peft is not installed or already imported."""
+    """``importlib.import_module(name)`` with peft (and so bitsandbytes) left unimported; a plain import
+    when peft is not installed or already imported, or transformers has no ``is_peft_available``."""
+    if name in sys.modules or "peft" in sys.modules or not _peft_installed():
+        return importlib.import_module(name)
+    try:
+        import transformers.utils as utils
+        from transformers.utils import import_utils
+    except ImportError:
+        return importlib.import_module(name)
+    real = getattr(import_utils, "is_peft_available", None)
+    if real is None:
+        return importlib.import_module(name)
+    owner = threading.get_ident()
+    holding = [True]
+
+    def is_peft_available() -> bool:
+        if holding[0] and threading.get_ident() == owner:
+            return False
+        return real()
+
     with _LOCK:
-        if name in sys.modules or "peft" in sys.modules or not _peft_installed():
-            return importlib.import_module(name)
-        sys.modules["peft"] = None  # type: ignore[assignment]
+        before = set(sys.modules)
+        homes = [m for m in (utils, import_utils) if getattr(m, "is_peft_available", None) is real]
+        for home in homes:
+            home.is_peft_available = is_peft_available
         try:
             module = importlib.import_module(name)
         finally:
-            if "peft" in sys.modules and sys.modules["peft"] is None:
-                del sys.modules["peft"]
+            holding[0] = False
+            for home in homes:
+                home.is_peft_available = real
+            for new in set(sys.modules) - before:   # the modules that bound the stand-in meanwhile
+                mod = sys.modules.get(new)
+                if getattr(mod, "is_peft_available", None) is is_peft_available:
+                    mod.is_peft_available = real  # type: ignore[union-attr]
         missing = [m for m, names in _PEFT_BINDINGS.items()
                    if m in sys.modules and not all(hasattr(sys.modules[m], n) for n in names)]
-        if missing and not any(isinstance(f, _FillOnPeftImport) for f in sys.meta_path):
+        if "peft" in sys.modules:   # imported meanwhile on another thread
+            fill_peft_bindings(sys.modules["peft"])
+        elif missing and not any(isinstance(f, _FillOnPeftImport) for f in sys.meta_path):
             sys.meta_path.insert(0, _FillOnPeftImport())
         return module
 
