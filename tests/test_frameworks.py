@@ -32,6 +32,7 @@ Where Xinference 4.1 differs from us on the same request (each difference is ass
 | 13 | completion stream | running usage in every text chunk | usage in the final chunk only | OpenAI's place for it; the final usage is the same |
 | 14 | an unknown generate_config key / request field (e.g. "bogus") | ignored | 400 naming it and the valid keys | every option is applied or refused (house rule) |
 | 15 | completion stream | ends without "data: [DONE]" (its chat stream has it) | ends with "data: [DONE]" | OpenAI's end marker; the openai package reads both |
+| 16 | usage of a chat stream | completion_tokens one more than the same request without stream; so our ainvoke / achat (a stream underneath) report that | the same as without stream | the tokens generated |
 
 Packages: langchain-xinference 0.1.2 pins xinference-client<2 and langchain-core<0.4, which do not
 resolve with the xinference-client 4.1 and langchain-core 1.x installed, so scripts/install.sh installs it
@@ -619,6 +620,18 @@ def test_our_langchain_chat_model(where):
 
     result, ticks = _loop_kept_running(chat.ainvoke("hi"))
     assert result.content == reply.content and ticks > 0
+    # ainvoke runs a stream underneath (so a cancel stops generation) and answers as invoke does
+    assert result.response_metadata == reply.response_metadata
+    if backend.ours:
+        assert result.usage_metadata == reply.usage_metadata
+    else:                                                                       # difference 16
+        assert result.usage_metadata["output_tokens"] == reply.usage_metadata["output_tokens"] + 1
+    # with tools, ainvoke makes the non-stream call (Xinference parses tool calls only there): the same answer
+    athen, _ = _loop_kept_running(bound.ainvoke([question]))
+    assert [(c["name"], c["args"]) for c in athen.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert athen.usage_metadata == first.usage_metadata and athen.response_metadata == first.response_metadata
+    if backend.ours:
+        assert athen.response_metadata["finish_reason"] == "tool_calls"
 
     async def collect():
         return [p async for p in chat.astream("hi")]
@@ -683,6 +696,15 @@ def test_our_llamaindex_classes(where):
 
     answer, ticks = _loop_kept_running(llm.achat([ChatMessage(role="user", content="hi")]))
     assert answer.message.content == reply.message.content and ticks > 0
+    usage, alone = answer.additional_kwargs["usage"], reply.additional_kwargs["usage"]
+    assert usage == alone if backend.ours else usage["completion_tokens"] == alone["completion_tokens"] + 1  # 16
+    completed, _ = _loop_kept_running(gen.acomplete("Once upon", temperature=0))
+    assert completed.text == gen.complete("Once upon", temperature=0).text
+    assert completed.raw["usage"]["completion_tokens"] > 0
+    aresponse, _ = _loop_kept_running(llm.achat_with_tools([weather], user_msg="weather in Paris?"))
+    acalls = llm.get_tool_calls_from_response(aresponse)   # the non-stream call, as ainvoke with tools
+    assert [(c.tool_name, c.tool_kwargs) for c in acalls] == [("get_weather", {"city": "Paris"})]
+    assert aresponse.additional_kwargs["usage"] == response.additional_kwargs["usage"]
 
     async def astream():
         return [r async for r in await llm.astream_chat([ChatMessage(role="user", content="hi")])]
@@ -695,6 +717,134 @@ def test_our_llamaindex_classes(where):
     assert len(batch) == 3 and len(batch[0]) == 384
     query, ticks = _loop_kept_running(emb.aget_query_embedding("a"))
     assert query == pytest.approx(batch[0], abs=1e-5) and ticks > 0
+
+
+# ==================================================================================================
+# 5b. Cancelling any async call of our classes stops its generation (issue 20 item 7): before, the
+#     non-stream ones (ainvoke, achat, acomplete) ran a blocking call on a thread, which generated
+#     on to max_tokens after the cancel
+# ==================================================================================================
+ENDLESS_MAX_TOKENS = 1500     # the endless model never stops before max_tokens
+
+
+@pytest.fixture(scope="module")
+def endless(endless_llama_dir, tmp_path_factory):
+    """(uid, scheduler, server url): the endless tiny Llama in-kernel (continuous batching, so the
+    scheduler counts its forward passes), also served by a server of this kernel's models."""
+    from public_api import launch_by_path
+
+    from xinference_nb.client import Client
+    from xinference_nb.manager import get_manager
+    from xinference_nb.server.app import create_app
+    from xinference_nb.server.runner import start_in_thread
+
+    manager = get_manager()
+    uid = launch_by_path(manager, endless_llama_dir, model_uid="fw-endless")
+    server = start_in_thread(create_app(Client(), allowed_roots=[str(tmp_path_factory.mktemp("fw-endless"))]),
+                             port=0)
+    try:
+        yield uid, manager._peek(uid).scheduler, server.url
+    finally:
+        server.stop()
+        manager.terminate_model(uid)
+
+
+def _async_call(name: str, client: Any, uid: str):
+    """A coroutine running one async method of our classes on ``uid``, generating up to ENDLESS_MAX_TOKENS."""
+    from langchain_core.messages import HumanMessage
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.tools import FunctionTool
+
+    from xinference_nb.integrations.langchain import XinfChatModel
+    from xinference_nb.integrations.llamaindex import XinfLLM
+
+    cfg = {"max_tokens": ENDLESS_MAX_TOKENS, "temperature": 0}
+    chat = XinfChatModel(model_uid=uid, client=client, generate_config=cfg)
+    llm = XinfLLM(model_uid=uid, client=client, generate_config=cfg)
+    question = [ChatMessage(role="user", content="Tell me a long story")]
+
+    async def drain(pieces):
+        return [piece async for piece in pieces]
+
+    async def li_stream(method, *args):
+        return [r async for r in await getattr(llm, method)(*args)]
+
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    return {"langchain.ainvoke": lambda: chat.ainvoke([HumanMessage("Tell me a long story")]),
+            "langchain.ainvoke+tools": lambda: chat.bind_tools([get_weather]).ainvoke("Tell me a long story"),
+            "llamaindex.achat_with_tools": lambda: llm.achat_with_tools([FunctionTool.from_defaults(get_weather)],
+                                                                        user_msg="Tell me a long story"),
+            "langchain.agenerate": lambda: chat.agenerate([[HumanMessage("Tell me a long story")]]),
+            "langchain.astream": lambda: drain(chat.astream("Tell me a long story")),
+            "llamaindex.achat": lambda: llm.achat(question),
+            "llamaindex.acomplete": lambda: llm.acomplete("Once upon a time"),
+            "llamaindex.astream_chat": lambda: li_stream("astream_chat", question),
+            "llamaindex.astream_complete": lambda: li_stream("astream_complete", "Once upon a time"),
+            }[name]()
+
+
+ASYNC_CALLS = ["langchain.ainvoke", "langchain.agenerate", "langchain.astream", "llamaindex.achat",
+               "llamaindex.acomplete", "llamaindex.astream_chat", "llamaindex.astream_complete"]
+
+
+#: with tools these make the non-stream call on a thread in a cancel scope (Xinference parses tool calls
+#: only in non-stream answers); in-kernel, cancelling them stops generation too (a remote server
+#: finishes a non-stream answer, so in-kernel only)
+TOOL_CALLS = ["langchain.ainvoke+tools", "llamaindex.achat_with_tools"]
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["in-kernel", "ours-remote"])
+@pytest.mark.parametrize("name", ASYNC_CALLS)
+def test_cancelling_an_async_call_stops_its_generation(endless, name, remote):
+    _cancel_and_check(endless, name, remote)
+
+
+@pytest.mark.parametrize("name", TOOL_CALLS)
+def test_cancelling_an_async_call_with_tools_stops_its_generation(endless, name):
+    _cancel_and_check(endless, name, remote=False)
+
+
+def _cancel_and_check(endless, name: str, remote: bool) -> None:
+    """Start ``name`` on the endless model, cancel it once generating: it stopped within a few tokens
+    and the model serves the next request at once."""
+    from server_fakes import wait_until
+
+    from xinference_nb.client import Client
+
+    uid, scheduler, url = endless
+    client = Client(url) if remote else Client()
+    assert wait_until(lambda: not scheduler._running, 60)   # nothing left from another test
+
+    async def main() -> int:
+        start = scheduler.steps
+        task = asyncio.create_task(_async_call(name, client, uid))
+        for _ in range(30_000):                  # until it is generating (a bounded wait, not a timing)
+            if scheduler.steps >= start + 5 or task.done():
+                break
+            await asyncio.sleep(0.002)
+        assert not task.done() and scheduler.steps >= start + 5, task
+        task.cancel()
+        at_cancel = scheduler.steps
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return at_cancel
+
+    at_cancel = asyncio.run(main())
+    try:
+        assert wait_until(lambda: not scheduler._running, 120)
+        ran_on = scheduler.steps - at_cancel
+        # generation stopped within a few tokens of the cancel (before: on to max_tokens)
+        assert ran_on < 40, f"{name}: {ran_on} forward passes after the cancel"
+        # and the model serves the next request at once
+        before = scheduler.steps
+        reply = client.get_model(uid).chat("hi", generate_config={"max_tokens": 3, "temperature": 0})
+        assert reply["usage"]["completion_tokens"] == 3 and scheduler.steps - before <= 3
+    finally:
+        if remote:
+            client.close()
 
 
 # ==================================================================================================

@@ -508,11 +508,11 @@ def wait_result(req: BatchRequest) -> None:
             try:
                 item = req.out.get(timeout=None if scope is None else 0.05)
             except queue.Empty:
-                if scope is not None and scope.is_set():
-                    raise InferenceError(CANCELLED) from None
-                continue
+                item = None
             if item is _DONE:
                 break
+            if scope is not None and scope.is_set():   # after every token too: they may come faster than 0.05 s
+                raise InferenceError(CANCELLED)
     except BaseException:
         req.closed.set()
         raise

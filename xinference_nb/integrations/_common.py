@@ -1,14 +1,18 @@
 """What the LangChain and LlamaIndex classes share: finding the handle, building generate_config,
 reading tool calls out of results and streams, and running a blocking call or stream on a worker
-thread for the async methods (so an event loop, such as a Jupyter kernel's, never blocks)."""
+thread for the async methods (so an event loop, such as a Jupyter kernel's, never blocks). Every
+async method that generates runs a stream underneath (``gather_stream`` for the non-stream ones), so
+cancelling it stops generation; a non-stream chat with tools runs as it is asked instead
+(``call_in_thread_cancellable``: Xinference parses tool calls only in non-stream answers)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from ..errors import EngineUnavailable, InferenceError
-from ..threads import drain_in_thread
+from ..threads import cancel_scope, drain_in_thread
 
 #: what each class needs of the model's handle, and the abilities that stand for it
 NEEDS = {"chat": "an LLM with the chat ability", "generate": "an LLM with the generate ability",
@@ -109,6 +113,86 @@ async def aiter_in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[An
             yield item
     finally:
         stop.set()
+
+
+async def call_in_thread_cancellable(fn: Callable[[], Any]) -> Any:
+    """``fn()`` (a blocking call) run on a worker thread of its own inside a cancel scope
+    (``threads.cancel_scope``), its result or error returned here. Cancelling the await (``task.cancel()``,
+    a timeout) sets the scope's event and re-raises at once, without waiting for the thread: an in-kernel
+    model stops that call at its next token (it then raises, unseen, on that thread). A remote handle's
+    (``Client(url)``) HTTP call cannot be stopped from here: the await still returns at once, but the
+    server generates that answer to the end. Used for the non-stream chats with tools, which must not
+    run as a stream (Xinference's transformers engine parses tool calls only in non-stream answers)."""
+    event = threading.Event()
+
+    def make() -> Iterator[Any]:
+        with cancel_scope(event):
+            yield fn()
+
+    queue, stop = drain_in_thread(make, asyncio.get_running_loop(), name="xnb-integration-call")
+    try:
+        kind, item = await queue.get()   # ("item", result) or ("error", exc): make() yields once
+    except asyncio.CancelledError:
+        event.set()
+        stop.set()
+        raise
+    if kind == "error":
+        raise item
+    return item
+
+
+def as_stream(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` of a non-stream call, for running it as a stream underneath (see ``gather_stream``):
+    ``stream_options`` stays refused as the non-stream call refuses it."""
+    if cfg.get("stream_options"):
+        raise InferenceError("generate_config['stream_options'] is only allowed with stream=True (use the "
+                             "streaming method)")
+    return dict(cfg, stream=True)
+
+
+async def gather_stream(make: Callable[[], Iterator[dict[str, Any]]], kind: str) -> dict[str, Any]:
+    """The non-stream result (an OpenAI chat completion for ``kind`` "chat", a completion for
+    "generate") of a call made as a stream: ``make()`` starts it on a worker thread and its chunks
+    are gathered here. This is how the async non-stream methods run, so that cancelling the await
+    (``task.cancel()``, a timeout) closes the stream and generation stops at the next token, in-kernel
+    and over REST (a blocking non-stream call on a thread would run on to max_tokens). Not for a chat
+    with tools: see ``call_in_thread_cancellable``."""
+    from ..chat import chat_message, chat_result, completion_result
+
+    first: dict[str, Any] = {}
+    text: list[str] = []
+    reasoning: Optional[list[str]] = None
+    calls = ToolCallAccumulator()
+    finish, used = None, None
+    async for chunk in aiter_in_thread(make):
+        first = first or chunk
+        if isinstance(chunk, dict) and chunk.get("usage"):
+            used = chunk["usage"]
+        choice = choice_of(chunk)
+        finish = choice.get("finish_reason") or finish
+        if kind == "generate":
+            text.append(choice.get("text") or "")
+            continue
+        delta = choice.get("delta") or {}
+        text.append(delta.get("content") or "")
+        if "reasoning_content" in delta:
+            reasoning = (reasoning or []) + [delta["reasoning_content"] or ""]
+        calls.add(delta.get("tool_calls"))
+    model = first.get("model") if isinstance(first, dict) else None
+    tokens = (int((used or {}).get("prompt_tokens") or 0), int((used or {}).get("completion_tokens") or 0))
+    if kind == "generate":
+        result = completion_result(model, "".join(text), finish or "stop", *tokens)
+    else:
+        content = "".join(text)
+        message = chat_message(content if content or not calls.calls else None,
+                               None if reasoning is None else "".join(reasoning), calls.calls,
+                               with_reasoning=reasoning is not None)
+        result = chat_result(model, message, finish or "stop", *tokens)
+    for key in ("id", "created"):     # the stream's own
+        if isinstance(first, dict) and first.get(key) is not None:
+            result[key] = first[key]
+    result["usage"] = used             # as the stream sent it (None when it sent none)
+    return result
 
 
 class ToolCallAccumulator:

@@ -8,8 +8,11 @@
 
 ``XinfChatModel`` is a ``BaseChatModel``: ``invoke``, ``stream``, ``batch``, ``bind_tools`` (tool calls
 come back as ``AIMessage.tool_calls``), and ``ainvoke`` / ``astream``, which run the blocking call on a
-worker thread so the kernel's event loop never blocks. ``generate_config`` holds defaults for every
-call (``max_tokens``, ``temperature``...); a call's keyword arguments override them, and the model
+worker thread so the kernel's event loop never blocks (both as a stream underneath: cancelling the
+await stops generation; but ``ainvoke`` with tools makes the non-stream call, as Xinference parses tool
+calls only in non-stream answers: cancelling it stops an in-kernel model at its next token, while a
+remote server finishes that answer). ``generate_config`` holds defaults for every call (``max_tokens``,
+``temperature``...); a call's keyword arguments override them, and the model
 refuses keys it does not know with an ``InferenceError`` naming them. Needs ``pip install
 "xinference-nb[langchain]"`` (langchain-core).
 """
@@ -34,9 +37,12 @@ from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
 from ._common import (  # noqa: E402
     aiter_in_thread,
+    as_stream,
+    call_in_thread_cancellable,
     check_stream,
     check_tool_choice,
     choice_of,
+    gather_stream,
     generate_config,
     parse_arguments,
     resolve_handle,
@@ -166,7 +172,14 @@ class XinfChatModel(BaseChatModel):
             handle, request = self._request(messages, stop, False, kwargs)
             return handle.chat(**request)
 
-        return self._result(await asyncio.to_thread(call))
+        def start() -> Iterator[dict[str, Any]]:   # a stream underneath: a cancelled await stops generation
+            handle, request = self._request(messages, stop, False, kwargs)
+            request["generate_config"] = as_stream(request["generate_config"])
+            return check_stream(handle.chat(**request), "chat")
+
+        if check_tool_choice(kwargs.get("tool_choice"), kwargs.get("tools")):   # non-stream: see the module doc
+            return self._result(await call_in_thread_cancellable(call))
+        return self._result(await gather_stream(start, "chat"))
 
     async def _astream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None, **kwargs: Any

@@ -8,8 +8,11 @@
 
 ``XinfLLM`` is a ``FunctionCallingLLM``: ``chat`` / ``complete`` and their ``stream_`` forms, tools
 (``chat_with_tools``, ``predict_and_call``, agents), and the ``a``-prefixed async forms, which run the
-blocking call on a worker thread so the kernel's event loop never blocks. ``XinfEmbedding`` is a
-``BaseEmbedding`` (one model call per batch). Needs ``pip install "xinference-nb[llamaindex]"``
+blocking call on a worker thread so the kernel's event loop never blocks (as a stream underneath:
+cancelling the await stops generation; but ``achat`` with tools makes the non-stream call, as Xinference
+parses tool calls only in non-stream answers: cancelling it stops an in-kernel model at its next token,
+while a remote server finishes that answer). ``XinfEmbedding`` is a ``BaseEmbedding`` (one model call
+per batch). Needs ``pip install "xinference-nb[llamaindex]"``
 (llama-index-core).
 """
 from __future__ import annotations
@@ -42,8 +45,11 @@ from ..errors import InferenceError  # noqa: E402
 from ._common import (  # noqa: E402
     ToolCallAccumulator,
     aiter_in_thread,
+    as_stream,
+    call_in_thread_cancellable,
     check_stream,
     choice_of,
+    gather_stream,
     generate_config,
     parse_arguments,
     resolve_handle,
@@ -128,12 +134,14 @@ class XinfLLM(FunctionCallingLLM):
             cfg["stream"] = True
         return cfg
 
-    def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool) -> Any:
+    def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool,
+                   gathered: bool = False) -> Any:
+        """``chat``; ``gathered``: a non-stream call made as a stream (``gather_stream``)."""
         tools = kwargs.get("tools")
         if kwargs.get("tool_choice") not in (None, "auto"):
             raise InferenceError(f"tool_choice={kwargs['tool_choice']!r:.60} is not supported; use None or 'auto'")
-        return self._model().chat(to_openai_messages(messages), tools=tools or None,
-                                  generate_config=self._config(kwargs, stream))
+        cfg = as_stream(self._config(kwargs, False)) if gathered else self._config(kwargs, stream)
+        return self._model().chat(to_openai_messages(messages), tools=tools or None, generate_config=cfg)
 
     @staticmethod
     def _chat_response(result: dict[str, Any]) -> ChatResponse:
@@ -183,7 +191,13 @@ class XinfLLM(FunctionCallingLLM):
     # ------------------------------------------------------------------ async: the blocking work on a thread
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._chat_response(await asyncio.to_thread(self._chat_call, messages, kwargs, False))
+        if kwargs.get("tools"):   # the non-stream call (Xinference parses tool calls only there): module doc
+            return self._chat_response(await call_in_thread_cancellable(
+                lambda: self._chat_call(messages, kwargs, stream=False)))
+        # a stream underneath, gathered: a cancelled await closes it and generation stops
+        result = await gather_stream(lambda: check_stream(self._chat_call(messages, kwargs, True, gathered=True),
+                                                          "chat"), "chat")
+        return self._chat_response(result)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
@@ -200,7 +214,10 @@ class XinfLLM(FunctionCallingLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+        cfg = as_stream(self._config(kwargs, stream=False))   # a stream underneath, as achat
+        result = await gather_stream(lambda: check_stream(self._model().generate(prompt, generate_config=cfg),
+                                                          "generate"), "generate")
+        return CompletionResponse(text=choice_of(result).get("text") or "", raw=result)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any
