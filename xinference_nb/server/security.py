@@ -220,8 +220,10 @@ class ServerSettings:
     def roots(self) -> list[Path]:
         return list(self.allowed_roots) if self.allowed_roots is not None else default_roots()
 
-    def check_path(self, value: Any, what: str) -> None:
-        """Refuse a local path (plain or file:// URI) outside the allowed roots. Hub ids pass."""
+    def check_path(self, value: Any, what: str, *, walk: bool = True) -> None:
+        """Refuse a local path (plain or file:// URI) outside the allowed roots. Hub ids pass. A folder is
+        walked (``walk``; False for a path that must be a file, such as an image's: its reader refuses
+        a folder with its own 400)."""
         if isinstance(value, str):
             from ..options import check_path_value
 
@@ -245,7 +247,7 @@ class ServerSettings:
                           f"Move the model under one of them, or restart the server with the folder in "
                           f"{ALLOWED_ROOTS_ENV} (or serve(allowed_roots=[...]) / xinf serve --allowed-root PATH, or "
                           "--allow-any-path).")
-        if resolved.is_dir():
+        if walk and resolved.is_dir():
             self._check_folder(resolved, roots, what, value)
 
     def _resolved_roots(self) -> list[Path]:

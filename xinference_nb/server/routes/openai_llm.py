@@ -51,7 +51,7 @@ async def chat_completions(request: Request, body: ChatBody, client: ClientDep, 
                            settings: SettingsDep):
     handle = await handle_for(client, body.model, "chat", "/v1/chat/completions")
     for where, path in local_paths(body.messages):   # image files: inside the allowed roots, like model paths
-        settings.check_path(path, f"{where} image path")
+        settings.check_path(path, f"{where} image path", walk=False)
     fields = request_fields(body)
     cfg, enable_thinking = generate_config(fields, ("model", "messages", "tools"))
     kw: dict[str, Any] = {"tools": chat_tools(fields)}   # tool_choice "none": no tools
