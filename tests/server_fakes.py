@@ -76,6 +76,8 @@ class FakeLLM:
     def __init__(self):
         self.closed = 0
         self.produced = 0
+        self.delay = 0.0   # seconds per streamed chunk (the server refuses keys generate_config lacks)
+        self.hold: Optional[threading.Event] = None   # when set: streams pause after their first chunk until it is set
         self.lock = threading.Lock()
 
     def _chunks(self, n: int, delay: float, kind: str):
@@ -91,13 +93,15 @@ class FakeLLM:
                 else:
                     yield {"id": "c", "object": "text_completion", "created": 0, "model": "llm",
                            "choices": [{"index": 0, "text": f"w{i} ", "finish_reason": None}]}
+                if i == 0 and self.hold is not None:
+                    self.hold.wait(30)
         finally:
             with self.lock:
                 self.closed += 1
 
     def _cfg(self, generate_config):
         cfg = dict(generate_config or {})
-        unknown = set(cfg) - {"max_tokens", "temperature", "stream", "stop", "top_p", "stream_options", "delay"}
+        unknown = set(cfg) - {"max_tokens", "temperature", "stream", "stop", "top_p", "stream_options"}
         if unknown:
             raise InferenceError(f"unknown generate_config keys {sorted(unknown)}")
         return cfg
@@ -106,7 +110,7 @@ class FakeLLM:
         cfg = self._cfg(generate_config)
         n = int(cfg.get("max_tokens") or 4)
         if cfg.get("stream"):
-            return self._chunks(n, float(cfg.get("delay") or 0), "chat")
+            return self._chunks(n, self.delay, "chat")
         text = "".join(f"w{i} " for i in range(n))
         return {"id": "c", "object": "chat.completion", "created": 0, "model": "llm",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -117,7 +121,7 @@ class FakeLLM:
         cfg = self._cfg(generate_config)
         n = int(cfg.get("max_tokens") or 4)
         if cfg.get("stream"):
-            return self._chunks(n, float(cfg.get("delay") or 0), "generate")
+            return self._chunks(n, self.delay, "generate")
         return {"id": "g", "object": "text_completion", "created": 0, "model": "llm",
                 "choices": [{"index": 0, "text": prompt[::-1], "finish_reason": "stop", "logprobs": None}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}

@@ -23,6 +23,7 @@ import weakref
 import pytest
 
 from xinference_nb.errors import LaunchError, LaunchOptionError, ParseError
+from xinference_nb.handles import handle_of
 from xinference_nb.options import parse_launch_options
 
 from public_api import launch_by_path, shared_manager
@@ -220,7 +221,7 @@ def test_a_large_but_sane_alpha_still_launches(manager, tiny_llama_dir, tiny_lor
     ok = _copy(tiny_lora_dirs["a"], tmp_path / "ok", lora_alpha=4000)          # alpha / r = 1000: the bound
     uid = _launch(manager, tiny_llama_dir, "alpha-ok", peft_model_config=_peft(ok=ok))
     try:
-        assert manager.get_model(uid).generate("The cat", {**GREEDY, "lora_name": "ok"})["usage"]["completion_tokens"]
+        assert handle_of(manager, uid).generate("The cat", {**GREEDY, "lora_name": "ok"})["usage"]["completion_tokens"]
     finally:
         manager.terminate_model(uid)
 
@@ -296,7 +297,7 @@ def test_a_pattern_that_targets_every_weight_loads_the_same_adapter(manager, tin
                   target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     uid = _launch(manager, tiny_llama_dir, "regex", peft_model_config=_peft(r=regex, a=tiny_lora_dirs["a"]))
     try:
-        model = manager.get_model(uid)
+        model = handle_of(manager, uid)
         for prompt in PROMPTS:
             assert (_text(model.generate(prompt, {**GREEDY, "lora_name": "r"}))
                     == _text(model.generate(prompt, {**GREEDY, "lora_name": "a"})))

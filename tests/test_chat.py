@@ -26,6 +26,7 @@ from xinference_nb.chat import (
     split_reasoning,
 )
 from xinference_nb.errors import InferenceError, ModelNotFound
+from xinference_nb.handles import handle_of
 from xinference_nb.spec import load_spec
 
 CHATML = (
@@ -149,6 +150,36 @@ def test_generate_config_validation():
     params, _ = parse_generate_config({"stop": ["A"]}, fmt)
     assert params.stop == ["A", "<|im_end|>"] and params.stop_token_ids == [3]
 
+
+
+def test_generate_config_keys_and_ranges_live_on_one_model():
+    """chat.GenerateConfig holds the generate_config keys, types and ranges; parse_generate_config
+    checks a dict with it and takes a checked one as it is (what the server hands a handle)."""
+    from xinference_nb.chat import GENERATE_CONFIG_KEYS, GenerateConfig
+
+    assert GENERATE_CONFIG_KEYS == tuple(GenerateConfig.model_fields)
+    sent = {"max_tokens": 7, "temperature": 1e-30, "stop": "x", "stream": True, "repetition_penalty": 1e30,
+            "stream_options": {"include_usage": False}}
+    config = GenerateConfig.check(sent)
+    assert GenerateConfig.check(config) is config   # a checked one is not checked again
+    # it reads as the dict that was sent (a handle that takes a plain dict takes it), with the clamps applied
+    assert dict(config) == dict(sent, temperature=0.0, repetition_penalty=1e20)
+    fmt = ChatFormat(stop=["<|im_end|>"], stop_token_ids=[3])
+    params, stream = parse_generate_config(config, fmt)
+    assert (params, stream) == parse_generate_config(sent, fmt)
+    assert params.greedy and params.stop == ["x", "<|im_end|>"] and not params.include_usage and stream
+    for bad, text in (({"top_p": 2}, "generate_config['top_p'] must be a number in (0, 1], got int 2"),
+                      ({"seed": -1}, "generate_config['seed'] must be a whole number from 0 to 4294967294, "
+                                     "got int -1"),
+                      ({"stream": True, "stream_options": {"include_usage": 1}},
+                       "generate_config['stream_options']['include_usage'] must be true or false, got int 1")):
+        with pytest.raises(InferenceError) as err:
+            GenerateConfig.check(bad)
+        assert str(err.value) == text
+    with pytest.raises(ValueError, match="top_p"):   # built directly: the same ranges
+        GenerateConfig(top_p=2)
+    with pytest.raises(ValueError):                   # checked once, never changed after
+        config.max_tokens = 0  # type: ignore[misc]
 
 def test_prompt_must_fit_context():
     assert check_prompt_fits(10, SamplingParams(max_tokens=512), 100) == 90
@@ -288,7 +319,7 @@ def scripted():
             model_uid=uid, model_type="LLM", model_name="chat-doc", engine=find_engine("LLM", "transformers"),
             spec=spec, model_spec=spec.model_specs[0], model_format="pytorch", model_size_in_billions=1,
             quantization="none", model_path=None, device=DevicePlan(), options={}, model=model)
-        return manager.get_model(uid)
+        return handle_of(manager, uid)
 
     yield manager, install
     manager.terminate_all()

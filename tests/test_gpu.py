@@ -26,6 +26,7 @@ import pytest
 
 from xinference_nb import Client
 from xinference_nb.errors import LaunchError
+from xinference_nb.handles import handle_of
 from xinference_nb.manager import ModelManager, get_manager
 
 try:  # tests/ is a rootdir-relative module dir (no __init__.py) ...
@@ -158,7 +159,7 @@ def test_transformers_n_gpu_auto_puts_every_weight_on_the_gpu(manager, tiny_llam
     assert torch.allclose(got, want, atol=1e-3, rtol=1e-3), (got - want).abs().max()
     del hf, ref
 
-    h = manager.get_model(uid)
+    h = handle_of(manager, uid)
     res = h.chat(MESSAGES, generate_config=GREEDY)
     assert res["usage"]["completion_tokens"] > 0
     chunks = list(h.chat(MESSAGES, generate_config={**GREEDY, "stream": True}))
@@ -173,7 +174,7 @@ def test_transformers_n_gpu_none_stays_on_the_cpu(manager, tiny_llama_dir):
     uid = _launch_llm(manager, tiny_llama_dir, n_gpu=None)
     assert manager.describe_model(uid)["accelerators"] == []
     assert _param_devices(_hf_model(manager, uid)) == {"cpu"}
-    assert manager.get_model(uid).chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
+    assert handle_of(manager, uid).chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
     assert _settled_cuda_bytes() - baseline <= FREED_TOLERANCE  # nothing went to the GPU
     manager.terminate_model(uid)
 
@@ -185,7 +186,7 @@ def test_transformers_gpu_idx(manager, tiny_llama_dir):
     uid = _launch_llm(manager, tiny_llama_dir, gpu_idx=[last])
     assert manager.describe_model(uid)["accelerators"] == [str(last)]
     assert _param_devices(_hf_model(manager, uid)) == {f"cuda:{last}"}
-    assert manager.get_model(uid).chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
+    assert handle_of(manager, uid).chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
     manager.terminate_model(uid)
     _assert_freed(baseline, f"tiny Llama on gpu_idx=[{last}]")
 
@@ -222,7 +223,7 @@ def test_bitsandbytes_on_cuda(manager, tiny_llama_dir, quantization):
     del hf, layers
     assert desc["memory_bytes"] < manager.describe_model(full)["memory_bytes"]
 
-    h = manager.get_model(uid)
+    h = handle_of(manager, uid)
     assert h.chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
     chunks = list(h.chat(MESSAGES, generate_config={**GREEDY, "stream": True}))
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
@@ -408,7 +409,7 @@ def test_memory_estimate_matches_cuda_peak(manager, memory_llama_dir, dtype):
     del hf
 
     # fill the context: a prompt of nearly MEMORY_CONTEXT tokens, then a few new ones
-    res = manager.get_model(uid).generate(_long_prompt(memory_llama_dir, MEMORY_CONTEXT - 96),
+    res = handle_of(manager, uid).generate(_long_prompt(memory_llama_dir, MEMORY_CONTEXT - 96),
                                           generate_config={"temperature": 0, "max_tokens": 64})
     assert res["usage"]["prompt_tokens"] >= MEMORY_CONTEXT - 160
     torch.cuda.synchronize()
@@ -431,7 +432,7 @@ def test_terminate_gives_cuda_memory_back(manager, memory_llama_dir):
     params = sum(p.numel() * p.element_size() for p in _hf_model(manager, uid).parameters())
     assert loaded >= params * 0.95, f"only {loaded / MiB:.1f} MiB on the GPU for {params / MiB:.1f} MiB of weights"
 
-    h = manager.get_model(uid)
+    h = handle_of(manager, uid)
     assert h.chat(MESSAGES, generate_config=GREEDY)["usage"]["completion_tokens"] > 0
     stream = h.chat(MESSAGES, generate_config={"temperature": 0, "max_tokens": 64, "stream": True})
     next(stream), next(stream)  # the role chunk, then the first generated text: generation is running
@@ -454,8 +455,8 @@ def test_continuous_batching_on_cuda(manager, tiny_llama_dir):
     import threading
 
     prompts = ["Hello", "Once upon a time there was a", "The cat", "A longer prompt about many things", "x", "1 2 3"]
-    batched = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-batched"))
-    serial = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-serial",
+    batched = handle_of(manager, _launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-batched"))
+    serial = handle_of(manager, _launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-serial",
                                            max_num_seqs=1))
     assert manager._peek("gpu-batched").scheduler is not None
     alone = [serial.generate(p, GREEDY)["choices"][0]["text"] for p in prompts]
@@ -476,9 +477,9 @@ def test_continuous_batching_on_cuda(manager, tiny_llama_dir):
 def test_lora_adapters_on_cuda(manager, tiny_llama_dir, tiny_lora_dirs, tiny_lora_merged_dir):
     """peft adapters on a CUDA base: adapter "a" answers what peft's merged model answers, on the GPU."""
     loras = {"lora_list": [{"lora_name": n, "local_path": str(p)} for n, p in tiny_lora_dirs.items()]}
-    with_loras = manager.get_model(_launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-lora",
+    with_loras = handle_of(manager, _launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-lora",
                                                peft_model_config=loras))
-    merged = manager.get_model(_launch_llm(manager, tiny_lora_merged_dir, n_gpu="auto", model_uid="gpu-merged"))
+    merged = handle_of(manager, _launch_llm(manager, tiny_lora_merged_dir, n_gpu="auto", model_uid="gpu-merged"))
     assert _param_devices(_hf_model(manager, "gpu-lora")) == {"cuda:0"}
     a = with_loras.chat(MESSAGES, generate_config=dict(GREEDY, lora_name="a"))["choices"][0]["message"]["content"]
     base = with_loras.chat(MESSAGES, generate_config=GREEDY)["choices"][0]["message"]["content"]

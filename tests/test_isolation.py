@@ -21,6 +21,7 @@ import pytest
 
 from xinference_nb.chat import GREEDY_TEMPERATURE, REPETITION_PENALTY_RANGE, parse_generate_config
 from xinference_nb.errors import InferenceError
+from xinference_nb.handles import handle_of
 
 from public_api import launch_by_path, shared_manager
 
@@ -68,7 +69,7 @@ def poisoned(manager, poisoned_dir):
     uid = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned", max_num_seqs=8, batch_wait_ms=3000)
     alone = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned-alone")
     serial = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned-serial", max_num_seqs=1)
-    return manager.get_model(uid), manager._peek(uid).scheduler, manager.get_model(alone), manager.get_model(serial)
+    return handle_of(manager, uid), manager._peek(uid).scheduler, handle_of(manager, alone), handle_of(manager, serial)
 
 
 def _concurrently(fn, items):
@@ -185,10 +186,10 @@ def test_tiny_temperatures_are_greedy_on_every_engine(manager, tiny_llama_dir, t
         assert parse_generate_config(cfg)[0].temperature == 0.0
     assert parse_generate_config({"temperature": GREEDY_TEMPERATURE})[0].temperature == GREEDY_TEMPERATURE
     assert parse_generate_config({"repetition_penalty": 1e-300})[0].repetition_penalty == REPETITION_PENALTY_RANGE[0]
-    batched = manager.get_model(launch_by_path(manager, tiny_llama_dir, model_uid="isolation-temp-batched"))
-    serial = manager.get_model(launch_by_path(manager, tiny_llama_dir, model_uid="isolation-temp-serial",
+    batched = handle_of(manager, launch_by_path(manager, tiny_llama_dir, model_uid="isolation-temp-batched"))
+    serial = handle_of(manager, launch_by_path(manager, tiny_llama_dir, model_uid="isolation-temp-serial",
                                               max_num_seqs=1))
-    gguf = manager.get_model(manager.launch_model("qwen2.5-instruct", model_engine="llama.cpp",
+    gguf = handle_of(manager, manager.launch_model("qwen2.5-instruct", model_engine="llama.cpp",
                                                   model_path=str(tiny_gguf_file), model_uid="isolation-temp-gguf",
                                                   show_progress=False))
     prompts = ["Hello", "The weather today", "Once upon a time there was"]
@@ -255,8 +256,8 @@ def _whole_and_stream(handle, chat, prompt, cfg):
 
 @pytest.fixture(scope="module")
 def forced_handles(manager, forced_dir, tmp_path_factory, server):
-    handles = {"batched": manager.get_model(launch_by_path(manager, forced_dir, model_uid="isolation-bytes")),
-               "serial": manager.get_model(launch_by_path(manager, forced_dir, model_uid="isolation-bytes-serial",
+    handles = {"batched": handle_of(manager, launch_by_path(manager, forced_dir, model_uid="isolation-bytes")),
+               "serial": handle_of(manager, launch_by_path(manager, forced_dir, model_uid="isolation-bytes-serial",
                                                           max_num_seqs=1))}
     handles["rest"] = _remote(server, "isolation-bytes")
     try:
@@ -265,7 +266,7 @@ def forced_handles(manager, forced_dir, tmp_path_factory, server):
         return handles
     with tiny_models.quiet():
         gguf_file = tiny_models.build_tiny_gguf(forced_dir, tmp_path_factory.mktemp("forced_gguf") / "bytes.gguf")
-    handles["llama.cpp"] = manager.get_model(manager.launch_model(
+    handles["llama.cpp"] = handle_of(manager, manager.launch_model(
         "qwen2.5-instruct", model_engine="llama.cpp", model_path=str(gguf_file), model_uid="isolation-bytes-gguf",
         show_progress=False))
     return handles
@@ -292,14 +293,14 @@ def test_a_reply_cut_inside_a_character_streams_as_it_ends(forced_handles, path)
 def random_handles(manager, tiny_llama_dir, tiny_gguf_file, server):
     """The random tiny model (its replies are full of byte tokens: characters split over tokens, lone
     continuation bytes) on every path."""
-    handles = {"batched": manager.get_model(launch_by_path(manager, tiny_llama_dir, model_uid="isolation-prop")),
-               "serial": manager.get_model(launch_by_path(manager, tiny_llama_dir, model_uid="isolation-prop-serial",
+    handles = {"batched": handle_of(manager, launch_by_path(manager, tiny_llama_dir, model_uid="isolation-prop")),
+               "serial": handle_of(manager, launch_by_path(manager, tiny_llama_dir, model_uid="isolation-prop-serial",
                                                           max_num_seqs=1))}
     handles["rest"] = _remote(server, "isolation-prop")
     try:
         import llama_cpp  # noqa: F401
 
-        handles["llama.cpp"] = manager.get_model(manager.launch_model(
+        handles["llama.cpp"] = handle_of(manager, manager.launch_model(
             "qwen2.5-instruct", model_engine="llama.cpp", model_path=str(tiny_gguf_file),
             model_uid="isolation-prop-gguf", show_progress=False))
     except ImportError:  # pragma: no cover

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from xinference_nb.errors import InferenceError, LaunchOptionError
+from xinference_nb.handles import handle_of
 from xinference_nb.manager import ModelManager
 
 from public_api import launch_by_path, shared_manager
@@ -33,7 +34,7 @@ def pair(manager, tiny_llama_dir):
     """(batched handle, one-request-at-a-time handle) on the same weights."""
     batched = _launch(manager, tiny_llama_dir, "batched")
     serial = _launch(manager, tiny_llama_dir, "serial", max_num_seqs=1)
-    return manager.get_model(batched), manager.get_model(serial)
+    return handle_of(manager, batched), handle_of(manager, serial)
 
 
 def _concurrently(fn, items):
@@ -148,7 +149,7 @@ def test_streams_in_a_batch_and_a_reader_that_goes_away(pair):
 
 def test_terminate_ends_every_request_in_the_batch(manager, tiny_llama_dir):
     uid = _launch(manager, tiny_llama_dir, "doomed")
-    handle = manager.get_model(uid)
+    handle = handle_of(manager, uid)
     scheduler = manager._peek(uid).scheduler
     results = []
 
@@ -230,7 +231,7 @@ def test_llama_cpp_concurrent_requests_are_serialized(tiny_gguf_file):
     try:
         uid = m.launch_model("qwen2.5-instruct", model_engine="llama.cpp", model_path=str(tiny_gguf_file),
                              show_progress=False)
-        handle = m.get_model(uid)
+        handle = handle_of(m, uid)
         cfgs = [{"temperature": 0, "max_tokens": 20}, {"temperature": 0.9, "seed": 5, "max_tokens": 20}] * 2
         prompts = ["Once upon a time", "Numbers:", "The cat", "Hello"]
         sequential = [handle.generate(p, c)["choices"][0]["text"] for p, c in zip(prompts, cfgs)]

@@ -9,6 +9,7 @@ import pytest
 
 from xinference_nb import Client
 from xinference_nb.errors import InferenceError, LaunchError
+from xinference_nb.handles import handle_of
 from xinference_nb.manager import ModelManager
 
 pytest.importorskip("transformers")
@@ -62,7 +63,7 @@ def engine(request):
 
 def test_chat_generate_and_shapes(manager, engine, tiny_llama_dir, tiny_gguf_file):
     uid = _launch(manager, engine, tiny_llama_dir, tiny_gguf_file)
-    handle = manager.get_model(uid)
+    handle = handle_of(manager, uid)
     assert handle.model_uid == uid and handle.model_type == "LLM"
     res = handle.chat(MESSAGES, generate_config=GREEDY)
     assert res["object"] == "chat.completion" and res["id"].startswith("chatcmpl-") and res["model"] == uid
@@ -99,8 +100,8 @@ def test_chat_generate_and_shapes(manager, engine, tiny_llama_dir, tiny_gguf_fil
 
 def test_engines_agree(manager, tiny_llama_dir, tiny_gguf_file):
     pytest.importorskip("llama_cpp")
-    a = manager.get_model(_launch(manager, "transformers", tiny_llama_dir, tiny_gguf_file))
-    b = manager.get_model(_launch(manager, "llama.cpp", tiny_llama_dir, tiny_gguf_file))
+    a = handle_of(manager, _launch(manager, "transformers", tiny_llama_dir, tiny_gguf_file))
+    b = handle_of(manager, _launch(manager, "llama.cpp", tiny_llama_dir, tiny_gguf_file))
     ra, rb = a.chat(MESSAGES, generate_config=GREEDY), b.chat(MESSAGES, generate_config=GREEDY)
     assert ra["usage"]["prompt_tokens"] == rb["usage"]["prompt_tokens"]
     # same weights, same template, greedy: the first tokens agree (f32 rounding may diverge later)
@@ -108,7 +109,7 @@ def test_engines_agree(manager, tiny_llama_dir, tiny_gguf_file):
 
 
 def test_stop_strings_cut_the_text(manager, engine, tiny_llama_dir, tiny_gguf_file):
-    handle = manager.get_model(_launch(manager, engine, tiny_llama_dir, tiny_gguf_file))
+    handle = handle_of(manager, _launch(manager, engine, tiny_llama_dir, tiny_gguf_file))
     full = handle.chat(MESSAGES, generate_config=dict(GREEDY, max_tokens=40))["choices"][0]["message"]["content"]
     stop, _ = _ascii_stop(full)
     if stop is None:
@@ -128,7 +129,7 @@ def test_stop_strings_cut_the_text(manager, engine, tiny_llama_dir, tiny_gguf_fi
 
 
 def test_sampling_seed_and_length(manager, engine, tiny_llama_dir, tiny_gguf_file):
-    handle = manager.get_model(_launch(manager, engine, tiny_llama_dir, tiny_gguf_file))
+    handle = handle_of(manager, _launch(manager, engine, tiny_llama_dir, tiny_gguf_file))
     cfg = {"temperature": 1.5, "top_p": 0.9, "top_k": 50, "seed": 123, "max_tokens": 12}
     a = handle.generate("Numbers:", cfg)["choices"][0]["text"]
     b = handle.generate("Numbers:", cfg)["choices"][0]["text"]
@@ -139,7 +140,7 @@ def test_sampling_seed_and_length(manager, engine, tiny_llama_dir, tiny_gguf_fil
 
 
 def test_stream_is_incremental(manager, tiny_llama_dir, tiny_gguf_file):
-    handle = manager.get_model(_launch(manager, "transformers", tiny_llama_dir, tiny_gguf_file))
+    handle = handle_of(manager, _launch(manager, "transformers", tiny_llama_dir, tiny_gguf_file))
     stream = handle.generate("Once upon a time", {"max_tokens": 200, "temperature": 0, "stream": True})
     first = next(stream)
     assert first["choices"][0]["text"]
@@ -168,7 +169,7 @@ def test_bitsandbytes_quantization(manager, tiny_llama_dir, tiny_gguf_file, quan
     desc = manager.describe_model(uid)
     assert desc["quantization"] == quantization and desc["model_format"] == "pytorch"
     assert desc["memory_bytes"] < manager.describe_model(full)["memory_bytes"]
-    handle = manager.get_model(uid)
+    handle = handle_of(manager, uid)
     res = handle.chat(MESSAGES, generate_config={"max_tokens": 8, "temperature": 0})
     assert res["usage"]["completion_tokens"] > 0
     chunks = list(handle.chat(MESSAGES, generate_config={"max_tokens": 8, "temperature": 0, "stream": True}))
@@ -225,8 +226,35 @@ def test_template_precedence_end_to_end(manager, nb_home, tiny_llama_dir, tmp_pa
     fmt = manager._peek(manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(bare),
                                              show_progress=False)).chat_format
     assert fmt.template_source == "built-in family"
-    res = manager.get_model(manager.list_models().popitem()[0]).chat(MESSAGES, generate_config={"max_tokens": 2})
+    res = handle_of(manager, manager.list_models().popitem()[0]).chat(MESSAGES, generate_config={"max_tokens": 2})
     assert res["usage"]["prompt_tokens"] > 0
+
+
+def test_builtin_family_fills_in_at_launch(manager, nb_home, tiny_llama_dir, tmp_path):
+    """A stored document whose model_family is a built-in model (written by hand, or before registering
+    refused that) with neither chat template nor tool parser, over files without a template: the launch
+    takes both from that family's built-in document, which the manager looks up and passes down
+    (LoadRequest.family_spec: chat never reads the catalog)."""
+    import json
+    import shutil
+
+    from xinference_nb.registry import builtin_family
+    from xinference_nb.tool_parsers import get_tool_parser
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llama_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    doc = {"version": 2, "model_name": "stored-family", "model_family": "llama-3.1-instruct", "context_length": 1024,
+           "model_lang": ["en"], "model_ability": ["generate", "tools"],
+           "model_specs": [{"model_format": "pytorch", "model_size_in_billions": "0_01", "quantization": "none",
+                            "model_uri": str(bare)}]}
+    (nb_home / "model" / "llm").mkdir(parents=True)
+    (nb_home / "model" / "llm" / "stored-family.json").write_text(json.dumps(doc))
+    uid = manager.launch_model("stored-family", model_engine="transformers", show_progress=False)
+    fmt = manager.engine_model(uid).chat_format
+    assert fmt.template_source == "built-in family"
+    assert fmt.template == builtin_family("llama-3.1-instruct").chat_template
+    assert fmt.tool_parser is get_tool_parser("llama3")
 
 
 def test_gguf_template_from_metadata(manager, tiny_llama_dir, tiny_gguf_file):
@@ -243,7 +271,7 @@ def test_reasoning_end_to_end(manager, nb_home, engine, tiny_reasoning_llama_dir
                                         "quantization": "none", "model_uri": str(path)}],
               model_ability=["chat", "reasoning"], chat_template=_template(tiny_reasoning_llama_dir),
               reasoning_start_tag="<think>", reasoning_end_tag="</think>", stop=["<|im_end|>"])
-    handle = manager.get_model(manager.launch_model("tiny-thinker", model_engine=engine, show_progress=False))
+    handle = handle_of(manager, manager.launch_model("tiny-thinker", model_engine=engine, show_progress=False))
     res = handle.chat(MESSAGES, generate_config={"max_tokens": 12, "temperature": 0})
     message = res["choices"][0]["message"]
     assert "reasoning_content" in message

@@ -19,6 +19,7 @@ from test_llm_batching import _concurrently  # noqa: E402 - threads, results in 
 
 from xinference_nb.client import Client
 from xinference_nb.errors import InferenceError, LaunchError, LaunchOptionError
+from xinference_nb.handles import handle_of
 from xinference_nb.options import parse_launch_options
 
 from public_api import launch_by_path, shared_manager
@@ -56,7 +57,7 @@ def hf(manager, tiny_llama_dir, tiny_lora_dirs, tiny_lora_merged_dir):
             "serial": _launch(manager, tiny_llama_dir, "hf-serial", peft_model_config=loras, max_num_seqs=1),
             "plain": _launch(manager, tiny_llama_dir, "hf-plain"),
             "merged": _launch(manager, tiny_lora_merged_dir, "hf-merged")}
-    return {k: manager.get_model(uid) for k, uid in uids.items()}
+    return {k: handle_of(manager, uid) for k, uid in uids.items()}
 
 
 # ------------------------------------------------------------------ the option's shape
@@ -228,7 +229,7 @@ def gguf(manager, tiny_gguf_file, tiny_gguf_loras):
     pytest.importorskip("llama_cpp")
 
     def launch(uid, path, **kw):
-        return manager.get_model(manager.launch_model(
+        return handle_of(manager, manager.launch_model(
             "qwen2.5-instruct", model_engine="llama.cpp", model_format="ggufv2", model_path=str(path),
             show_progress=False, model_uid=f"lora-{uid}", n_gpu=None, **kw))
 
@@ -293,13 +294,13 @@ def test_llama_cpp_bad_adapters_fail_cleanly(manager, gguf, tiny_gguf_file, tiny
     # Llama(lora_path=...) still applies one adapter to every request
     uid = launch(lora_path=str(tiny_gguf_loras["a"]))
     try:
-        assert _text(manager.get_model(uid).generate("The cat", GREEDY)) == merged != plain
+        assert _text(handle_of(manager, uid).generate("The cat", GREEDY)) == merged != plain
     finally:
         manager.terminate_model(uid)
     # lora_scale scales the chosen adapter (0: as if none)
     uid = launch(peft_model_config=_peft(a=tiny_gguf_loras["a"]), lora_scale=0.0)
     try:
-        assert _text(manager.get_model(uid).generate("The cat", {**GREEDY, "lora_name": "a"})) == plain
+        assert _text(handle_of(manager, uid).generate("The cat", {**GREEDY, "lora_name": "a"})) == plain
     finally:
         manager.terminate_model(uid)
 
@@ -580,7 +581,7 @@ def test_pickled_adapter_weights_load_without_running_code(manager, hf, tiny_lla
     plain = _bin_weights(_adapter_copy(tiny_lora_dirs["a"], tmp_path / "plain"))
     uid = _launch(manager, tiny_llama_dir, "pickle", peft_model_config=_peft(p=plain))
     try:
-        assert (_text(manager.get_model(uid).generate("The cat", {**GREEDY, "lora_name": "p"}))
+        assert (_text(handle_of(manager, uid).generate("The cat", {**GREEDY, "lora_name": "p"}))
                 == _text(hf["merged"].generate("The cat", GREEDY)))
     finally:
         manager.terminate_model(uid)
@@ -601,7 +602,7 @@ def test_harmless_config_keys_names_peft_confuses_and_tilde_paths(manager, hf, m
     for extra in ({}, {"max_num_seqs": 1}):
         uid = _launch(manager, tiny_llama_dir, "names", peft_model_config=_peft(**loras), **extra)
         try:
-            model = manager.get_model(uid)
+            model = handle_of(manager, uid)
             for prompt in PROMPTS[:2]:
                 merged = _text(hf["merged"].generate(prompt, GREEDY))
                 assert _text(model.generate(prompt, {**GREEDY, "lora_name": "lora_A"})) == merged
@@ -649,7 +650,7 @@ def test_adapters_with_whole_layers_load_alone(manager, monkeypatch, tiny_llama_
                     base = solo(input_ids=ids).logits
                 assert torch.allclose(ours(input_ids=ids, adapter_names=["__base__"]).logits, base, atol=1e-5)
                 assert not torch.allclose(want, base, atol=1e-3)
-            handle = manager.get_model(uid)
+            handle = handle_of(manager, uid)
             assert _text(handle.generate("The cat", {**GREEDY, "lora_name": "w"})) != _text(
                 handle.generate("The cat", GREEDY))
         finally:
@@ -773,7 +774,7 @@ def test_terminate_during_adapter_requests_stops_them_and_frees_the_model(manage
               **({"max_num_seqs": 1} if engine == "transformers-serial" else {})}
     for attempt in range(2):   # the second launch: the same uid and adapters after a terminate
         uid = manager.launch_model("qwen2.5-instruct", show_progress=False, n_gpu=None, model_uid="lora-term", **kw)
-        handle = manager.get_model(uid)
+        handle = handle_of(manager, uid)
         engine_model = manager._peek(uid)
         model_ref = weakref.ref(engine_model.llm if engine == "llama.cpp" else engine_model.model)   # the weights
         del engine_model

@@ -251,12 +251,12 @@ def test_generate_line_and_cell(shell):
 
 
 def test_serve_and_stop_server(shell, monkeypatch):
-    import xinference_nb
+    from xinference_nb.server import runner
 
     seen = []
-    monkeypatch.setattr(xinference_nb, "serve", lambda host, port: seen.append((host, port)) or
+    monkeypatch.setattr(runner, "serve", lambda host, port: seen.append((host, port)) or
                         type("S", (), {"url": f"http://{host}:{port}"})(), raising=False)
-    monkeypatch.setattr(xinference_nb, "stop_server", lambda: seen.append("stop"), raising=False)
+    monkeypatch.setattr(runner, "stop_server", lambda: seen.append("stop"), raising=False)
     msg = run(shell, "%xinf serve --port 9998")
     assert seen == [("127.0.0.1", 9998)] and "http://127.0.0.1:9998" in str(msg)
     run(shell, "%xinf stop-server")

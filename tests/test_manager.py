@@ -14,6 +14,7 @@ from xinference_nb import Client
 from xinference_nb import manager as manager_module
 from xinference_nb.engines import EngineModel, LoadRequest
 from xinference_nb.errors import EngineUnavailable, LaunchError, ModelNotFound
+from xinference_nb.handles import handle_of
 from xinference_nb.manager import ModelManager, get_manager
 from xinference_nb.memory import (
     estimate_gguf,
@@ -199,7 +200,7 @@ def test_uid_twice_and_terminate(manager, fake_loader, tiny_llama_dir):
         manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), model_uid="bad uid!",
                              show_progress=False)
     assert list(manager.list_models()) == ["mine"]
-    handle = manager.get_model("mine")
+    handle = handle_of(manager, "mine")
     assert handle.model_uid == "mine" and handle.model_type == "LLM"
     manager.terminate_model("mine")
     assert fake_loader[0].closed and manager.list_models() == {}
@@ -223,7 +224,7 @@ def test_terminate_frees_memory(manager, tiny_llama_dir):
                                show_progress=False)
     assert manager.list_models()[uid]["memory_bytes"] > 0
     torch_model = weakref.ref(manager._peek(uid).model)
-    manager.get_model(uid).generate("hi", {"max_tokens": 2})
+    handle_of(manager, uid).generate("hi", {"max_tokens": 2})
     manager.terminate_model(uid)
     gc.collect()
     assert torch_model() is None
@@ -311,18 +312,18 @@ def test_generic_handles_forward(manager):
     rec = Recorder()
     for model_type in ("embedding", "rerank", "image", "audio", "flexible"):
         _install(manager, model_type, model_type, rec)
-    emb = manager.get_model("embedding")
+    emb = handle_of(manager, "embedding")
     assert isinstance(emb, EmbeddingHandle) and emb.model_type == "embedding"
     assert emb.create_embedding(["a"], dimensions=3) == {"method": "create_embedding"}
     assert rec.calls[-1] == ("create_embedding", (["a"],), {"dimensions": 3})
     emb.convert_ids_to_tokens([1, 2])
     assert rec.calls[-1] == ("convert_ids_to_tokens", ([1, 2],), {})
-    rr = manager.get_model("rerank")
+    rr = handle_of(manager, "rerank")
     assert isinstance(rr, RerankHandle)
     rr.rerank(["d1", "d2"], "q", top_n=1, return_documents=True)
     assert rec.calls[-1] == ("rerank", (["d1", "d2"], "q"), {"top_n": 1, "max_chunks_per_doc": None,
                                                               "return_documents": True, "return_len": None})
-    img = manager.get_model("image")
+    img = handle_of(manager, "image")
     assert isinstance(img, ImageHandle)
     img.text_to_image("cat", n=2)
     assert rec.calls[-1] == ("text_to_image", ("cat",), {"n": 2, "size": "1024*1024", "response_format": "url"})
@@ -330,7 +331,7 @@ def test_generic_handles_forward(manager):
     assert rec.calls[-1] == ("image_to_image", (b"img", "prompt"), {"n": 1})
     img.inpainting(b"img", b"mask", "p")
     assert rec.calls[-1][0] == "inpainting"
-    audio = manager.get_model("audio")
+    audio = handle_of(manager, "audio")
     assert isinstance(audio, AudioHandle)
     audio.speech("hello", voice="v")
     assert rec.calls[-1] == ("speech", ("hello",), {"voice": "v", "response_format": "mp3", "speed": 1.0,
@@ -341,7 +342,7 @@ def test_generic_handles_forward(manager):
                                                             "timestamp_granularities": None})
     audio.translations(b"wav")
     assert rec.calls[-1][0] == "translations"
-    flex = manager.get_model("flexible")
+    flex = handle_of(manager, "flexible")
     assert isinstance(flex, FlexibleHandle)
     flex.infer(1, x=2)
     assert rec.calls[-1] == ("infer", (1,), {"x": 2})
@@ -421,7 +422,7 @@ def test_budget_evicts_least_recently_used_idle(manager, fake_loader, tiny_llama
         manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), model_uid="c", show_progress=False)
     assert set(manager.list_models()) == {"b", "c"}
     # a busy model is never evicted; "c" is older-used than "b" now
-    manager.get_model("b")
+    handle_of(manager, "b")
     with manager._use("c"):
         with pytest.warns(UserWarning, match="idle model.*b"):
             manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), model_uid="d",
@@ -514,3 +515,32 @@ def test_model_path_hf_cache_folder(manager, fake_loader, tiny_llama_dir, tmp_pa
     (cache / "refs" / "main").write_text("abc123")
     manager.launch_model("qwen2.5-instruct", model_path=str(cache), show_progress=False)
     assert fake_loader[-1].request.model_path == snapshot
+
+
+def test_estimate_takes_the_bnb_names_the_engine_takes(tiny_llama_dir):
+    """The memory estimate and the transformers engine read one list of on-the-fly bitsandbytes names
+    (metadata.quant.BNB_QUANTIZATIONS): a spelling the engine refuses ("nf4", "int4", ...) is not
+    estimated as 4-bit, and one it takes (any case, spaces around) is."""
+    from xinference_nb.engines.transformers_llm import _bnb_config
+
+    none, four = estimate_hf_llm(tiny_llama_dir, "none", 1024), estimate_hf_llm(tiny_llama_dir, "4-bit", 1024)
+    for refused in ("nf4", "int4", "4bit", "fp4", "int8", "8bit"):
+        with pytest.raises(LaunchError, match="use one of none, 4-bit, 8-bit"):
+            _bnb_config(refused, {}, "pytorch")
+        assert estimate_hf_llm(tiny_llama_dir, refused, 1024).total_bytes == none.total_bytes
+    assert _bnb_config(" 4-Bit ", {}, "pytorch").load_in_4bit
+    assert estimate_hf_llm(tiny_llama_dir, " 4-Bit ", 1024).total_bytes == four.total_bytes < none.total_bytes
+
+
+def test_estimate_reads_the_layer_count_the_parameter_count_reads(tmp_path):
+    """memory's KV cache and metadata.estimate read config.json's layer count one way (metadata.hf
+    layer_count: the first of LAYER_KEYS holding a positive integer; a boolean is no count)."""
+    import json
+
+    from xinference_nb.metadata.estimate import estimate_parameters
+
+    cfg = {"num_hidden_layers": True, "n_layer": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+           "hidden_size": 8, "vocab_size": 16, "max_position_embeddings": 64}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert estimate_hf_llm(tmp_path, None, 64).kv_cache_bytes == 2 * 2 * 2 * 4 * 64 * 4   # 2 layers, float32
+    assert estimate_parameters(cfg) == estimate_parameters(dict(cfg, num_hidden_layers=2))

@@ -130,12 +130,16 @@ def test_closing_a_stream_stops_generation(fake):
     llm_model = fake.client.models["llm"]
     before = llm_model.closed
     rc = RemoteClient(fake.url)
-    it = rc.get_model("llm").generate("x", generate_config={"max_tokens": 100000, "stream": True, "delay": 0.005})
-    next(it)
-    next(it)
-    it.close()
-    assert wait_until(lambda: llm_model.closed == before + 1)
-    assert wait_until(lambda: fake.app.state.streams_open == 0)
+    llm_model.delay = 0.005
+    try:
+        it = rc.get_model("llm").generate("x", generate_config={"max_tokens": 100000, "stream": True})
+        next(it)
+        next(it)
+        it.close()
+        assert wait_until(lambda: llm_model.closed == before + 1)
+        assert wait_until(lambda: fake.app.state.streams_open == 0)
+    finally:
+        llm_model.delay = 0.0
 
 
 def test_api_key_and_unreachable():

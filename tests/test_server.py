@@ -135,10 +135,11 @@ def test_sse_stream_format(fake_server):
 
 def test_dropped_stream_cancels_generation_and_frees_its_slot(fake_server):
     llm = fake_server.client.models["llm"]
+    llm.delay = 0.005
     app = fake_server.app
     with httpx.Client(base_url=fake_server.url, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json={
-                "model": "llm", "prompt": "x", "max_tokens": 100000, "stream": True, "delay": 0.005}) as resp:
+                "model": "llm", "prompt": "x", "max_tokens": 100000, "stream": True}) as resp:
             lines = resp.iter_lines()
             got = [next(lines) for _ in range(3)]
             assert got[0].startswith("data: ")
@@ -174,6 +175,8 @@ def test_slow_stream_reader_does_not_block_other_clients(fake_server):
 def test_llm_requests_beyond_the_limit_queue_first_come_first_served():
     client = FakeClient()
     llm_model = client.models["llm"]
+    llm_model.delay = 0.03
+    llm_model.hold = threading.Event()   # request 0 keeps the slot until the other three wait in line
     app = create_app(client, llm_concurrency=1)
     running = start_in_thread(app, port=0)
     order: list[int] = []
@@ -183,7 +186,7 @@ def test_llm_requests_beyond_the_limit_queue_first_come_first_served():
     def go(i: int) -> None:
         with httpx.Client(base_url=running.url, timeout=30) as c:
             with c.stream("POST", "/v1/completions", json={"model": "llm", "prompt": "x", "max_tokens": 10,
-                                                           "stream": True, "delay": 0.03}) as r:
+                                                           "stream": True}) as r:
                 lines = r.iter_lines()
                 first = next(lines)
                 started.set()
@@ -199,6 +202,7 @@ def test_llm_requests_beyond_the_limit_queue_first_come_first_served():
         for i in range(1, 4):
             threads[i].start()  # each waits in line before the next one arrives
             assert wait_until(lambda: len(app.state.llm_limits["llm"]._waiters or ()) == i, 10)
+        llm_model.hold.set()
         for t in threads:
             t.join(30)
         assert order == [0, 1, 2, 3]
@@ -411,6 +415,44 @@ def test_bad_request_matrix(shared_fake_server, method, path, body, status):
 def test_bad_request_matrix_is_big_enough():
     assert len(BAD_REQUESTS) >= 30
 
+
+
+def test_a_chat_body_is_checked_once_at_the_route(tmp_path):
+    """/v1/chat/completions and /v1/completions turn their body into a checked chat.GenerateConfig and
+    hand the model that: a bad value or an unknown key is a 400 in generate_config's words before any
+    handle runs (even one that checks nothing itself)."""
+    from server_fakes import FakeLLM
+
+    class Recording(FakeLLM):
+        def __init__(self):
+            super().__init__()
+            self.configs: list = []
+
+        def _cfg(self, generate_config):
+            self.configs.append(generate_config)
+            return super()._cfg(generate_config)
+
+    client = FakeClient()
+    client.models["llm"] = llm = Recording()
+    running = start_in_thread(create_app(client, allowed_roots=[tmp_path]), port=0)
+    try:
+        with httpx.Client(base_url=running.url) as c:
+            r = c.post("/v1/completions", json={"model": "llm", "prompt": "x", "temperature": -1})
+            assert r.status_code == 400, r.text
+            assert r.json()["detail"].startswith("generate_config['temperature'] must be a finite number >= 0")
+            r = c.post(CHAT, json={"model": "llm", "messages": MSGS, "bogus": 1})
+            assert r.status_code == 400
+            assert r.json()["detail"].startswith("unknown generate_config key 'bogus'; the valid keys are max_tokens")
+            assert llm.configs == []     # the refused requests never reached the model
+            r = c.post(CHAT, json={"model": "llm", "messages": MSGS, "max_completion_tokens": 3, "temperature": 0.5})
+            assert r.status_code == 200, r.text
+        from xinference_nb.chat import GenerateConfig
+
+        (got,) = llm.configs
+        assert isinstance(got, GenerateConfig)
+        assert dict(got) == {"stream": False, "max_tokens": 3, "temperature": 0.5}
+    finally:
+        running.stop()
 
 def test_unknown_uid_phrasing(fake_server):
     with httpx.Client(base_url=fake_server.url) as c:

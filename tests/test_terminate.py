@@ -31,6 +31,7 @@ ROUNDS = 10
 SCRIPT = textwrap.dedent(r'''
     import json, sys, threading, time
     from xinference_nb.errors import ModelNotFound
+    from xinference_nb.handles import handle_of
     from xinference_nb.manager import ModelManager
 
     mode, engine, path, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -45,7 +46,7 @@ SCRIPT = textwrap.dedent(r'''
 
     def after_terminate(m, uid):
         try:
-            m.get_model(uid).chat(MESSAGES, generate_config={"max_tokens": 2})
+            handle_of(m, uid).chat(MESSAGES, generate_config={"max_tokens": 2})
         except ModelNotFound:
             return "ModelNotFound"
         except Exception as exc:
@@ -56,7 +57,7 @@ SCRIPT = textwrap.dedent(r'''
         m = ModelManager()
         for i in range(rounds):
             uid = launch(m, i)
-            handle = m.get_model(uid)
+            handle = handle_of(m, uid)
             reading, go_on = threading.Event(), threading.Event()
             paused = i % 2 == 0
             res = {"chunks": 0}
@@ -90,7 +91,7 @@ SCRIPT = textwrap.dedent(r'''
         m = ModelManager()
         for i in range(rounds):
             uid = launch(m, i)
-            handle = m.get_model(uid)
+            handle = handle_of(m, uid)
             results = []
             lock = threading.Lock()
 

@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - tests/ imported as a package
 
 from xinference_nb.chat import ChatFormat, build_chat_format, choose_tool_parser
 from xinference_nb.errors import SpecError
+from xinference_nb.handles import handle_of
+from xinference_nb.registry import builtin_family
 from xinference_nb.spec import load_spec
 from xinference_nb.tool_parsers import (
     TEMPLATE_MARKERS,
@@ -324,9 +326,9 @@ def test_parser_choice_registration_then_family_then_template():
     # the registration's tool_parser wins over a template that writes <tool_call>
     fmt = build_chat_format(_spec(tool_parser="mistral", chat_template=qwen_template))
     assert fmt.tool_parser is get_tool_parser("mistral") and fmt.tool_call_tags is None
-    # without one: the built-in family's
+    # without one: the built-in family's (the launcher looks it up and passes it down)
     family = SimpleNamespace(tool_parser=None, model_family="llama-3.1-instruct", chat_template=qwen_template)
-    assert choose_tool_parser(family, qwen_template) is get_tool_parser("llama3")
+    assert choose_tool_parser(family, qwen_template, builtin_family(family.model_family)) is get_tool_parser("llama3")
     # else the chat template's markers; the <tool_call> template keeps the qwen parser (as before)
     fmt = build_chat_format(_spec(chat_template=qwen_template))
     assert fmt.tool_parser is get_tool_parser("qwen") and fmt.tool_call_tags == ("<tool_call>", "</tool_call>")
@@ -399,7 +401,7 @@ def test_launched_model_uses_its_registrations_tool_parser(mistral_llama_dir, ca
         client.register_model("LLM", doc)
     try:
         for seqs in (1, 16):   # model.generate, and the continuous-batching scheduler
-            handle = manager.get_model(manager.launch_model("tp-mistral", model_engine="transformers",
+            handle = handle_of(manager, manager.launch_model("tp-mistral", model_engine="transformers",
                                                             show_progress=False, max_num_seqs=seqs))
             choice = handle.chat("weather?", tools=TOOLS, generate_config={"max_tokens": 8})["choices"][0]
             assert choice["message"].get("tool_calls"), (seqs, choice)
@@ -407,7 +409,7 @@ def test_launched_model_uses_its_registrations_tool_parser(mistral_llama_dir, ca
             assert chunks[-2]["choices"][0]["delta"].get("tool_calls") or chunks[-1]["choices"][0]["delta"].get(
                 "tool_calls"), seqs
             manager.terminate_model(handle.model_uid)
-        handle = manager.get_model(manager.launch_model("tp-mistral", model_engine="transformers",
+        handle = handle_of(manager, manager.launch_model("tp-mistral", model_engine="transformers",
                                                         show_progress=False))
         choice = handle.chat("weather?", tools=TOOLS, generate_config={"max_tokens": 8})["choices"][0]
         assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Sure."
@@ -423,7 +425,7 @@ def test_launched_model_uses_its_registrations_tool_parser(mistral_llama_dir, ca
 
         # the same model registered without tool_parser: its <tool_call> template picks qwen, which
         # finds no call in Mistral's format, so the text stays content
-        other = manager.get_model(manager.launch_model("tp-detected", model_engine="transformers",
+        other = handle_of(manager, manager.launch_model("tp-detected", model_engine="transformers",
                                                        show_progress=False))
         assert manager.running_model(other.model_uid).model.chat_format.tool_parser.name == "qwen"
         choice = other.chat("weather?", tools=TOOLS, generate_config={"max_tokens": 8})["choices"][0]
@@ -455,7 +457,7 @@ def test_llama_cpp_keeps_the_special_marker_for_a_request_with_tools(mistral_lla
                             "model_uri": str(gguf_file)}]}
     client.register_model("LLM", doc)
     try:
-        handle = manager.get_model(manager.launch_model("tp-mistral-gguf", model_engine="llama.cpp",
+        handle = handle_of(manager, manager.launch_model("tp-mistral-gguf", model_engine="llama.cpp",
                                                         show_progress=False))
         cfg = {"max_tokens": 8, "temperature": 0}
         choice = handle.chat("weather?", tools=TOOLS, generate_config=cfg)["choices"][0]

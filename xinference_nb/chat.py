@@ -2,7 +2,8 @@
 
 - chat templates: which one to use (the registration's, else the model's own files, else the built-in
   family's) and how to render it (the same Jinja semantics as transformers' ``apply_chat_template``);
-- generate_config: validation into ``SamplingParams`` (unknown keys are an ``InferenceError``);
+- generate_config: ``GenerateConfig`` (its keys, types and ranges) into ``SamplingParams`` (unknown keys
+  and bad values are an ``InferenceError``);
 - stop strings (output cut before the stop string, also while streaming);
 - reasoning: ``reasoning_start_tag`` / ``reasoning_end_tag`` split into ``reasoning_content``, also
   when the template itself opened the block and the model only emits the end tag;
@@ -18,15 +19,20 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .engines import EngineModel
 from .errors import InferenceError
-from .tool_parsers import QwenParser, ToolParser, detect_tool_parser, get_tool_parser, partial_suffix
+from .errors import kind_of as _kind
+from .tool_parsers import (TOOL_CALL_TAGS, QwenParser, ToolParser, detect_tool_parser, get_tool_parser,
+                           partial_suffix)
 
 # ----------------------------------------------------------------------------------------------
 # Jinja rendering, like transformers' apply_chat_template
@@ -111,8 +117,6 @@ def render_chat_template(template: str, messages: list[dict[str, Any]], tools: O
 # Which template, stops and tags a launched model uses
 # ----------------------------------------------------------------------------------------------
 
-TOOL_CALL_TAGS = ("<tool_call>", "</tool_call>")
-
 
 def read_own_chat_template(path: Optional[Path]) -> Optional[str]:
     """The chat template shipped with a Hugging Face model folder, found the way parse finds it
@@ -172,7 +176,11 @@ class ChatFormat:
         return tail.endswith(self.reasoning_start_tag)  # type: ignore[arg-type]
 
 
-def choose_chat_template(spec: Any, own_template: Optional[str]) -> tuple[Optional[str], str]:
+# ``family_spec`` below is the built-in document of ``spec.model_family`` (None when that names no
+# built-in model): the launcher looks it up (registry.builtin_family) and passes it down, so this
+# module never reads the catalog.
+def choose_chat_template(spec: Any, own_template: Optional[str],
+                         family_spec: Any = None) -> tuple[Optional[str], str]:
     """(template, where it came from): the registration's, else the model's own, else the built-in
     family's."""
     spec_template = getattr(spec, "chat_template", None)
@@ -183,46 +191,31 @@ def choose_chat_template(spec: Any, own_template: Optional[str]) -> tuple[Option
         return own_template, "model"
     if spec_template and spec_template.strip():
         return spec_template, "built-in family"
-    family = getattr(spec, "model_family", None)
-    if family:
-        try:
-            from .registry.registry import builtin_specs
-
-            builtin = builtin_specs("LLM").get(family)
-        except Exception:  # pragma: no cover - a catalog problem must not break a launch
-            builtin = None
-        if builtin is not None and builtin.chat_template:
-            return builtin.chat_template, "built-in family"
+    family_template = getattr(family_spec, "chat_template", None)
+    if family_template:
+        return family_template, "built-in family"
     return None, "none"
 
 
-def choose_tool_parser(spec: Any, template: Optional[str]) -> Optional[ToolParser]:
+def choose_tool_parser(spec: Any, template: Optional[str], family_spec: Any = None) -> Optional[ToolParser]:
     """The registration's ``tool_parser``, else its built-in family's, else the one whose marker the
     chat template writes (``<tool_call>`` → qwen); None when there is none."""
-    name = getattr(spec, "tool_parser", None)
-    family = getattr(spec, "model_family", None)
-    if not name and family:
-        try:
-            from .registry.registry import builtin_specs
-
-            builtin = builtin_specs("LLM").get(family)
-        except Exception:  # pragma: no cover - a catalog problem must not break a launch
-            builtin = None
-        name = getattr(builtin, "tool_parser", None)
+    name = getattr(spec, "tool_parser", None) or getattr(family_spec, "tool_parser", None)
     name = name or detect_tool_parser(template)
     return get_tool_parser(name) if name else None
 
 
-def build_chat_format(spec: Any, own_template: Optional[str] = None, *, eos_token_ids: Iterable[int] = (),
-                      template_vars: Optional[dict[str, Any]] = None,
+def build_chat_format(spec: Any, own_template: Optional[str] = None, *, family_spec: Any = None,
+                      eos_token_ids: Iterable[int] = (), template_vars: Optional[dict[str, Any]] = None,
                       token_of: Any = None) -> ChatFormat:
-    """Combine the spec with what the engine read from the model.
+    """Combine the spec (and its built-in family's document, ``family_spec``) with what the engine
+    read from the model.
 
     ``token_of(text) -> Optional[int]`` maps a stop string to a single token id when the tokenizer
     has it as one (special) token; such stop strings become stop token ids too, because decoded text
     skips special tokens.
     """
-    template, source = choose_chat_template(spec, own_template)
+    template, source = choose_chat_template(spec, own_template, family_spec)
     stop = [s for s in (getattr(spec, "stop", None) or []) if s]
     stop_ids = [int(i) for i in (getattr(spec, "stop_token_ids", None) or [])]
     for i in eos_token_ids:
@@ -238,7 +231,8 @@ def build_chat_format(spec: Any, own_template: Optional[str] = None, *, eos_toke
     return ChatFormat(template=template, template_source=source, stop=stop, stop_token_ids=stop_ids,
                       reasoning_start_tag=start if start and end else None,
                       reasoning_end_tag=end if start and end else None,
-                      tool_parser=choose_tool_parser(spec, template), template_vars=dict(template_vars or {}))
+                      tool_parser=choose_tool_parser(spec, template, family_spec),
+                      template_vars=dict(template_vars or {}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,10 +243,6 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # content part types that need an ability the model may lack
 _MEDIA_PARTS = {"image_url": "vision", "image": "vision", "input_image": "vision", "video_url": "video",
                 "video": "video", "input_audio": "audio", "audio_url": "audio", "audio": "audio"}
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def _abilities_text(abilities: Iterable[str]) -> str:
@@ -392,9 +382,6 @@ def validate_tools(tools: Any) -> Optional[list[dict[str, Any]]]:
 # generate_config
 # ----------------------------------------------------------------------------------------------
 
-GENERATE_CONFIG_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed",
-                        "stream", "stream_options", "lora_name")
-STREAM_OPTIONS_KEYS = ("include_usage",)
 DEFAULT_MAX_TOKENS = 512
 # every engine can apply it: torch takes 64 bits, llama.cpp 32 (and reads 0xFFFFFFFF as "random")
 MAX_SEED = 2**32 - 2
@@ -429,103 +416,146 @@ class SamplingParams:
         return self.temperature is not None and self.temperature <= 0
 
 
-def _bad(key: str, accepted: str, value: Any) -> InferenceError:
-    return InferenceError(f"generate_config[{key!r}] must be {accepted}, got {type(value).__name__} {value!r:.60}")
+def _whole(low: int, high: Optional[int] = None, note: str = "") -> Any:
+    """A whole-number key from ``low`` (to ``high``); its description is what its error says it accepts."""
+    span = f">= {low}" if high is None else f"from {low} to {high}"
+    return Field(None, ge=low, le=high, description=f"a whole number {span}{note}")
 
 
-def _integer(key: str, value: Any, low: int, high: Optional[int], accepted: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        raise _bad(key, accepted, value)
-    return int(value)
+def _finite(*, gt: Optional[float] = None, ge: Optional[float] = None, le: Optional[float] = None,
+            note: str = "") -> Any:
+    """A finite-number key above ``gt`` or from ``ge`` (up to ``le``), described by its range."""
+    if le is None:
+        text = f"a finite number > {gt}" if gt is not None else f"a finite number >= {ge}"
+    else:
+        text = f"a number in ({gt}, {le}]" if gt is not None else f"a number in [{ge}, {le}]"
+    return Field(None, gt=gt, ge=ge, le=le, description=text + note)
 
 
-def _real(key: str, value: Any, ok: Any, accepted: str) -> float:
-    """A finite int or float (never a bool, a string, NaN or infinity) for which ``ok`` holds."""
-    import math
+class StreamOptions(BaseModel):
+    """``generate_config['stream_options']``: what a stream adds to its chunks."""
 
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(key, accepted, value)
-    try:
-        number = float(value)
-    except OverflowError:   # an int too large for a float
-        raise _bad(key, accepted, value) from None
-    if not math.isfinite(number) or not ok(number):
-        raise _bad(key, accepted, value)
-    return number
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    include_usage: Optional[bool] = Field(None, description="true or false")
 
 
-def parse_generate_config(generate_config: Optional[dict[str, Any]], chat_format: Optional[ChatFormat] = None
-                          ) -> tuple[SamplingParams, bool]:
-    """(sampling parameters, stream?) from a generate_config dict. The one validator of generate_config:
-    unknown keys and bad values are an ``InferenceError`` naming the key and what it accepts."""
-    if generate_config is None:
-        generate_config = {}
-    if not isinstance(generate_config, dict):
-        raise InferenceError(f"generate_config must be a dict, got {type(generate_config).__name__}")
-    cfg = generate_config
-    unknown = [k for k in cfg if k not in GENERATE_CONFIG_KEYS]
-    if unknown:
-        raise InferenceError(f"unknown generate_config key{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(repr(k) for k in unknown)}; the valid keys are "
-                             f"{', '.join(GENERATE_CONFIG_KEYS)}")
-    params = SamplingParams()
-    if cfg.get("max_tokens") is not None:
-        params.max_tokens = _integer("max_tokens", cfg["max_tokens"], 1, None, "a whole number >= 1")
-    if cfg.get("temperature") is not None:
-        params.temperature = _real("temperature", cfg["temperature"], lambda x: x >= 0,
-                                   "a finite number >= 0 (0 means greedy)")
-        if params.temperature < GREEDY_TEMPERATURE:
-            params.temperature = 0.0
-    if cfg.get("top_p") is not None:
-        params.top_p = _real("top_p", cfg["top_p"], lambda x: 0 < x <= 1, "a number in (0, 1]")
-    if cfg.get("top_k") is not None:
-        params.top_k = _integer("top_k", cfg["top_k"], -1, None, "a whole number >= 0 (0 or -1: off)")
-    if cfg.get("repetition_penalty") is not None:
-        penalty = _real("repetition_penalty", cfg["repetition_penalty"], lambda x: x > 0,
-                        "a finite number > 0 (1.0: off)")
+class GenerateConfig(BaseModel):
+    """The generate_config keys, their types and ranges: the one place they are written (every engine
+    and handle reads them through ``parse_generate_config``; the server's chat and completion routes
+    check their body with it once, ``server/openai.to_generate_config``). ``check`` makes one from a
+    dict, refusing (``InferenceError``) with the key and what it accepts; ``to_sampling_params`` is
+    what an engine samples with. Checked once and frozen; ``dict(config)`` is the generate_config it
+    was made from (after the float32 clamps), so a handle that takes a plain dict takes one too."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    max_tokens: Optional[int] = _whole(1)
+    temperature: Optional[float] = _finite(ge=0, note=" (0 means greedy)")
+    top_p: Optional[float] = _finite(gt=0, le=1)
+    top_k: Optional[int] = _whole(-1, note=" (0 or -1: off)")
+    repetition_penalty: Optional[float] = _finite(gt=0, note=" (1.0: off)")
+    stop: Optional[Union[str, list[str], tuple[str, ...]]] = Field(None, description="a string or a list of strings")
+    seed: Optional[int] = _whole(0, MAX_SEED)
+    stream: Optional[bool] = Field(None, description="true or false")
+    stream_options: Optional[StreamOptions] = Field(None, description="an object such as {'include_usage': true}")
+    lora_name: Optional[str] = Field(None, min_length=1,
+                                     description="the name of a LoRA adapter loaded at launch (a string)")
+
+    @field_validator("temperature")
+    @classmethod
+    def _tiny_temperature_is_greedy(cls, value: Optional[float]) -> Optional[float]:
+        return 0.0 if value is not None and value < GREEDY_TEMPERATURE else value
+
+    @field_validator("repetition_penalty")
+    @classmethod
+    def _penalty_within_float32(cls, value: Optional[float]) -> Optional[float]:
         low, high = REPETITION_PENALTY_RANGE
-        params.repetition_penalty = min(max(penalty, low), high)
-    if cfg.get("seed") is not None:
-        params.seed = _integer("seed", cfg["seed"], 0, MAX_SEED, f"a whole number from 0 to {MAX_SEED}")
-    stop = cfg.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
-            raise _bad("stop", "a string or a list of strings", cfg["stop"])
-        params.stop = [s for s in stop if s]
-    stream = cfg.get("stream")
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise _bad("stream", "true or false", stream)
-    options = cfg.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise _bad("stream_options", "an object such as {'include_usage': true}", options)
-        extra = [k for k in options if k not in STREAM_OPTIONS_KEYS]
-        if extra:
-            raise InferenceError(f"generate_config['stream_options'] has unknown key "
-                                 f"{', '.join(repr(k) for k in extra)}; the valid keys are "
-                                 f"{', '.join(STREAM_OPTIONS_KEYS)}")
-        if options and not stream:
+        return None if value is None else min(max(value, low), high)
+
+    @model_validator(mode="after")
+    def _stream_options_need_a_stream(self) -> "GenerateConfig":
+        if self.stream_options is not None and self.stream_options.model_fields_set and not self.stream:
             raise InferenceError("generate_config['stream_options'] is only allowed with stream=True")
-        include = options.get("include_usage")
-        if include is not None:
-            if not isinstance(include, bool):
-                raise InferenceError(f"generate_config['stream_options']['include_usage'] must be true or false, "
-                                     f"got {type(include).__name__} {include!r}")
-            params.include_usage = include
-    lora = cfg.get("lora_name")
-    if lora is not None:
-        if not isinstance(lora, str) or not lora:
-            raise _bad("lora_name", "the name of a LoRA adapter loaded at launch (a string)", lora)
-        params.lora_name = lora
-    if chat_format is not None:
-        params.stop = list(dict.fromkeys(params.stop + chat_format.stop))
-        params.stop_token_ids = list(chat_format.stop_token_ids)
-        check_lora_name(params.lora_name, chat_format.lora_names)
-    return params, stream
+        return self
+
+    @classmethod
+    def check(cls, generate_config: Any) -> "GenerateConfig":
+        """``generate_config`` (a dict or None; a GenerateConfig is returned as it is) checked: an
+        unknown key or a bad value is an ``InferenceError`` naming the key and what it accepts."""
+        if isinstance(generate_config, cls):
+            return generate_config
+        if generate_config is None:
+            generate_config = {}
+        if not isinstance(generate_config, dict):
+            raise InferenceError(f"generate_config must be a dict, got {type(generate_config).__name__}")
+        unknown = [k for k in generate_config if k not in cls.model_fields]
+        if unknown:
+            raise InferenceError(f"unknown generate_config key{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(repr(k) for k in unknown)}; the valid keys are "
+                                 f"{', '.join(cls.model_fields)}")
+        try:
+            return cls.model_validate(generate_config)
+        except ValidationError as exc:
+            raise _config_error(exc.errors()[0], generate_config) from None
+
+    def keys(self) -> list[str]:
+        """The keys it was made from (with ``__getitem__``: ``dict(config)``)."""
+        return [k for k in type(self).model_fields if k in self.model_fields_set]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.model_fields_set:
+            raise KeyError(key)
+        value = getattr(self, key)
+        return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+    def to_sampling_params(self, chat_format: Optional[ChatFormat] = None) -> tuple[SamplingParams, bool]:
+        """(what an engine samples with, stream?); ``chat_format`` adds the model's stop strings and
+        stop tokens, and checks ``lora_name`` against the adapters it was launched with."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or ())
+        usage = None if self.stream_options is None else self.stream_options.include_usage
+        params = SamplingParams(max_tokens=DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens,
+                                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                                repetition_penalty=self.repetition_penalty, stop=[s for s in stop if s],
+                                seed=self.seed, include_usage=True if usage is None else usage,
+                                lora_name=self.lora_name)
+        if chat_format is not None:
+            params.stop = list(dict.fromkeys(params.stop + chat_format.stop))
+            params.stop_token_ids = list(chat_format.stop_token_ids)
+            check_lora_name(params.lora_name, chat_format.lora_names)
+        return params, bool(self.stream)
+
+
+GENERATE_CONFIG_KEYS = tuple(GenerateConfig.model_fields)
+STREAM_OPTIONS_KEYS = tuple(StreamOptions.model_fields)
+
+
+def _config_error(error: Any, sent: dict[str, Any]) -> InferenceError:
+    """The first problem pydantic found in ``sent``, in generate_config's words: the key (inside
+    stream_options, its key), what it accepts, and what was sent."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InferenceError):      # a rule across keys: its own words
+        return cause
+    if not error["loc"]:
+        return InferenceError(f"generate_config: {error['msg']}")
+    key, inner = error["loc"][0], error["loc"][1:2]
+    where, value = f"generate_config[{key!r}]", sent[key]
+    accepted = GenerateConfig.model_fields[key].description
+    if key == "stream_options" and inner and isinstance(value, dict):
+        fields = StreamOptions.model_fields
+        if inner[0] not in fields:
+            unknown = ", ".join(repr(k) for k in value if k not in fields)
+            return InferenceError(f"{where} has unknown key {unknown}; the valid keys are {', '.join(fields)}")
+        where, value, accepted = f"{where}[{inner[0]!r}]", value[inner[0]], fields[inner[0]].description
+    return InferenceError(f"{where} must be {accepted}, got {type(value).__name__} {value!r:.60}")
+
+
+def parse_generate_config(generate_config: Any, chat_format: Optional[ChatFormat] = None
+                          ) -> tuple[SamplingParams, bool]:
+    """(sampling parameters, stream?) from a generate_config: a dict (or None) checked by
+    ``GenerateConfig.check``, or a ``GenerateConfig`` already checked (what the server's routes hand a
+    handle), taken as it is; ``chat_format`` as in ``GenerateConfig.to_sampling_params``."""
+    return GenerateConfig.check(generate_config).to_sampling_params(chat_format)
 
 
 def check_lora_name(lora_name: Optional[str], loaded: tuple[str, ...]) -> None:
@@ -857,6 +887,17 @@ def chat_chunk(cid: str, created: int, model_uid: str, delta: dict[str, Any], fi
     return chunk
 
 
+def first_choice(result: Any) -> dict[str, Any]:
+    """The first choice of a result or a chunk ({} when it has none, as a usage-only chunk)."""
+    choices = result.get("choices") if isinstance(result, Mapping) else None
+    return choices[0] if choices else {}
+
+
+def chunk_delta(chunk: Any) -> dict[str, Any]:
+    """What a chat chunk adds: its first choice's ``delta`` ({} for a usage-only or completion chunk)."""
+    return first_choice(chunk).get("delta") or {}
+
+
 def tool_calls_in_final_chunk(chunks: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """A chat stream with its tool calls moved into the final chunk, the way Xinference sends a
     stream's tool calls: one delta ``{"content": "", "tool_calls": [...]}`` with
@@ -866,15 +907,14 @@ def tool_calls_in_final_chunk(chunks: Iterable[dict[str, Any]]) -> Iterator[dict
     held: list[dict[str, Any]] = []   # tool-call chunks not yet followed by the final chunk
     try:
         for chunk in chunks:
-            choices = chunk.get("choices") or [{}]
-            delta = choices[0].get("delta") or {}
-            if choices[0].get("finish_reason") is None and delta.get("tool_calls") and not delta.get("content"):
+            choice, delta = first_choice(chunk), chunk_delta(chunk)
+            if choice.get("finish_reason") is None and delta.get("tool_calls") and not delta.get("content"):
                 held.append(chunk)
                 continue
-            if held and choices[0].get("finish_reason") is not None:
-                calls = [call for h in held for call in h["choices"][0]["delta"]["tool_calls"]]
-                final = dict(chunk, choices=[dict(choices[0], delta={**delta, "content": delta.get("content") or "",
-                                                                   "tool_calls": calls})])
+            if held and choice.get("finish_reason") is not None:
+                calls = [call for h in held for call in chunk_delta(h)["tool_calls"]]
+                final = dict(chunk, choices=[dict(choice, delta={**delta, "content": delta.get("content") or "",
+                                                               "tool_calls": calls})])
                 held = []
                 yield final
                 continue

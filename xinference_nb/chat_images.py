@@ -30,7 +30,7 @@ import io
 import os
 from typing import Any, Iterable, Iterator, Optional
 
-from .errors import InferenceError
+from .errors import InferenceError, kind_of
 
 IMAGE_PART_TYPES = ("image_url", "input_image", "image")
 MAX_IMAGE_BYTES = 32 * 1024 * 1024          # an encoded image file (a data URL's decoded bytes)
@@ -44,10 +44,6 @@ IMAGE_DETAILS = ("auto",)                   # OpenAI's image_url.detail values t
 _PART_KEYS = {"image_url": ("type", "image_url"), "input_image": ("type", "image_url", "detail"),
               "image": ("type", "image", "url", "path")}
 _FORMS = ("a data:image/...;base64 URL, a local file path, a file:// URL, or a PIL image in the notebook")
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def is_pil(value: Any) -> bool:
@@ -101,7 +97,7 @@ def part_source(part: dict[str, Any], where: str) -> Any:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
-        raise InferenceError(f"{where}: the image must be {_FORMS}; got {_kind(value)} {value!r:.60}")
+        raise InferenceError(f"{where}: the image must be {_FORMS}; got {kind_of(value)} {value!r:.60}")
     text = value.strip()
     low = text[:16].lower()
     if low.startswith(("http://", "https://")):

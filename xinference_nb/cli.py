@@ -26,6 +26,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import commands
+from .chat import chunk_delta
 from .errors import XinfError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
@@ -192,8 +193,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if cfg.get("stream"):
             reply = ""
             for chunk in model.chat(messages, generate_config=cfg, **commands.chat_kwargs(args)):
-                delta = ((chunk.get("choices") or [{}])[0].get("delta") or {})
-                piece = delta.get("content") or ""
+                piece = chunk_delta(chunk).get("content") or ""
                 reply += piece
                 print(piece, end="", flush=True)
             print()

@@ -90,7 +90,9 @@ class Client:
 
     def get_model(self, model_uid: str) -> Any:
         """The handle of a running model (LLMHandle, EmbeddingHandle, …: by model type)."""
-        return _manager().get_model(model_uid)
+        from .handles import handle_of
+
+        return handle_of(_manager(), model_uid)
 
     def get_launch_model_progress(self, model_uid: str) -> dict[str, Any]:
         return _manager().get_launch_model_progress(model_uid)

@@ -1,12 +1,14 @@
 """One exception tree for the whole package.
 
 Every error a user can cause says what was wrong, where (a field path or a file) and what to do.
-Catch ``XinfError`` to catch them all; the subclasses say which layer refused.
+Catch ``XinfError`` to catch them all; the subclasses say which layer refused. How a message
+quotes a value (``kind_of``, ``shorten``, ``short_value``) is here too, for every layer.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class XinfError(Exception):
@@ -123,3 +125,24 @@ def error_class(name: str | None) -> type[XinfError] | None:
         if known.__name__ == name:
             return known
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# quoting a value in a message (every module's messages and reprs use these)
+# ----------------------------------------------------------------------------------------------
+
+def kind_of(value: Any) -> str:
+    """The type a message names for a value: "null" for None (as JSON writes it), else its class name."""
+    return "null" if value is None else type(value).__name__
+
+
+def shorten(text: str, limit: int = 40, ellipsis: str = "...") -> str:
+    """``text`` when it has at most ``limit`` characters, else its start and ``ellipsis``, ``limit`` in all."""
+    return text if len(text) <= limit else text[:max(0, limit - len(ellipsis))] + ellipsis
+
+
+def short_value(value: Any, limit: int = 40, *, as_json: bool = False) -> str:
+    """How an error message quotes a bad value, at most ``limit`` characters: its repr (a string with
+    its quotes), or with ``as_json`` (a document's values) JSON, a string still in quotes."""
+    text = repr(value) if isinstance(value, str) or not as_json else json.dumps(value, default=str)
+    return shorten(text, limit)

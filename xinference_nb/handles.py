@@ -31,6 +31,7 @@ from .chat import (
 from .chat_images import take_images
 from .errors import InferenceError
 from .progress import map_in_order
+from .protocols import SpeechToTextMethods
 from .tool_parsers import ToolCallStream
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -314,7 +315,7 @@ class ImageHandle(ModelHandle):
         return self._call("inpainting", *args, **kwargs)
 
 
-class AudioHandle(ModelHandle):
+class AudioHandle(SpeechToTextMethods, ModelHandle):
     model_type = "audio"
 
     def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
@@ -322,19 +323,10 @@ class AudioHandle(ModelHandle):
         return self._call("speech", input, voice=voice, response_format=response_format, speed=speed,
                           stream=stream, **kwargs)
 
-    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
-                       response_format: str = "json", temperature: float = 0,
-                       timestamp_granularities: Optional[list[str]] = None) -> Any:
-        return self._call("transcriptions", audio, language=language, prompt=prompt,
-                          response_format=response_format, temperature=temperature,
-                          timestamp_granularities=timestamp_granularities)
-
-    def translations(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
-                     response_format: str = "json", temperature: float = 0,
-                     timestamp_granularities: Optional[list[str]] = None) -> Any:
-        return self._call("translations", audio, language=language, prompt=prompt,
-                          response_format=response_format, temperature=temperature,
-                          timestamp_granularities=timestamp_granularities)
+    def _recognize(self, method: str, audio: bytes, language: Optional[str], prompt: Optional[str],
+                   response_format: str, temperature: float, timestamp_granularities: Optional[list[str]]) -> Any:
+        return self._call(method, audio, language=language, prompt=prompt, response_format=response_format,
+                          temperature=temperature, timestamp_granularities=timestamp_granularities)
 
 
 class FlexibleHandle(ModelHandle):
@@ -351,3 +343,11 @@ def handle_for(manager: "ModelManager", model_uid: str, model_type: str) -> Mode
     row = find_model_type(model_type)
     cls: type[ModelHandle] = globals()[row.handle] if row is not None else FlexibleHandle
     return cls(manager, model_uid, model_type)
+
+
+def handle_of(manager: "ModelManager", model_uid: str) -> ModelHandle:
+    """The handle of the running model ``model_uid`` of ``manager`` (marked recently used): what
+    ``Client().get_model(uid)`` returns; ModelNotFound, saying why, when it is not running."""
+    entry = manager.running_model(model_uid)
+    entry.last_used = time.time()
+    return handle_for(manager, model_uid, entry.model_type)

@@ -286,18 +286,18 @@ class XinfMagics(Magics):
         return view
 
     def _do_serve(self, args, cell):
-        import xinference_nb
+        from .server.runner import serve
 
         options = commands.serve_options(args)
         options.update({k: v for k, v in (("api_key", args.api_key), ("log_level", args.log_level)) if v})
-        server = xinference_nb.serve(host=args.host, port=args.port, **options)
+        server = serve(host=args.host, port=args.port, **options)
         url = getattr(server, "url", None) or (server if isinstance(server, str) else f"http://{args.host}:{args.port}")
         return d.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
 
     def _do_stop_server(self, args, cell):
-        import xinference_nb
+        from .server.runner import stop_server
 
-        xinference_nb.stop_server()
+        stop_server()
         return d.Message("REST server stopped", "ok")
 
     # ---------------------------------------------------------------- endpoint

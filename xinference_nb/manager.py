@@ -34,12 +34,12 @@ from .memory import (
     release_memory,
     safetensors_stats,
 )
+from .metadata.quant import BNB_QUANTIZATIONS  # on-the-fly quantizations of pytorch weights
 from .model_types import spec_types
 from .progress import LaunchProgress
 from .spec import check_model_name, local_path_of, normalize_model_type, same_size, size_to_float, to_document
 
 SPEC_TYPES = spec_types()                           # types whose documents have model_specs (model_types)
-BNB_QUANTIZATIONS = ("none", "4-bit", "8-bit")      # on-the-fly quantizations of pytorch weights
 _DESCRIBE_SKIP = {"model_specs", "chat_template", "virtualenv", "cache_config", "stop", "stop_token_ids",
                   "version", "model_uri", "controlnet", "gguf_model_file_name_template", "lightning_model_file_name_template",
                   "launcher_args"}
@@ -249,11 +249,7 @@ class ModelManager:
             t0 = time.perf_counter()
             model = self._load(engine, request, plan.use_venv)
             progress("ready", 1.0)
-            measured = model.memory_bytes()
-            if measured is None:
-                measured = (gpu_allocated_bytes(request.device.gpu_ids) - gpu0 if request.device.uses_cuda
-                            else process_rss_bytes() - rss0)
-                measured = max(0, int(measured))
+            measured = self._loaded_bytes(model, request.device, rss0, gpu0)
             running = RunningModel(model_uid=uid, model_type=model_type, model_name=model_name, engine=engine,
                                    spec=request.spec, model_spec=request.model_spec,
                                    model_format=request.model_format, quantization=request.quantization,
@@ -261,15 +257,7 @@ class ModelManager:
                                    device=request.device, options=request.options, model=model,
                                    memory_bytes=measured, estimate=estimate,
                                    load_seconds=time.perf_counter() - t0)
-            with self._lock:
-                if progress.cancelled:
-                    raise LaunchError(f"launch of {uid!r} was cancelled")
-                self._models[uid] = running
-                self._terminated.discard(uid)
-            # last registered, first run: stop generation before the exit hooks that the backends this
-            # launch imported registered (torch's among them) tear anything down
-            atexit.unregister(self.stop_generation)
-            atexit.register(self.stop_generation)
+            self._add_running(running, progress)
             model = None
             return uid
         except BaseException:
@@ -285,6 +273,31 @@ class ModelManager:
             with self._lock:
                 self._launching.pop(uid, None)
             progress.close()
+
+    def _add_running(self, running: RunningModel, progress: LaunchProgress) -> None:
+        """Enters a loaded model in the running table (unless its launch was cancelled) and puts
+        stop_generation last among the exit hooks."""
+        uid = running.model_uid
+        with self._lock:
+            if progress.cancelled:
+                raise LaunchError(f"launch of {uid!r} was cancelled")
+            self._models[uid] = running
+            self._terminated.discard(uid)
+        # last registered, first run: stop generation before the exit hooks that the backends this
+        # launch imported registered (torch's among them) tear anything down
+        atexit.unregister(self.stop_generation)
+        atexit.register(self.stop_generation)
+
+    @staticmethod
+    def _loaded_bytes(model: EngineModel, device: DevicePlan, rss0: int, gpu0: int) -> int:
+        """What a loaded model holds: its engine's count, else what the load added to the GPUs'
+        allocation (or, on the CPU, to the process's resident memory)."""
+        measured = model.memory_bytes()
+        if measured is None:
+            measured = (gpu_allocated_bytes(device.gpu_ids) - gpu0 if device.uses_cuda
+                        else process_rss_bytes() - rss0)
+            measured = max(0, int(measured))
+        return measured
 
     def _reserve_uid(self, model_name: str, model_uid: Optional[str], show_progress: Optional[bool]) -> str:
         with self._lock:
@@ -310,7 +323,7 @@ class ModelManager:
     def _prepare(self, uid: str, model_name: str, model_type: str, model_engine: Optional[str],
                  model_format: Optional[str], size: Any, quantization: Optional[str], model_path: Any,
                  n_gpu: Any, gpu_idx: Any, options: dict[str, Any], progress: LaunchProgress) -> LaunchPlan:
-        from .registry import get_registry
+        from .registry import builtin_family, get_registry
 
         progress("resolving", 0.0)
         model_type, spec = get_registry().find(model_name, model_type)
@@ -358,7 +371,8 @@ class ModelManager:
             estimate = None
         request = LoadRequest(model_uid=uid, model_type=model_type, model_name=model_name, spec=spec,
                               model_spec=model_spec, model_path=path, model_format=fmt, quantization=quant,
-                              device=device, options=options, progress=progress)
+                              device=device, options=options, progress=progress,
+                              family_spec=builtin_family(family) if model_type == "LLM" else None)
         return LaunchPlan(request=request, engine=engine, estimate=estimate, size=chosen_size, use_venv=use_venv)
 
     @staticmethod
@@ -388,8 +402,43 @@ class ModelManager:
 
     def _choose_entry(self, spec: Any, model_type: str, model_name: str, model_engine: Optional[str],
                       model_format: Optional[str], size: Any, quantization: Optional[str], path: Optional[Path]):
+        """(entry, format, quantization) of the model_specs entry a launch uses: the entries narrowed by
+        format, engine, size and a GGUF file's name, then the quantization asked for, else the first
+        entry an installed engine serves."""
         entries = list(spec.model_specs)
         fmt = model_format or (_infer_format(path) if path is not None else None)
+        entries = self._entries_in_format(entries, model_name, model_format, fmt, quantization, path)
+        if model_engine is not None:
+            entries = self._entries_for_engine(entries, model_type, model_name, model_engine)
+        sizes_known = all(getattr(e, "model_size_in_billions", None) is not None for e in entries)
+        if size is not None and sizes_known:
+            try:
+                sized = [e for e in entries if same_size(e.model_size_in_billions, size)]
+            except (TypeError, ValueError):
+                sized = []
+            if not sized:
+                raise LaunchError(f"{model_name} has no size {size!r}"
+                                  f"{' in format ' + repr(fmt) if fmt else ''}; model_size_in_billions choices: "
+                                  f"{_fmt_sizes(entries)}")
+            entries = sized
+        elif sizes_known and path is not None and len({size_to_float(e.model_size_in_billions) for e in entries}) > 1:
+            entries = self._closest_size(entries, path)
+        if quantization is None and fmt == "ggufv2" and path is not None and path.is_file():
+            entries = self._entries_named_by_file(entries, path)
+        if quantization is not None:
+            return self._entry_with_quantization(entries, model_name, fmt, quantization)
+        # prefer an entry an installed engine can serve
+        for e in entries:
+            if any(eng.available() for eng in engines_for(model_type, e.model_format)):
+                return e, e.model_format, e.quantization
+        chosen = entries[0]
+        return chosen, chosen.model_format, chosen.quantization
+
+    @staticmethod
+    def _entries_in_format(entries: list, model_name: str, model_format: Optional[str], fmt: Optional[str],
+                           quantization: Optional[str], path: Optional[Path]) -> list:
+        """The entries in format ``fmt`` (for a model_path in a format the document lacks: its first entry
+        relabelled); no format known and a folder given: the entries that are not GGUF."""
         if model_format is None and fmt is None and path is not None:
             # a Hugging Face folder: anything but GGUF
             non_gguf = [e for e in entries if e.model_format != "ggufv2"]
@@ -405,56 +454,49 @@ class ModelManager:
                 matching = [base.model_copy(update={"model_format": fmt, "quantization": quantization or "none",
                                                     "model_uri": None, "model_file_name_template": None})]
             entries = matching
-        if model_engine is not None:
-            engine = find_engine(model_type, model_engine)
-            if engine is not None:
-                served = [e for e in entries if engine.serves(e.model_format)]
-                if not served:
-                    formats = sorted({e.model_format for e in entries})
-                    able = sorted({e.name for f in formats for e in engines_for(model_type, f)})
-                    raise LaunchError(f"the {engine.name} engine cannot serve {model_name} in format "
-                                      f"{', '.join(formats)}; engines that can: {', '.join(able) or 'none'}")
-                entries = served
-        sizes_known = all(getattr(e, "model_size_in_billions", None) is not None for e in entries)
-        if size is not None and sizes_known:
-            try:
-                sized = [e for e in entries if same_size(e.model_size_in_billions, size)]
-            except (TypeError, ValueError):
-                sized = []
-            if not sized:
-                raise LaunchError(f"{model_name} has no size {size!r}"
-                                  f"{' in format ' + repr(fmt) if fmt else ''}; model_size_in_billions choices: "
-                                  f"{_fmt_sizes(entries)}")
-            entries = sized
-        elif sizes_known and path is not None and len({size_to_float(e.model_size_in_billions) for e in entries}) > 1:
-            entries = self._closest_size(entries, path)
-        if quantization is None and fmt == "ggufv2" and path is not None and path.is_file():
-            # a GGUF file given directly: its name usually says the quantization (model-Q4_K_M.gguf)
-            named = [e for e in entries if e.quantization.lower() in path.name.lower()]
-            if named:
-                entries = sorted(named, key=lambda e: -len(e.quantization))
-            else:
-                from .metadata.quant import gguf_name_quantization
+        return entries
 
-                named_quant = gguf_name_quantization(path.name)
-                entries = [entries[0].model_copy(update={"quantization": named_quant or "unknown"})]
-        if quantization is not None:
-            exact = [e for e in entries if e.quantization.lower() == str(quantization).lower()]
-            if exact:
-                chosen = exact[0]
-                return chosen, chosen.model_format, chosen.quantization
-            pytorch = [e for e in entries if e.model_format == "pytorch"]
-            if pytorch and str(quantization).lower() in BNB_QUANTIZATIONS:
-                return pytorch[0], "pytorch", str(quantization).lower()
-            choices = sorted({e.quantization for e in entries} | (set(BNB_QUANTIZATIONS) if pytorch else set()))
-            raise LaunchError(f"{model_name} has no quantization {quantization!r}"
-                              f"{' for format ' + repr(fmt) if fmt else ''}; choices: {', '.join(choices)}")
-        # prefer an entry an installed engine can serve
-        for e in entries:
-            if any(eng.available() for eng in engines_for(model_type, e.model_format)):
-                return e, e.model_format, e.quantization
-        chosen = entries[0]
-        return chosen, chosen.model_format, chosen.quantization
+    @staticmethod
+    def _entries_for_engine(entries: list, model_type: str, model_name: str, model_engine: str) -> list:
+        """The entries the named engine serves (an engine name not found is left to the engine choice)."""
+        engine = find_engine(model_type, model_engine)
+        if engine is None:
+            return entries
+        served = [e for e in entries if engine.serves(e.model_format)]
+        if not served:
+            formats = sorted({e.model_format for e in entries})
+            able = sorted({e.name for f in formats for e in engines_for(model_type, f)})
+            raise LaunchError(f"the {engine.name} engine cannot serve {model_name} in format "
+                              f"{', '.join(formats)}; engines that can: {', '.join(able) or 'none'}")
+        return served
+
+    @staticmethod
+    def _entries_named_by_file(entries: list, path: Path) -> list:
+        """A GGUF file given directly: the entries whose quantization its name holds (longest first),
+        else the first entry with the quantization the name reads as (``unknown`` when none)."""
+        # its name usually says the quantization (model-Q4_K_M.gguf)
+        named = [e for e in entries if e.quantization.lower() in path.name.lower()]
+        if named:
+            return sorted(named, key=lambda e: -len(e.quantization))
+        from .metadata.quant import gguf_name_quantization
+
+        named_quant = gguf_name_quantization(path.name)
+        return [entries[0].model_copy(update={"quantization": named_quant or "unknown"})]
+
+    @staticmethod
+    def _entry_with_quantization(entries: list, model_name: str, fmt: Optional[str], quantization: str):
+        """(entry, format, quantization) for the quantization asked for: an entry that has it, else the
+        pytorch entry quantized on the fly by bitsandbytes; a LaunchError listing the choices otherwise."""
+        exact = [e for e in entries if e.quantization.lower() == str(quantization).lower()]
+        if exact:
+            chosen = exact[0]
+            return chosen, chosen.model_format, chosen.quantization
+        pytorch = [e for e in entries if e.model_format == "pytorch"]
+        if pytorch and str(quantization).lower() in BNB_QUANTIZATIONS:
+            return pytorch[0], "pytorch", str(quantization).lower()
+        choices = sorted({e.quantization for e in entries} | (set(BNB_QUANTIZATIONS) if pytorch else set()))
+        raise LaunchError(f"{model_name} has no quantization {quantization!r}"
+                          f"{' for format ' + repr(fmt) if fmt else ''}; choices: {', '.join(choices)}")
 
     @staticmethod
     def _closest_size(entries: list, path: Path) -> list:
@@ -683,13 +725,6 @@ class ModelManager:
     _get = running_model
     _use = use_model
     _peek = engine_model
-
-    def get_model(self, model_uid: str):
-        from .handles import handle_for
-
-        entry = self.running_model(model_uid)
-        entry.last_used = time.time()
-        return handle_for(self, model_uid, entry.model_type)
 
     def list_models(self) -> dict[str, dict[str, Any]]:
         self.reap_idle()

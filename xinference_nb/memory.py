@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 from .metadata.gguf import read_gguf
 from .metadata.gguf import split_parts_present as gguf_files  # the file and a split GGUF's other parts
-from .metadata.hf import read_config  # noqa: F401 - public here too
+from .metadata.hf import layer_count, read_config  # noqa: F401 - read_config public here too
+from .metadata.quant import bnb_quantization
 from .metadata.safetensors import DTYPE_BYTES as SAFETENSORS_DTYPE_BYTES  # noqa: F401
 from .metadata.safetensors import read_safetensors_header  # noqa: F401
 from .metadata.weights import TORCH_DTYPE_BYTES, WEIGHT_SUFFIXES, config_dtype_bytes, safetensors_stats  # noqa: F401
@@ -130,18 +131,18 @@ def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_le
     if not params and stored:
         params = int(stored / dtype_bytes)
     pre_quantized = isinstance(cfg.get("quantization_config"), dict)
-    q = (quantization or "none").lower()
-    if q in ("4-bit", "4bit", "int4", "nf4", "fp4") and not pre_quantized:
+    q = bnb_quantization(quantization)   # the names the transformers engine quantizes on the fly
+    if q == "4-bit" and not pre_quantized:
         weights = int(params * 0.5 * 1.1) if params else stored // 4
         notes.append("4-bit via bitsandbytes")
-    elif q in ("8-bit", "8bit", "int8") and not pre_quantized:
+    elif q == "8-bit" and not pre_quantized:
         weights = int(params * 1.05) if params else stored // 2
         notes.append("8-bit via bitsandbytes")
     elif pre_quantized or not params:
         weights = stored
     else:
         weights = int(params * dtype_bytes)
-    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers")
+    layers = layer_count(cfg)
     heads = cfg.get("num_attention_heads") or cfg.get("n_head")
     kv_heads = cfg.get("num_key_value_heads") or heads
     hidden = cfg.get("hidden_size") or cfg.get("n_embd")

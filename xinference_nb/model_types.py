@@ -38,7 +38,7 @@ class ModelType:
     handle: str                            # class name in xinference_nb.handles
     remote_handle: str                     # class name in xinference_nb.remote
     protocol: str                          # typing.Protocol in xinference_nb.protocols both handles satisfy
-    routes: Mapping[str, str]              # handle method → the REST route its remote handle calls (POST)
+    routes: Mapping[str, str]              # handle method → its REST route (POST): remote calls, server/routes serve
     has_model_specs: bool                  # documents list model_specs (format / size / quantization choices)
     catalog: Optional[str]                 # built-in catalog file in xinference_nb/registry/builtin, if any
     launch_fields: tuple[str, ...]         # LaunchForm choices shown beyond model / engine / path / uid / GPUs

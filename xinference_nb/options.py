@@ -30,7 +30,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .errors import FieldIssue, LaunchOptionError
+from .engines import ENGINES
+from .errors import FieldIssue, LaunchOptionError, short_value
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Opt:
     maximum: Optional[float] = None
 
 
-# Every option a part of this package reads, with its type. Engines name theirs in ENGINE_OPTIONS.
+# Every option a part of this package reads, with its type. Engines name theirs in their ENGINES row.
 OPTIONS: dict[str, Opt] = {
     # the launch itself (every engine)
     "check_memory": Opt("bool", "False loads even when the memory estimate says the model will not fit"),
@@ -90,32 +91,11 @@ LAUNCH_LEVEL = ("check_memory", "show_progress", "enable_virtual_env", "virtual_
                 "virtual_env_find_links", "envs")
 VIRTUALENV_OPTIONS = ("enable_virtual_env", "virtual_env_packages", "virtual_env_find_links", "envs")
 
-# (model_type, engine name) → the options that engine reads (besides LAUNCH_LEVEL)
-ENGINE_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("LLM", "transformers"): ("trust_remote_code", "dtype", "torch_dtype", "context_length",
-                              "attn_implementation", "quantization_config", "enable_thinking", "max_num_seqs",
-                              "batch_wait_ms", "peft_model_config"),
-    ("LLM", "llama.cpp"): ("n_ctx", "context_length", "enable_thinking", "peft_model_config"),  # + Llama() keywords
-    ("embedding", "sentence_transformers"): ("trust_remote_code", "model_kwargs", "tokenizer_kwargs",
-                                             "processor_kwargs", "config_kwargs", "truncate_dim",
-                                             "prompts", "default_prompt_name", "backend", "local_files_only",
-                                             "similarity_fn_name"),
-    ("rerank", "sentence_transformers"): ("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs",
-                                          "config_kwargs", "backend", "local_files_only",
-                                          "activation_fn"),
-    ("image", "diffusers"): ("dtype", "torch_dtype", "cpu_offload", "sequential_cpu_offload", "attention_slicing",
-                             "vae_tiling", "vae_slicing", "gguf_model_path",
-                             "peft_model_config"),                                    # + from_pretrained keywords
-    ("audio", "transformers"): ("dtype", "torch_dtype", "trust_remote_code", "model_kwargs", "chunk_length_s",
-                                "batch_size"),                                         # + pipeline keywords
-    ("flexible", "flexible"): ("launcher_args",),
-}
+# (model_type, engine name) → the options that engine reads (besides LAUNCH_LEVEL): its ENGINES row's
+ENGINE_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {(e.model_type, e.name): e.options for e in ENGINES}
 
-# engines that hand any further keyword to their backend, and what takes it
-PASSTHROUGH: dict[tuple[str, str], str] = {
-    ("image", "diffusers"): "diffusers' from_pretrained (pipeline components and loading arguments)",
-    ("audio", "transformers"): "the transformers pipeline and its call defaults",
-}
+# engines that hand any further keyword to their backend, and what takes it (their ENGINES row's)
+PASSTHROUGH: dict[tuple[str, str], str] = {(e.model_type, e.name): e.passthrough for e in ENGINES if e.passthrough}
 
 # Xinference launch options this package has no use for: refused with the reason, whatever the engine
 UNSUPPORTED: dict[str, str] = {
@@ -180,13 +160,8 @@ NOT_FOR_BACKENDS = frozenset(LAUNCH_LEVEL) | frozenset(UNSUPPORTED) | frozenset(
 # type checks
 # ------------------------------------------------------------------------------------------------
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _got(value: Any) -> str:
-    return f"got {type(value).__name__} {_short(value)}"
+    return f"got {type(value).__name__} {short_value(value)}"
 
 
 def check_value(name: str, value: Any, opt: Opt) -> Optional[str]:

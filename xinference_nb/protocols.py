@@ -80,6 +80,29 @@ class AudioHandleProtocol(ModelHandleProtocol, Protocol):
                      timestamp_granularities: Optional[list[str]] = None) -> Any: ...
 
 
+class SpeechToTextMethods:
+    """``transcriptions`` and ``translations`` of both audio handles: the same form, a different
+    method; each handle says how it runs one (``_recognize``: the engine in-kernel, the REST route
+    remotely)."""
+
+    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                       response_format: str = "json", temperature: float = 0,
+                       timestamp_granularities: Optional[list[str]] = None) -> Any:
+        return self._recognize("transcriptions", audio, language, prompt, response_format, temperature,
+                               timestamp_granularities)
+
+    def translations(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
+                     response_format: str = "json", temperature: float = 0,
+                     timestamp_granularities: Optional[list[str]] = None) -> Any:
+        """Speech in any language → English text (Whisper models)."""
+        return self._recognize("translations", audio, language, prompt, response_format, temperature,
+                               timestamp_granularities)
+
+    def _recognize(self, method: str, audio: bytes, language: Optional[str], prompt: Optional[str],
+                   response_format: str, temperature: float, timestamp_granularities: Optional[list[str]]) -> Any:
+        raise NotImplementedError
+
+
 @runtime_checkable
 class FlexibleHandleProtocol(ModelHandleProtocol, Protocol):
     def infer(self, *args: Any, **kwargs: Any) -> Any: ...

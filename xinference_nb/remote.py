@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional, Union
 from urllib.parse import quote
 
 from .errors import EngineUnavailable, FieldIssue, InferenceError, LaunchError, SpecError, XinfError, error_class
+from .protocols import SpeechToTextMethods
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 ENDPOINT_ENV = "XINFERENCE_NB_ENDPOINT"
@@ -565,7 +566,7 @@ class RemoteImageHandle(RemoteModelHandle):
                             n, size, response_format, kwargs)
 
 
-class RemoteAudioHandle(RemoteModelHandle):
+class RemoteAudioHandle(SpeechToTextMethods, RemoteModelHandle):
     model_type = "audio"
 
     def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
@@ -591,19 +592,6 @@ class RemoteAudioHandle(RemoteModelHandle):
         if resp.headers.get("content-type", "").startswith("application/json"):
             return resp.json()
         return resp.text
-
-    def transcriptions(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
-                       response_format: str = "json", temperature: float = 0,
-                       timestamp_granularities: Optional[list[str]] = None) -> Any:
-        return self._recognize("transcriptions", audio, language, prompt, response_format, temperature,
-                               timestamp_granularities)
-
-    def translations(self, audio: bytes, language: Optional[str] = None, prompt: Optional[str] = None,
-                     response_format: str = "json", temperature: float = 0,
-                     timestamp_granularities: Optional[list[str]] = None) -> Any:
-        """Speech in any language → English text (Whisper models)."""
-        return self._recognize("translations", audio, language, prompt, response_format, temperature,
-                               timestamp_granularities)
 
 
 class RemoteFlexibleHandle(RemoteModelHandle):

@@ -427,6 +427,7 @@ class ToolParser:
 # The formats
 # ----------------------------------------------------------------------------------------------
 
+TOOL_CALL_TAGS = ("<tool_call>", "</tool_call>")   # Qwen / Hermes blocks; GLM and MiniMax-M3 write them too
 _XML_PARAM = re.compile(r"<parameter=([^<>\n]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.DOTALL)
 _NAME = re.compile(r"[\w.\-:/]+")
 
@@ -434,7 +435,7 @@ _NAME = re.compile(r"[\w.\-:/]+")
 class QwenParser(ToolParser):
     """``<tool_call>`` blocks holding JSON, or Qwen3-Coder's ``<function=..>`` XML."""
 
-    def __init__(self, name: str = "qwen", tags: tuple[str, str] = ("<tool_call>", "</tool_call>")):
+    def __init__(self, name: str = "qwen", tags: tuple[str, str] = TOOL_CALL_TAGS):
         self.name = name
         self.blocks = (Block(tags[0], tags[1], self._body),)
 
@@ -525,7 +526,7 @@ class Glm5Parser(ToolParser):
     _VALUE = re.compile(r"\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
 
     def __init__(self) -> None:
-        self.blocks = (Block("<tool_call>", "</tool_call>", self._body),)
+        self.blocks = (Block(*TOOL_CALL_TAGS, self._body),)
 
     def _body(self, body: str, tools: Optional[list]) -> list[RawCall]:
         head, _, _ = body.partition("<arg_key>")
@@ -622,15 +623,20 @@ class DeepSeekParser(ToolParser):
                     else:
                         args[key] = _value(value.strip(), None if is_string == "false" else types.get(key))
                 calls.append((name, args, None))
-            if not calls:
-                raise Malformed("no invoke block")
-            return calls
+            return _some_invoked(calls)
 
         return body
 
 
 _INVOKE, _INVOKE_END = re.compile(r"<invoke\s+name=[\"']([^\"'<>]+)[\"']\s*>"), re.compile("</invoke>")
 _PARAM, _PARAM_END = re.compile(r"<parameter\s+name=[\"']([^\"'<>]+)[\"']\s*>"), re.compile("</parameter>")
+
+
+def _some_invoked(calls: list[RawCall]) -> list[RawCall]:
+    """The calls of an invoke-style block; Malformed when it held no ``invoke`` at all."""
+    if not calls:
+        raise Malformed("no invoke block")
+    return calls
 
 
 def _invokes(text: str) -> list[tuple[str, str]]:
@@ -653,9 +659,7 @@ class MiniMaxParser(ToolParser):
 
     def _body(self, body: str, tools: Optional[list]) -> list[RawCall]:
         calls = [(name, _typed(name, _params(inner), tools), None) for name, inner in _invokes(body)]
-        if not calls:
-            raise Malformed("no invoke block")
-        return calls
+        return _some_invoked(calls)
 
 
 class MiniMaxM3Parser(ToolParser):
@@ -667,8 +671,8 @@ class MiniMaxM3Parser(ToolParser):
     def __init__(self) -> None:
         ns = self.NS
         self.blocks = (Block("<minimax:tool_call>", "</minimax:tool_call>", self._body),
-                       Block(f"{ns}<tool_call>", f"{ns}</tool_call>", self._body),
-                       Block("<tool_call>", "</tool_call>", self._body))
+                       Block(*(ns + tag for tag in TOOL_CALL_TAGS), self._body),
+                       Block(*TOOL_CALL_TAGS, self._body))
 
     def _element(self, el: Any, declared: Any = None) -> Any:
         children = list(el)
@@ -707,9 +711,7 @@ class MiniMaxM3Parser(ToolParser):
                 args = self._merge(((el.get("name") if el.tag == "parameter" and el.get("name") else el.tag),
                                     self._element(el, types.get(el.get("name") or el.tag))) for el in root)
             calls.append((name, args, None))
-        if not calls:
-            raise Malformed("no invoke block")
-        return calls
+        return _some_invoked(calls)
 
 
 class GemmaParser(ToolParser):
@@ -971,7 +973,7 @@ TEMPLATE_MARKERS: tuple[tuple[str, str], ...] = (
     ("[TOOL_CALLS]", "mistral"),
     ("<function name=", "minicpm5"),
     ("<|python_tag|>", "llama3"),
-    ("<tool_call>", "qwen"),
+    (TOOL_CALL_TAGS[0], "qwen"),
 )
 
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from ..chat import chunk_delta, first_choice
+from ..errors import shorten
 from ._html import esc, human_bytes, markdown, table, text_table, wrap
 from ..parse.where import flatten_document
 
@@ -284,36 +286,35 @@ class StreamAccumulator:
         self.created = self.created or chunk.get("created")
         if chunk.get("usage"):
             self.usage = dict(chunk["usage"])
-        for choice in chunk.get("choices") or []:
-            got = False
-            if "text" in choice and "delta" not in choice:
-                self.kind = "completion"
-                if choice.get("text"):
-                    self.content += choice["text"]
-                    got = True
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.content += delta["content"]
+        choice, delta = first_choice(chunk), chunk_delta(chunk)
+        got = False
+        if "text" in choice and "delta" not in choice:
+            self.kind = "completion"
+            if choice.get("text"):
+                self.content += choice["text"]
                 got = True
-            if delta.get("reasoning_content"):
-                self.reasoning += delta["reasoning_content"]
-                got = True
-            for call in delta.get("tool_calls") or []:
-                idx = call.get("index", len(self.tool_calls))
-                slot = self.tool_calls.setdefault(idx, {"id": call.get("id"), "type": "function",
-                                                        "function": {"name": "", "arguments": ""}})
-                slot["id"] = slot["id"] or call.get("id")
-                fn = call.get("function") or {}
-                slot["function"]["name"] += fn.get("name") or ""
-                args = fn.get("arguments")
-                slot["function"]["arguments"] += args if isinstance(args, str) else (json.dumps(args) if args else "")
-                got = True
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            if got:
-                self.n_chunks += 1
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
+        if delta.get("content"):
+            self.content += delta["content"]
+            got = True
+        if delta.get("reasoning_content"):
+            self.reasoning += delta["reasoning_content"]
+            got = True
+        for call in delta.get("tool_calls") or []:
+            idx = call.get("index", len(self.tool_calls))
+            slot = self.tool_calls.setdefault(idx, {"id": call.get("id"), "type": "function",
+                                                    "function": {"name": "", "arguments": ""}})
+            slot["id"] = slot["id"] or call.get("id")
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            args = fn.get("arguments")
+            slot["function"]["arguments"] += args if isinstance(args, str) else (json.dumps(args) if args else "")
+            got = True
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        if got:
+            self.n_chunks += 1
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
 
     def finish(self) -> None:
         self.end = time.perf_counter()
@@ -645,7 +646,7 @@ class EmbeddingView(_DictView):
 
     def _label(self, i: int) -> str:
         text = str(self.inputs[i]) if i < len(self.inputs) else f"#{i}"
-        return text if len(text) <= 40 else text[:37] + "…"
+        return shorten(text, 40, "…")
 
     def _summary(self) -> str:
         n, d = self.shape
@@ -759,9 +760,8 @@ class RegistrationsTable(_ListView):
 
 
 # ------------------------------------------------------------------------------------------ parsed spec
-def _short(value: Any, limit: int = 160) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _cell(value: Any) -> str:
+    return shorten(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), 160, "…")
 
 
 class ParsedView(_View):
@@ -789,7 +789,7 @@ class ParsedView(_View):
         for path, value in flatten_document(self.document()).items():
             if path in ("version", "virtualenv", "is_builtin") or value is None:
                 continue
-            rows.append((path, _short(value), sources.get(path, "")))
+            rows.append((path, _cell(value), sources.get(path, "")))
         return rows
 
     def preview(self) -> Optional[str]:

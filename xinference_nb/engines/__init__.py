@@ -55,6 +55,7 @@ class LoadRequest:
     device: DevicePlan = field(default_factory=DevicePlan)
     options: dict[str, Any] = field(default_factory=dict)  # the rest of launch_model's kwargs
     progress: Callable[[str, float], None] = lambda step, fraction: None
+    family_spec: Any = None            # LLM: the built-in document of spec.model_family (registry.builtin_family)
 
     @property
     def source(self) -> str:
@@ -164,6 +165,8 @@ class Engine:
     extra: str                      # our pip extra that installs it
     families: tuple[str, ...] = ()  # for audio/image: model_family values it serves ("*" = any)
     vision_loader: str = ""         # the loader of registrations with the "vision" ability, when it differs
+    options: tuple[str, ...] = ()   # launch options it reads besides options.LAUNCH_LEVEL (typed in options.OPTIONS)
+    passthrough: str = ""           # what takes any further keyword, when the engine hands those on
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.requires)
@@ -194,17 +197,30 @@ class Engine:
 ENGINES: list[Engine] = [
     Engine("transformers", "LLM", ("pytorch", "gptq", "awq", "fp8", "bnb"), "transformers_llm:load",
            ("torch", "transformers", "accelerate"), "transformers", "transformers",
-           vision_loader="transformers_vision:load"),
-    Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp"),
+           vision_loader="transformers_vision:load",
+           options=("trust_remote_code", "dtype", "torch_dtype", "context_length", "attn_implementation",
+                    "quantization_config", "enable_thinking", "max_num_seqs", "batch_wait_ms", "peft_model_config")),
+    Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp",
+           options=("n_ctx", "context_length", "enable_thinking", "peft_model_config")),  # + Llama() keywords
     Engine("sentence_transformers", "embedding", ("pytorch",), "sentence_transformers:load_embedding",
-           ("torch", "sentence_transformers"), "sentence-transformers", "embedding"),
+           ("torch", "sentence_transformers"), "sentence-transformers", "embedding",
+           options=("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",
+                    "truncate_dim", "prompts", "default_prompt_name", "backend", "local_files_only",
+                    "similarity_fn_name")),
     Engine("sentence_transformers", "rerank", ("pytorch",), "sentence_transformers:load_rerank",
-           ("torch", "sentence_transformers"), "sentence-transformers", "embedding"),
+           ("torch", "sentence_transformers"), "sentence-transformers", "embedding",
+           options=("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",
+                    "backend", "local_files_only", "activation_fn")),
     Engine("diffusers", "image", ("*",), "diffusers_image:load", ("torch", "diffusers"), "diffusers", "image",
-           families=("stable_diffusion", "*")),
+           families=("stable_diffusion", "*"),
+           options=("dtype", "torch_dtype", "cpu_offload", "sequential_cpu_offload", "attention_slicing",
+                    "vae_tiling", "vae_slicing", "gguf_model_path", "peft_model_config"),
+           passthrough="diffusers' from_pretrained (pipeline components and loading arguments)"),
     Engine("transformers", "audio", ("*",), "audio:load", ("torch", "transformers"), "transformers", "audio",
-           families=("*",)),
-    Engine("flexible", "flexible", ("*",), "flexible:load", (), "xinference-nb", "all"),
+           families=("*",),
+           options=("dtype", "torch_dtype", "trust_remote_code", "model_kwargs", "chunk_length_s", "batch_size"),
+           passthrough="the transformers pipeline and its call defaults"),
+    Engine("flexible", "flexible", ("*",), "flexible:load", (), "xinference-nb", "all", options=("launcher_args",)),
 ]
 
 

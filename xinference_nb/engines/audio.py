@@ -440,54 +440,60 @@ def _subtitles(segments: list[dict], srt: bool) -> str:
 # family packages with their own APIs (used only when the package is installed)
 # ------------------------------------------------------------------------------------------------
 
-class ChatTTSModel(_AudioBase):
-    """ChatTTS through its own package (24 kHz). Not exercised by the test-suite (no package here)."""
+class _PackageTTS(_AudioBase):
+    """Text-to-speech through a family's own package (``backend``: the package's model object): the
+    speech arguments are checked, ``_synthesize`` makes the samples, they are encoded."""
 
     abilities = ("text2audio",)
-    sampling_rate = 24000
+    package = ""           # the package's name, in errors
 
-    def __init__(self, model_uid: str, chat: Any, uses_cuda: bool = False):
+    def __init__(self, model_uid: str, backend: Any, uses_cuda: bool = False):
         super().__init__(model_uid, uses_cuda)
-        self.chat = chat
+        self.backend = backend
 
     def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
                stream: bool = False, **kwargs: Any) -> Any:
-        _check_speech_args(input, response_format, speed, kwargs, "ChatTTS")
+        _check_speech_args(input, response_format, speed, kwargs, self.package)
+        samples, rate = self._synthesize(input, voice, float(speed))
+        return self._speech_result(samples, rate, response_format, stream)
+
+    def _synthesize(self, text: str, voice: str, speed: float) -> tuple[Any, int]:
+        """(samples, sampling rate) of ``text`` spoken; the backend runs under the model's lock."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.backend = None
+        release_memory()
+
+
+class ChatTTSModel(_PackageTTS):
+    """ChatTTS through its own package (24 kHz). Not exercised by the test-suite (no package here)."""
+
+    package = "ChatTTS"
+    sampling_rate = 24000
+
+    def _synthesize(self, text: str, voice: str, speed: float) -> tuple[Any, int]:
         import ChatTTS  # noqa: N813
 
         params = ChatTTS.Chat.InferCodeParams(spk_emb=voice or None, prompt=f"[speed_{max(0, min(9, int(round(speed * 5))))}]")
         with self._lock:
-            wavs = self.chat.infer([input], params_infer_code=params)
-        return self._speech_result(wavs[0], self.sampling_rate, response_format, stream)
-
-    def close(self) -> None:
-        self.chat = None
-        release_memory()
+            wavs = self.backend.infer([text], params_infer_code=params)
+        return wavs[0], self.sampling_rate
 
 
-class MeloTTSModel(_AudioBase):
+class MeloTTSModel(_PackageTTS):
     """MeloTTS through the ``melo`` package. Not exercised by the test-suite (no package here)."""
 
-    abilities = ("text2audio",)
+    package = "MeloTTS"
 
-    def __init__(self, model_uid: str, tts: Any, uses_cuda: bool = False):
-        super().__init__(model_uid, uses_cuda)
-        self.tts = tts
-
-    def speech(self, input: str, voice: str = "", response_format: str = "mp3", speed: float = 1.0,  # noqa: A002
-               stream: bool = False, **kwargs: Any) -> Any:
-        _check_speech_args(input, response_format, speed, kwargs, "MeloTTS")
-        speakers = dict(self.tts.hps.data.spk2id)
+    def _synthesize(self, text: str, voice: str, speed: float) -> tuple[Any, int]:
+        speakers = dict(self.backend.hps.data.spk2id)
         if voice and voice not in speakers:
             raise InferenceError(f"voice={voice!r} is not a speaker of this model; use one of {sorted(speakers)}")
         speaker = speakers[voice] if voice else next(iter(speakers.values()))
         with self._lock:
-            samples = self.tts.tts_to_file(input, speaker, output_path=None, speed=float(speed), quiet=True)
-        return self._speech_result(samples, int(self.tts.hps.data.sampling_rate), response_format, stream)
-
-    def close(self) -> None:
-        self.tts = None
-        release_memory()
+            samples = self.backend.tts_to_file(text, speaker, output_path=None, speed=speed, quiet=True)
+        return samples, int(self.backend.hps.data.sampling_rate)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -387,8 +387,43 @@ class IgnoredKwargs(logging.Handler):
                               "(variant, use_safetensors, low_cpu_mem_usage, device_map, ...)")
 
 
-def load(request: LoadRequest) -> DiffusersImageModel:
+def _from_pretrained(source: Any, config: dict[str, Any]) -> Any:
+    """The pipeline in ``source``: diffusers' text-to-image auto pipeline, else (a folder with
+    model_index.json, no device_map) its DiffusionPipeline; an argument diffusers ignores is refused."""
     import diffusers
+
+    with IgnoredKwargs() as ignored:
+        try:
+            pipe = diffusers.AutoPipelineForText2Image.from_pretrained(source, **config)
+        except (ValueError, KeyError) as auto_exc:
+            if "device_map" in config or not (Path(source) / "model_index.json").is_file():
+                raise auto_exc
+            pipe = diffusers.DiffusionPipeline.from_pretrained(source, **config)
+    ignored.check(pipe, config)
+    return pipe
+
+
+def _place(pipe: Any, placement: dict[str, Any], device_mapped: bool, device: str) -> Any:
+    """The pipeline on its device (CPU offload, or moved unless a device_map placed it), with the
+    memory options of ``placement`` enabled and diffusers' progress bars off."""
+    if placement.get("sequential_cpu_offload"):
+        pipe.enable_sequential_cpu_offload()
+    elif placement.get("cpu_offload"):
+        pipe.enable_model_cpu_offload()
+    elif not device_mapped:
+        pipe = pipe.to(device)
+    if placement.get("attention_slicing"):
+        pipe.enable_attention_slicing()
+    for what in ("tiling", "slicing"):
+        if placement.get(f"vae_{what}"):
+            enable_vae(pipe, what)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load(request: LoadRequest) -> DiffusersImageModel:
+    import diffusers  # noqa: F401 - imported before the options are read: a broken install fails as itself
     import torch
 
     spec = request.spec
@@ -418,28 +453,9 @@ def load(request: LoadRequest) -> DiffusersImageModel:
     try:
         if gguf_path is not None:
             name, config[name] = gguf_component(source, gguf_path, dtype_key, dtype)
-        with IgnoredKwargs() as ignored:
-            try:
-                pipe = diffusers.AutoPipelineForText2Image.from_pretrained(source, **config)
-            except (ValueError, KeyError) as auto_exc:
-                if "device_map" in config or not (Path(source) / "model_index.json").is_file():
-                    raise auto_exc
-                pipe = diffusers.DiffusionPipeline.from_pretrained(source, **config)
-        ignored.check(pipe, config)
+        pipe = _from_pretrained(source, config)
         request.progress("place", 0.8)
-        if placement.get("sequential_cpu_offload"):
-            pipe.enable_sequential_cpu_offload()
-        elif placement.get("cpu_offload"):
-            pipe.enable_model_cpu_offload()
-        elif "device_map" not in config:
-            pipe = pipe.to(device.device)
-        if placement.get("attention_slicing"):
-            pipe.enable_attention_slicing()
-        for what in ("tiling", "slicing"):
-            if placement.get(f"vae_{what}"):
-                enable_vae(pipe, what)
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=True)
+        pipe = _place(pipe, placement, "device_map" in config, device.device)
         if adapters:
             request.progress("LoRA adapters", 0.9)
             problem = apply_loras(pipe, adapters, lora_load, lora_fuse)

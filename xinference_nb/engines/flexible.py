@@ -95,18 +95,21 @@ def import_object(path: str, what: str = "launcher") -> Any:
 # Launchers
 # ------------------------------------------------------------------------------------------------
 
+def _launcher_arg(value: Optional[str], key: str, launcher: str, needs: str) -> str:
+    """The ``launcher_args`` entry a launcher cannot do without; a LaunchError saying what it needs."""
+    if not value:
+        raise LaunchError(f"launcher_args.{key} is missing: the {launcher} launcher needs {needs}")
+    return value
+
+
 class TransformersPipelineModel:
     """A ``transformers.pipeline`` built from the model folder; ``infer(inputs, **kw)`` calls it."""
 
     def __init__(self, model_uid: str, model_path: Optional[str], task: Optional[str] = None,
                  device: Optional[str] = None, **pipeline_kwargs: Any):
-        if not task:
-            raise LaunchError("launcher_args.task is missing: the transformers launcher needs a pipeline task, "
-                              "e.g. '{\"task\": \"text-classification\"}'")
-        self.model_uid = model_uid
-        self.model_path = model_path
-        self.task = task
-        self.device = device
+        self.task = _launcher_arg(task, "task", "transformers",
+                                  "a pipeline task, e.g. '{\"task\": \"text-classification\"}'")
+        self.model_uid, self.model_path, self.device = model_uid, model_path, device
         self.pipeline_kwargs = pipeline_kwargs
         self.pipeline = None
 
@@ -157,12 +160,9 @@ class PythonCallableModel:
 
     def __init__(self, model_uid: str, model_path: Optional[str], callable: Optional[str] = None,  # noqa: A002
                  **extra: Any):
-        if not callable:
-            raise LaunchError("launcher_args.callable is missing: the python_callable launcher needs "
-                              "'{\"callable\": \"package.module:function\"}'")
-        self.model_uid = model_uid
-        self.model_path = model_path
-        self.path = callable
+        self.path = _launcher_arg(callable, "callable", "python_callable",
+                                  "'{\"callable\": \"package.module:function\"}'")
+        self.model_uid, self.model_path = model_uid, model_path
         self.extra = extra
         self.function: Optional[Callable[..., Any]] = None
 

@@ -241,8 +241,8 @@ class LlamaCppLLM(ChatLLM):
         self._lock = threading.RLock()
         self._inflight = InFlight(request.model_uid)
         self._add_bos = info.add_bos_token is not False
-        self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
-                                             token_of=self._token_of)
+        self.chat_format = build_chat_format(request.spec, own, family_spec=request.family_spec, eos_token_ids=eos_ids,
+                                             template_vars=variables, token_of=self._token_of)
         n_vocab = llm.n_vocab()
         self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < n_vocab]
         self.chat_format.lora_names = tuple(self._loras)

@@ -27,18 +27,18 @@ from typing import Any, Iterator, Optional
 from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_lora_name,
                     check_prompt_fits, decode_text, incremental_deltas, read_own_chat_template, split_stops)
 from ..errors import InferenceError, LaunchError
+from ..metadata.quant import BNB_QUANTIZATIONS, bnb_quantization
 from ..options import BASE_ADAPTER, LoraAdapter, lora_adapters
 from ..threads import scope_event
 from . import InFlight, LoadRequest
 from .lora_guards import adapter_fits_base, config_patterns_problem, dropped_weights, scaling_problem
 
-QUANTIZATIONS = ("none", "4-bit", "8-bit")
 DEFAULT_MAX_NUM_SEQS = 16
 DEFAULT_BATCH_WAIT_MS = 2.0
 
 
 def _bnb_config(quantization: Optional[str], options: dict[str, Any], model_format: Optional[str]):
-    q = (quantization or "none").strip().lower()
+    q = bnb_quantization(quantization)
     extra = options.get("quantization_config") or {}
     if model_format not in (None, "pytorch"):
         if extra:   # it would be dropped: the checkpoint's own config.json quantization_config applies
@@ -46,15 +46,15 @@ def _bnb_config(quantization: Optional[str], options: dict[str, Any], model_form
                               "checkpoints carry their own quantization_config in config.json (leave the option "
                               "out, or launch the pytorch weights)")
         return None  # gptq / awq / fp8 / bnb checkpoints carry their own quantization_config
-    if q in ("none", ""):
+    if q == "none":
         if extra:
             from transformers import BitsAndBytesConfig
 
             return BitsAndBytesConfig(**extra)
         return None
-    if q not in ("4-bit", "8-bit"):
+    if q is None:
         raise LaunchError(f"quantization {quantization!r} is not supported by the transformers engine for "
-                          f"pytorch weights; use one of {', '.join(QUANTIZATIONS)} (GGUF quantizations such as "
+                          f"pytorch weights; use one of {', '.join(BNB_QUANTIZATIONS)} (GGUF quantizations such as "
                           "Q4_K_M need model_format='ggufv2' and model_engine='llama.cpp')")
     from transformers import BitsAndBytesConfig
 
@@ -343,6 +343,40 @@ def _generation_error(exc: BaseException) -> InferenceError:
     return exc if isinstance(exc, InferenceError) else InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
 
 
+def _context_length(cfg: Any, request: LoadRequest) -> int:
+    """The context_length option, else the smaller of the spec's and the model config's
+    max_position_embeddings, else 2048."""
+    max_pos = getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
+    spec_ctx = getattr(request.spec, "context_length", None)
+    explicit = request.options.get("context_length")
+    if explicit:
+        return int(explicit)
+    known = [c for c in (spec_ctx, max_pos) if c]
+    return int(min(known)) if known else 2048
+
+
+def _eos_ids(gen_cfg: Any, tokenizer: Any) -> list[int]:
+    """The generation config's eos ids, then the tokenizer's eos id if it is not among them."""
+    eos = getattr(gen_cfg, "eos_token_id", None)
+    eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.append(tokenizer.eos_token_id)
+    return eos_ids
+
+
+def _own_chat_template(request: LoadRequest, tokenizer: Any) -> Optional[str]:
+    """The model's own chat template: its folder's template files, else the tokenizer's (the default
+    of a named set), else None."""
+    local = request.model_path if request.model_path is not None and Path(request.model_path).is_dir() else None
+    own = read_own_chat_template(local) if local else None
+    if own is None:
+        tmpl = getattr(tokenizer, "chat_template", None)
+        if isinstance(tmpl, dict):
+            tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
+        own = tmpl if isinstance(tmpl, str) else None
+    return own
+
+
 class TransformersLLM(ChatLLM):
     def __init__(self, model: Any, tokenizer: Any, request: LoadRequest):
         self.model = model
@@ -350,32 +384,16 @@ class TransformersLLM(ChatLLM):
         self.model_uid = request.model_uid
         opts = request.options
         cfg = getattr(model, "config", None)
-        max_pos = getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
-        spec_ctx = getattr(request.spec, "context_length", None)
-        explicit = opts.get("context_length")
-        if explicit:
-            self.context_length = int(explicit)
-        else:
-            known = [c for c in (spec_ctx, max_pos) if c]
-            self.context_length = int(min(known)) if known else 2048
+        self.context_length = _context_length(cfg, request)
         gen_cfg = getattr(model, "generation_config", None)
-        eos = getattr(gen_cfg, "eos_token_id", None)
-        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
-            eos_ids.append(tokenizer.eos_token_id)
+        eos_ids = _eos_ids(gen_cfg, tokenizer)
         self._added = dict(tokenizer.get_added_vocab())
-        local = request.model_path if request.model_path is not None and Path(request.model_path).is_dir() else None
-        own = read_own_chat_template(local) if local else None
-        if own is None:
-            tmpl = getattr(tokenizer, "chat_template", None)
-            if isinstance(tmpl, dict):
-                tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
-            own = tmpl if isinstance(tmpl, str) else None
+        own = _own_chat_template(request, tokenizer)
         variables = {k: v for k, v in getattr(tokenizer, "special_tokens_map", {}).items() if isinstance(v, str)}
         if opts.get("enable_thinking") is not None:
             variables["enable_thinking"] = opts["enable_thinking"]
-        self.chat_format = build_chat_format(request.spec, own, eos_token_ids=eos_ids, template_vars=variables,
-                                             token_of=self._token_of)
+        self.chat_format = build_chat_format(request.spec, own, family_spec=request.family_spec, eos_token_ids=eos_ids,
+                                             template_vars=variables, token_of=self._token_of)
         # the adapters peft loaded (attach_lora_adapters): what generate_config's lora_name may choose
         self.lora_names = tuple(getattr(model, "peft_config", None) or ())
         self.chat_format.lora_names = self.lora_names

@@ -56,7 +56,7 @@ def _build_request(payload: dict[str, Any], send: Any) -> Any:
         model_uid=req["model_uid"], model_type=req["model_type"], model_name=req["model_name"], spec=req["spec"],
         model_spec=req["model_spec"], model_path=Path(req["model_path"]) if req["model_path"] else None,
         model_format=req["model_format"], quantization=req["quantization"], device=DevicePlan(**req["device"]),
-        options=req["options"], progress=progress,
+        options=req["options"], progress=progress, family_spec=req["family_spec"],
     )
 
 

@@ -53,7 +53,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .. import errors as _errors
 from ..errors import LaunchError, XinfError
@@ -195,6 +195,21 @@ REQUIREMENT_HELP = ("write requirement specifiers: 'name', 'name==1.2', 'name[ex
                     "inherit_pip_config) or launch_model(virtual_env_find_links=[...]), never in the package list")
 
 
+def _pip_entry(value: Any, field: str, what: str, help_text: str) -> tuple[str, Callable[[str], Exception]]:
+    """(``value`` stripped, the SpecError maker for ``field``) of one entry of a pip list: a non-empty
+    string that is no pip option. ``what`` names what the entry is, ``help_text`` says how to write one."""
+    from ..errors import FieldIssue, SpecError
+
+    def bad(message: str) -> SpecError:
+        return SpecError([FieldIssue(field, message)])
+
+    if not isinstance(value, str) or not value.strip():
+        raise bad(f"must be a non-empty string ({what}), got {type(value).__name__} {value!r}; {help_text}")
+    if value.strip().startswith("-"):
+        raise bad(f"{value!r} is a pip option, not {what}; {help_text}")
+    return value.strip(), bad
+
+
 def _inside(path: Path, roots: list[Path]) -> bool:
     try:
         resolved = path.expanduser().resolve(strict=False)
@@ -236,16 +251,7 @@ def check_package(entry: Any, field: str, roots: Optional[list[Path]] = None, en
     ``engine`` None checks every entry and keeps those with an engine condition."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    from ..errors import FieldIssue, SpecError
-
-    def bad(message: str) -> SpecError:
-        return SpecError([FieldIssue(field, message)])
-
-    if not isinstance(entry, str) or not entry.strip():
-        raise bad(f"must be a non-empty string, got {type(entry).__name__} {entry!r}; {REQUIREMENT_HELP}")
-    text = entry.strip()
-    if text.startswith("-"):
-        raise bad(f"{entry!r} is a pip option, not a package; {REQUIREMENT_HELP}")
+    text, bad = _pip_entry(entry, field, "a package", REQUIREMENT_HELP)
     if any(c in text for c in "\r\n\x00"):
         raise bad(f"{entry!r} spans several lines; give one requirement per entry")
     req_text, _, marker = text.partition(";")
@@ -287,16 +293,7 @@ def check_package(entry: Any, field: str, roots: Optional[list[Path]] = None, en
 def check_location(value: Any, field: str, roots: Optional[list[Path]] = None) -> str:
     """An index URL or a find-links location: an http(s) URL, or (find links) a local folder / file:
     URL, inside ``roots`` when given. Never a pip option. SpecError naming ``field`` otherwise."""
-    from ..errors import FieldIssue, SpecError
-
-    def bad(message: str) -> SpecError:
-        return SpecError([FieldIssue(field, message)])
-
-    if not isinstance(value, str) or not value.strip():
-        raise bad(f"must be a non-empty string (a URL or a folder), got {type(value).__name__} {value!r}")
-    text = value.strip()
-    if text.startswith("-"):
-        raise bad(f"{value!r} is a pip option; give a URL such as https://pypi.org/simple or a folder")
+    text, bad = _pip_entry(value, field, "a URL or a folder", "give one such as https://pypi.org/simple")
     if any(c.isspace() or c == "\x00" for c in text):
         raise bad(f"{value!r} contains whitespace; give one URL or folder per entry")
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -559,7 +556,7 @@ def _request_payload(request: LoadRequest) -> dict[str, Any]:
         "spec": request.spec, "model_spec": request.model_spec,
         "model_path": str(request.model_path) if request.model_path is not None else None,
         "model_format": request.model_format, "quantization": request.quantization,
-        "device": asdict(request.device), "options": dict(request.options),
+        "device": asdict(request.device), "options": dict(request.options), "family_spec": request.family_spec,
     }
 
 

@@ -11,6 +11,7 @@ import json
 import threading
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
+from ..chat import chunk_delta, first_choice
 from ..errors import EngineUnavailable, InferenceError
 from ..threads import cancel_scope, drain_in_thread
 
@@ -51,6 +52,14 @@ def resolve_handle(client: Any, model_uid: str, method: str) -> Any:
     return handle
 
 
+def cached_handle(owner: Any, method: str) -> Any:
+    """``owner._handle``: the handle of ``owner.model_uid`` on ``owner.client`` (checked to have
+    ``method``), resolved on first use and kept, for every integration class."""
+    if owner._handle is None:
+        owner._handle = resolve_handle(owner.client, owner.model_uid, method)
+    return owner._handle
+
+
 def generate_config(defaults: Optional[dict], stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
     """``defaults`` updated by a call's ``generate_config`` and other keyword arguments, plus ``stop``.
     Nothing is dropped: the model refuses keys it does not know, naming them."""
@@ -84,12 +93,6 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InferenceError(f"the model's tool call arguments are not a JSON object: {arguments!r:.120}")
     return value
-
-
-def choice_of(result: Any) -> dict[str, Any]:
-    """The first choice of a chat/completion result or chunk ({} for a usage-only chunk)."""
-    choices = result.get("choices") if isinstance(result, dict) else None
-    return choices[0] if choices else {}
 
 
 def check_stream(it: Any, method: str) -> Iterator[dict[str, Any]]:
@@ -168,12 +171,12 @@ async def gather_stream(make: Callable[[], Iterator[dict[str, Any]]], kind: str)
         first = first or chunk
         if isinstance(chunk, dict) and chunk.get("usage"):
             used = chunk["usage"]
-        choice = choice_of(chunk)
+        choice = first_choice(chunk)
         finish = choice.get("finish_reason") or finish
         if kind == "generate":
             text.append(choice.get("text") or "")
             continue
-        delta = choice.get("delta") or {}
+        delta = chunk_delta(chunk)
         text.append(delta.get("content") or "")
         if "reasoning_content" in delta:
             reasoning = (reasoning or []) + [delta["reasoning_content"] or ""]

@@ -35,17 +35,17 @@ from langchain_core.tools import BaseTool  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
+from ..chat import chunk_delta, first_choice  # noqa: E402
 from ._common import (  # noqa: E402
     aiter_in_thread,
     as_stream,
+    cached_handle,
     call_in_thread_cancellable,
     check_stream,
     check_tool_choice,
-    choice_of,
     gather_stream,
     generate_config,
     parse_arguments,
-    resolve_handle,
 )
 
 __all__ = ["XinfChatModel", "XinfEmbeddings"]
@@ -90,9 +90,7 @@ class XinfChatModel(BaseChatModel):
                 "generate_config": self.generate_config}
 
     def _model(self) -> Any:
-        if self._handle is None:
-            self._handle = resolve_handle(self.client, self.model_uid, "chat")
-        return self._handle
+        return cached_handle(self, "chat")
 
     def bind_tools(self, tools: Sequence[Union[dict[str, Any], type, Callable, BaseTool]], *,
                    tool_choice: Optional[str] = None, **kwargs: Any) -> Runnable[LanguageModelInput, BaseMessage]:
@@ -117,7 +115,7 @@ class XinfChatModel(BaseChatModel):
 
     @staticmethod
     def _result(result: dict[str, Any]) -> ChatResult:
-        choice = choice_of(result)
+        choice = first_choice(result)
         message = choice.get("message") or {}
         extra = {}
         if message.get("reasoning_content") is not None:
@@ -131,8 +129,7 @@ class XinfChatModel(BaseChatModel):
 
     @staticmethod
     def _chunk(chunk: dict[str, Any]) -> ChatGenerationChunk:
-        choice = choice_of(chunk)
-        delta = choice.get("delta") or {}
+        choice, delta = first_choice(chunk), chunk_delta(chunk)
         extra = {}
         if delta.get("reasoning_content"):
             extra["reasoning_content"] = delta["reasoning_content"]
@@ -215,9 +212,7 @@ class XinfEmbeddings(Embeddings):
         return f"XinfEmbeddings(model_uid={self.model_uid!r})"
 
     def _model(self) -> Any:
-        if self._handle is None:
-            self._handle = resolve_handle(self.client, self.model_uid, "create_embedding")
-        return self._handle
+        return cached_handle(self, "create_embedding")
 
     def _embed(self, texts: Union[str, list[str]]) -> list[list[float]]:
         result = self._model().create_embedding(texts, **self.create_kwargs)

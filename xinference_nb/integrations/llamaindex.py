@@ -41,18 +41,18 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM  # noqa: E402
 from llama_index.core.llms.llm import ToolSelection  # noqa: E402
 
+from ..chat import chunk_delta, first_choice  # noqa: E402
 from ..errors import InferenceError  # noqa: E402
 from ._common import (  # noqa: E402
     ToolCallAccumulator,
     aiter_in_thread,
     as_stream,
+    cached_handle,
     call_in_thread_cancellable,
     check_stream,
-    choice_of,
     gather_stream,
     generate_config,
     parse_arguments,
-    resolve_handle,
 )
 
 __all__ = ["XinfLLM", "XinfEmbedding"]
@@ -110,9 +110,7 @@ class XinfLLM(FunctionCallingLLM):
         return "XinfLLM"
 
     def _model(self) -> Any:
-        if self._handle is None:
-            self._handle = resolve_handle(self.client, self.model_uid, "chat")
-        return self._handle
+        return cached_handle(self, "chat")
 
     def _describe(self) -> dict[str, Any]:
         if self._description is None:
@@ -145,7 +143,7 @@ class XinfLLM(FunctionCallingLLM):
 
     @staticmethod
     def _chat_response(result: dict[str, Any]) -> ChatResponse:
-        msg = choice_of(result).get("message") or {}
+        msg = first_choice(result).get("message") or {}
         return ChatResponse(message=_message(msg.get("content"), msg.get("tool_calls"), msg.get("reasoning_content")),
                             raw=result, additional_kwargs={"usage": result.get("usage")})
 
@@ -154,7 +152,7 @@ class XinfLLM(FunctionCallingLLM):
         """(ChatResponse per chunk) as a generator over an iterator of chunks."""
         text, calls = "", ToolCallAccumulator()
         for chunk in chunks:
-            delta = choice_of(chunk).get("delta") or {}
+            delta = chunk_delta(chunk)
             piece = delta.get("content") or ""
             text += piece
             calls.add(delta.get("tool_calls"))
@@ -172,7 +170,7 @@ class XinfLLM(FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         result = self._model().generate(prompt, generate_config=self._config(kwargs, stream=False))
-        return CompletionResponse(text=choice_of(result).get("text") or "", raw=result)
+        return CompletionResponse(text=first_choice(result).get("text") or "", raw=result)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
@@ -182,7 +180,7 @@ class XinfLLM(FunctionCallingLLM):
         def gen() -> CompletionResponseGen:
             text = ""
             for chunk in chunks:
-                piece = choice_of(chunk).get("text") or ""
+                piece = first_choice(chunk).get("text") or ""
                 text += piece
                 yield CompletionResponse(text=text, delta=piece, raw=chunk)
 
@@ -204,7 +202,7 @@ class XinfLLM(FunctionCallingLLM):
         async def gen() -> ChatResponseAsyncGen:
             text, calls = "", ToolCallAccumulator()
             async for chunk in aiter_in_thread(lambda: check_stream(self._chat_call(messages, kwargs, True), "chat")):
-                delta = choice_of(chunk).get("delta") or {}
+                delta = chunk_delta(chunk)
                 piece = delta.get("content") or ""
                 text += piece
                 calls.add(delta.get("tool_calls"))
@@ -217,7 +215,7 @@ class XinfLLM(FunctionCallingLLM):
         cfg = as_stream(self._config(kwargs, stream=False))   # a stream underneath, as achat
         result = await gather_stream(lambda: check_stream(self._model().generate(prompt, generate_config=cfg),
                                                           "generate"), "generate")
-        return CompletionResponse(text=choice_of(result).get("text") or "", raw=result)
+        return CompletionResponse(text=first_choice(result).get("text") or "", raw=result)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any
@@ -227,7 +225,7 @@ class XinfLLM(FunctionCallingLLM):
             cfg = self._config(kwargs, stream=True)
             async for chunk in aiter_in_thread(lambda: check_stream(self._model().generate(prompt, generate_config=cfg),
                                                                     "generate")):
-                piece = choice_of(chunk).get("text") or ""
+                piece = first_choice(chunk).get("text") or ""
                 text += piece
                 yield CompletionResponse(text=text, delta=piece, raw=chunk)
 
@@ -275,9 +273,7 @@ class XinfEmbedding(BaseEmbedding):
         return "XinfEmbedding"
 
     def _model(self) -> Any:
-        if self._handle is None:
-            self._handle = resolve_handle(self.client, self.model_uid, "create_embedding")
-        return self._handle
+        return cached_handle(self, "create_embedding")
 
     def _embed(self, texts: Union[str, list[str]]) -> list[list[float]]:
         result = self._model().create_embedding(texts)

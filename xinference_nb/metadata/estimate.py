@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .hf import layer_count
+
 # config model_type prefixes whose config class ties the input and output embeddings unless
 # config.json says otherwise (transformers' defaults; the rest default to separate matrices)
 TIED_BY_DEFAULT = ("gemma", "paligemma", "recurrent_gemma", "vaultgemma", "bert", "roberta", "xlm_roberta",
@@ -61,50 +63,15 @@ def estimate_parameters(config: dict) -> Optional[int]:
     cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     get = _ints(cfg)
     hidden = get("hidden_size", "n_embd", "d_model")
-    layers = get("num_hidden_layers", "n_layer", "num_layers")
+    layers = layer_count(cfg)
     vocab = get("vocab_size", "padded_vocab_size")
     if not (hidden and layers and vocab):
         return None
     mtype = _model_type(config, cfg)
     classic = mtype.startswith(CLASSIC_TYPES) or cfg.get("position_embedding_type") == "absolute"
-    heads = get("num_attention_heads", "n_head") or max(1, hidden // 64)
-    kv = get("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
-    head_dim = get("head_dim") or hidden // heads
-
-    # ---- attention: multi-head latent attention (DeepSeek V2/V3) or q/k/v/o projections
-    kv_rank = get("kv_lora_rank")
-    if kv_rank:
-        nope, rope = get("qk_nope_head_dim") or head_dim, get("qk_rope_head_dim") or 0
-        v_dim = get("v_head_dim") or head_dim
-        q_rank = get("q_lora_rank")
-        q = hidden * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else hidden * heads * (nope + rope)
-        attn = q + hidden * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v_dim) + heads * v_dim * hidden
-    else:
-        attn = 2 * hidden * heads * head_dim + 2 * hidden * kv * head_dim
-        if classic or cfg.get("attention_bias") is True:
-            attn += 2 * heads * head_dim + 2 * kv * head_dim if classic else (heads + 2 * kv) * head_dim
-
-    # ---- MLP: gated (gate, up, down) or classic (up, down with biases)
-    act = str(cfg.get("hidden_act") or cfg.get("hidden_activation") or cfg.get("activation_function")
-              or "silu").lower()
-    gated = not classic and (any(a in act for a in GATED_ACTIVATIONS) or mtype.startswith("gemma"))
-    inter = get("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim") or 4 * hidden
-    dense_mlp = 3 * hidden * inter if gated else 2 * hidden * inter + (inter + hidden if classic else 0)
-
-    experts = get("num_experts", "num_local_experts", "n_routed_experts")
-    moe_mlp = dense_mlp
-    if experts and experts > 1:
-        expert_inter = get("moe_intermediate_size") or inter
-        moe_mlp = experts * 3 * hidden * expert_inter + hidden * experts            # experts + router
-        moe_mlp += (get("n_shared_experts") or 0) * 3 * hidden * expert_inter        # DeepSeek's shared experts
-        shared_inter = get("shared_expert_intermediate_size")                         # Qwen-MoE's shared expert
-        if shared_inter:
-            moe_mlp += 3 * hidden * shared_inter + hidden
-        moe_layers = sum(_is_moe_layer(i, cfg, get) for i in range(layers))
-    else:
-        moe_layers = 0
+    attn = _attention_parameters(cfg, get, hidden, classic)
     norms = (4 if classic else 2) * hidden
-    body = layers * (attn + norms) + moe_layers * moe_mlp + (layers - moe_layers) * dense_mlp
+    body = layers * (attn + norms) + _mlp_parameters(cfg, get, hidden, layers, mtype, classic)
 
     # ---- embeddings (+ the output head unless tied), learned positions, the last norm
     tied = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
@@ -115,6 +82,46 @@ def estimate_parameters(config: dict) -> Optional[int]:
         positions = get("max_position_embeddings", "n_positions") or 0
         return embed + (positions + (get("type_vocab_size") or 0)) * hidden + 2 * hidden + body
     return embed + body + hidden
+
+
+def _attention_parameters(cfg: dict, get: Any, hidden: int, classic: bool) -> int:
+    """One layer's attention: multi-head latent attention (DeepSeek V2/V3) or q/k/v/o projections
+    (with biases for classic models and ``attention_bias``)."""
+    heads = get("num_attention_heads", "n_head") or max(1, hidden // 64)
+    kv = get("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or heads
+    head_dim = get("head_dim") or hidden // heads
+    kv_rank = get("kv_lora_rank")
+    if kv_rank:
+        nope, rope = get("qk_nope_head_dim") or head_dim, get("qk_rope_head_dim") or 0
+        v_dim = get("v_head_dim") or head_dim
+        q_rank = get("q_lora_rank")
+        q = hidden * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else hidden * heads * (nope + rope)
+        return q + hidden * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v_dim) + heads * v_dim * hidden
+    attn = 2 * hidden * heads * head_dim + 2 * hidden * kv * head_dim
+    if classic or cfg.get("attention_bias") is True:
+        attn += 2 * heads * head_dim + 2 * kv * head_dim if classic else (heads + 2 * kv) * head_dim
+    return attn
+
+
+def _mlp_parameters(cfg: dict, get: Any, hidden: int, layers: int, mtype: str, classic: bool) -> int:
+    """All layers' MLPs: gated (gate, up, down) or classic (up, down with biases) dense ones, and the
+    routed and shared experts with their router in the layers that have experts."""
+    act = str(cfg.get("hidden_act") or cfg.get("hidden_activation") or cfg.get("activation_function")
+              or "silu").lower()
+    gated = not classic and (any(a in act for a in GATED_ACTIVATIONS) or mtype.startswith("gemma"))
+    inter = get("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim") or 4 * hidden
+    dense_mlp = 3 * hidden * inter if gated else 2 * hidden * inter + (inter + hidden if classic else 0)
+    experts = get("num_experts", "num_local_experts", "n_routed_experts")
+    if not (experts and experts > 1):
+        return layers * dense_mlp
+    expert_inter = get("moe_intermediate_size") or inter
+    moe_mlp = experts * 3 * hidden * expert_inter + hidden * experts            # experts + router
+    moe_mlp += (get("n_shared_experts") or 0) * 3 * hidden * expert_inter        # DeepSeek's shared experts
+    shared_inter = get("shared_expert_intermediate_size")                         # Qwen-MoE's shared expert
+    if shared_inter:
+        moe_mlp += 3 * hidden * shared_inter + hidden
+    moe_layers = sum(_is_moe_layer(i, cfg, get) for i in range(layers))
+    return moe_layers * moe_mlp + (layers - moe_layers) * dense_mlp
 
 
 # GGUF hyperparameter ({arch}.<key>) → the config.json key estimate_parameters reads

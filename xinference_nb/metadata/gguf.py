@@ -293,6 +293,21 @@ def _read_file(path: Path, size: int) -> GGUFInfo:
 
 
 def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
+    cur = _open_header(path, buf)
+    tensor_count = cur.count("tensor count")
+    kv_count = cur.count("metadata count")
+    raw, arrays = _read_metadata(cur, kv_count)
+    parameters, end_of_data = _read_tensor_infos(cur, tensor_count)
+    _check_data_section(cur, raw, tensor_count, end_of_data, size)
+    info = GGUFInfo(path, raw=raw, parameters=parameters, tensor_count=tensor_count)
+    _fill_typed_facts(info)
+    _decode_wanted_strings(info, cur, arrays)
+    return info
+
+
+def _open_header(path: Path, buf: Any) -> _Cursor:
+    """A cursor past the version field, in the byte order the file was written in; a version other
+    than 2 or 3 is a ParseError."""
     cur = _Cursor(buf, path)
     cur.pos = 4
     version = cur.unpack("I")
@@ -303,8 +318,11 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
     if version not in (2, 3):
         raise ParseError(f"{path}: GGUF version {version} is not supported (2 and 3 are); convert the model again "
                          "with a recent llama.cpp")
-    tensor_count = cur.count("tensor count")
-    kv_count = cur.count("metadata count")
+    return cur
+
+
+def _read_metadata(cur: _Cursor, kv_count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The key/value section: (scalar and string values by key, string offsets of the wanted arrays)."""
     raw: dict[str, Any] = {}
     arrays: dict[str, Any] = {}
     for _ in range(kv_count):
@@ -313,6 +331,11 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
         value = _value(cur, vtype, key, arrays)
         if value is not None:
             raw[key] = value
+    return raw, arrays
+
+
+def _read_tensor_infos(cur: _Cursor, tensor_count: int) -> tuple[int, int]:
+    """(parameter count, bytes of tensor data the infos describe, from the data section's start)."""
     quant_sizes = _quant_sizes() if tensor_count else {}
     parameters = 0
     end_of_data = 0
@@ -320,7 +343,7 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
         name = cur.string()
         n_dims = cur.unpack("I")
         if n_dims > 8:
-            raise ParseError(f"{path}: corrupt GGUF header (tensor {name!r} has {n_dims} dimensions)")
+            raise ParseError(f"{cur.path}: corrupt GGUF header (tensor {name!r} has {n_dims} dimensions)")
         numel = 1
         for _ in range(n_dims):
             numel *= cur.unpack("Q")
@@ -328,50 +351,63 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
         offset = cur.unpack("Q")
         sizes = quant_sizes.get(ggml_type)
         if sizes is None:
-            raise ParseError(f"{path}: tensor {name!r} has an unknown GGML type {ggml_type}; the file is corrupt or "
-                             "newer than the gguf package (pip install -U gguf)")
+            raise ParseError(f"{cur.path}: tensor {name!r} has an unknown GGML type {ggml_type}; the file is corrupt "
+                             "or newer than the gguf package (pip install -U gguf)")
         block, type_size = sizes
         parameters += numel
         end_of_data = max(end_of_data, offset + numel // block * type_size)
+    return parameters, end_of_data
+
+
+def _check_data_section(cur: _Cursor, raw: dict[str, Any], tensor_count: int, end_of_data: int, size: int) -> None:
+    """A ParseError unless general.alignment is a power of two and the tensor data fits in the file."""
     alignment = raw.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise ParseError(f"{path}: corrupt GGUF header (general.alignment = {alignment!r})")
+        raise ParseError(f"{cur.path}: corrupt GGUF header (general.alignment = {alignment!r})")
     data_start = cur.pos + (-cur.pos) % alignment
     # a file without tensors (llama.cpp's vocabulary-only ggml-vocab-*.gguf) has no data section: its
     # header may end unpadded before the aligned data start, and that is the whole file
     if tensor_count and data_start + end_of_data > size:
-        raise ParseError(f"{path}: truncated GGUF file: its header describes {data_start + end_of_data} bytes, the "
-                         f"file has {size}; the download was cut short, re-download it")
+        raise ParseError(f"{cur.path}: truncated GGUF file: its header describes {data_start + end_of_data} bytes, "
+                         f"the file has {size}; the download was cut short, re-download it")
 
-    info = GGUFInfo(path, raw=raw, parameters=parameters, tensor_count=tensor_count)
-    get = raw.get
 
-    def as_int(value: Any) -> Optional[int]:
-        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+def _as_int(value: Any) -> Optional[int]:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
-    def as_str(value: Any) -> Optional[str]:
-        return value if isinstance(value, str) else None
 
-    info.architecture = as_str(get("general.architecture"))
-    info.name = as_str(get("general.name"))
-    info.size_label = as_str(get("general.size_label"))
+def _as_str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _fill_typed_facts(info: GGUFInfo) -> None:
+    """Sets ``info``'s typed fields from its raw metadata (a value of the wrong type is None)."""
+    get = info.raw.get
+    info.architecture = _as_str(get("general.architecture"))
+    info.name = _as_str(get("general.name"))
+    info.size_label = _as_str(get("general.size_label"))
     if info.architecture:
         arch = info.architecture
-        info.context_length = as_int(get(f"{arch}.context_length"))
-        info.embedding_length = as_int(get(f"{arch}.embedding_length"))
-        info.block_count = as_int(get(f"{arch}.block_count"))
-        info.head_count = as_int(get(f"{arch}.attention.head_count"))
-        info.head_count_kv = as_int(get(f"{arch}.attention.head_count_kv"))
-        info.key_length = as_int(get(f"{arch}.attention.key_length"))
-        info.pooling_type = as_int(get(f"{arch}.pooling_type"))
-    info.chat_template = as_str(get("tokenizer.chat_template"))
+        info.context_length = _as_int(get(f"{arch}.context_length"))
+        info.embedding_length = _as_int(get(f"{arch}.embedding_length"))
+        info.block_count = _as_int(get(f"{arch}.block_count"))
+        info.head_count = _as_int(get(f"{arch}.attention.head_count"))
+        info.head_count_kv = _as_int(get(f"{arch}.attention.head_count_kv"))
+        info.key_length = _as_int(get(f"{arch}.attention.key_length"))
+        info.pooling_type = _as_int(get(f"{arch}.pooling_type"))
+    info.chat_template = _as_str(get("tokenizer.chat_template"))
     for key in ("bos", "eos", "eot", "eom"):
-        setattr(info, f"{key}_token_id", as_int(get(f"tokenizer.ggml.{key}_token_id")))
+        setattr(info, f"{key}_token_id", _as_int(get(f"tokenizer.ggml.{key}_token_id")))
     add_bos = get("tokenizer.ggml.add_bos_token")
     info.add_bos_token = add_bos if isinstance(add_bos, bool) else None
-    info.file_type = as_int(get("general.file_type"))
-    split = as_int(get("split.count"))
+    info.file_type = _as_int(get("general.file_type"))
+    split = _as_int(get("split.count"))
     info.split_count = split if split and split > 0 else 1
+
+
+def _decode_wanted_strings(info: GGUFInfo, cur: _Cursor, arrays: dict[str, Any]) -> None:
+    """Sets the languages, the vocabulary size and the texts of the special ids from the offsets of
+    the wanted string arrays."""
     if "general.languages" in arrays:
         info.languages = [x for x in (_string_at(cur, o) for o in arrays["general.languages"]) if x]
     offsets = arrays.get("tokenizer.ggml.tokens")
@@ -380,4 +416,3 @@ def _read(path: Path, buf: Any, size: int) -> GGUFInfo:
         for tid in (info.bos_token_id, info.eos_token_id, info.eot_token_id, info.eom_token_id):
             if tid is not None and 0 <= tid < len(offsets):
                 info.tokens[tid] = _string_at(cur, offsets[tid])
-    return info

@@ -75,6 +75,22 @@ def llm_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Layer count
+# ------------------------------------------------------------------------------------------------
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")   # config.json's layer count, first found wins
+
+
+def layer_count(config: dict) -> Optional[int]:
+    """The number of layers a config states: the first of LAYER_KEYS holding a positive integer."""
+    for key in LAYER_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
 # Context length
 # ------------------------------------------------------------------------------------------------
 

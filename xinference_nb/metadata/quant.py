@@ -7,6 +7,8 @@ spelling.
 * GGUF: ``general.file_type`` → llama.cpp's name (:func:`file_type_name`), and the quantization a
   file name states ("qwen2.5-7b-instruct-q4_k_m.gguf" → "q4_k_m"), one pattern for the launch
   (which file is which quantization) and parse (the name, the family's model id without it).
+* bitsandbytes on the fly: ``BNB_QUANTIZATIONS`` ("none", "4-bit", "8-bit"), the names a launch of
+  pytorch weights may ask for (manager, transformers engine, memory estimate, launch widget).
 """
 from __future__ import annotations
 
@@ -50,6 +52,21 @@ def strip_gguf_quantization(name: str) -> str:
     stem = _gguf_stem(name)
     m = _QUANT_AT_END.search(stem)
     return stem[:m.start()] if m else stem
+
+
+# ------------------------------------------------------------------------------------------------
+# bitsandbytes on the fly (pytorch weights quantized while the transformers engine loads them)
+# ------------------------------------------------------------------------------------------------
+
+BNB_QUANTIZATIONS = ("none", "4-bit", "8-bit")
+
+
+def bnb_quantization(quantization: Optional[str]) -> Optional[str]:
+    """The on-the-fly bitsandbytes quantization a launch names, spelled as in ``BNB_QUANTIZATIONS``
+    (any case, spaces around): "4-bit", "8-bit", or "none" for None / "" / "none"; None for any other
+    name (a GGUF or pre-quantized one, or a spelling such as "nf4" / "int4" the engine refuses)."""
+    q = (quantization or "").strip().lower() or "none"
+    return q if q in BNB_QUANTIZATIONS else None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,11 +24,7 @@ def audio_from_dir(ctx: Ctx, folder: Path, names: set[str], config: dict, model_
     fam = family_of(ctx, model_family)
     name = choose_model_name(ctx, model_name)
     doc: dict[str, Any] = {"version": 2, "model_name": name}
-    known = AUDIO_TYPES.get(mtype)
-    if known is None:
-        arch = next((a for a in archs if AUDIO_ARCH.search(a)), "")
-        if arch:
-            known = (mtype or arch, ["audio2text"] if arch.endswith(("ForCTC", "ForSpeechSeq2Seq")) else ["text2audio"])
+    known = _known_audio_model(mtype, archs)
     if not set_first(ctx, doc, "model_family", (fam.model_family if fam is not None else None, ctx.family_label),
                      (ctx.family, "model_family argument"),
                      (known[0] if known else None, f"config.json model_type {mtype!r}")):
@@ -43,18 +39,7 @@ def audio_from_dir(ctx: Ctx, folder: Path, names: set[str], config: dict, model_
                 f"config.json architectures {archs}")
     gen = hf.maybe_json(folder, "generation_config.json") or {}
     tok = hf.maybe_json(folder, "tokenizer_config.json") or {}
-    langs: Optional[list[str]] = None
-    lang_where = ""
-    lang_to_id = gen.get("lang_to_id")
-    if isinstance(lang_to_id, dict) and lang_to_id:
-        # in token-id order: Whisper's own language order (en, zh, de, es, …)
-        ordered = sorted(lang_to_id.items(), key=lambda kv: kv[1] if isinstance(kv[1], int) else 1 << 60)
-        langs = [k.strip("<|>") for k, _ in ordered]
-        lang_where = "generation_config.json lang_to_id"
-    elif isinstance(tok.get("language"), str) and tok["language"]:
-        code = tok["language"].lower()
-        langs = [ISO3.get(code, code)]
-        lang_where = "tokenizer_config.json language"
+    langs, lang_where = _stated_languages(gen, tok)
     multilingual = None
     if name.lower().endswith(".en") or ctx.loc.name_hint.lower().endswith(".en"):
         multilingual, mwhere = False, f"the name {ctx.loc.name_hint!r} ends with .en"
@@ -79,3 +64,28 @@ def audio_from_dir(ctx: Ctx, folder: Path, names: set[str], config: dict, model_
                 ctx.src(key, ctx.family_label)
     location_fields(ctx, doc, "")
     return doc
+
+
+def _known_audio_model(mtype: str, archs: list[str]) -> Optional[tuple[str, list[str]]]:
+    """(family, abilities) of a speech model_type we know, else of a speech architecture (a CTC or
+    speech-to-text head recognizes, anything else synthesizes), else None."""
+    known = AUDIO_TYPES.get(mtype)
+    if known is None:
+        arch = next((a for a in archs if AUDIO_ARCH.search(a)), "")
+        if arch:
+            known = (mtype or arch, ["audio2text"] if arch.endswith(("ForCTC", "ForSpeechSeq2Seq")) else ["text2audio"])
+    return known
+
+
+def _stated_languages(gen: dict, tok: dict) -> tuple[Optional[list[str]], str]:
+    """(languages, where) from Whisper's generation_config.json lang_to_id or the tokenizer's
+    language; (None, "") when neither states one."""
+    lang_to_id = gen.get("lang_to_id")
+    if isinstance(lang_to_id, dict) and lang_to_id:
+        # in token-id order: Whisper's own language order (en, zh, de, es, …)
+        ordered = sorted(lang_to_id.items(), key=lambda kv: kv[1] if isinstance(kv[1], int) else 1 << 60)
+        return [k.strip("<|>") for k, _ in ordered], "generation_config.json lang_to_id"
+    if isinstance(tok.get("language"), str) and tok["language"]:
+        code = tok["language"].lower()
+        return [ISO3.get(code, code)], "tokenizer_config.json language"
+    return None, ""

@@ -111,7 +111,7 @@ def detect_type(ctx: Ctx, folder: Path, names: set[str], config: Optional[dict],
         return "embedding", f"config.json {what} (an encoder)"
     if any(isinstance(cfg.get(k), dict) for k in ("text_config", "llm_config")) or (
             any(k in cfg for k in ("vocab_size", "padded_vocab_size"))
-            and any(k in cfg for k in ("num_hidden_layers", "num_layers", "n_layer"))):
+            and any(k in cfg for k in hf.LAYER_KEYS)):
         return "LLM", f"config.json{' architectures ' + str(archs) if archs else ''} (a decoder's sizes)"
     raise ParseError(f"{folder / 'config.json'}: cannot tell the model type (architectures={archs or None}, "
                      f"model_type={mtype or None}); pass model_type='LLM' / 'embedding' / 'rerank' / 'image' / 'audio'")

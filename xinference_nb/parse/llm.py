@@ -79,7 +79,24 @@ def facts_from_dir(ctx: Ctx, folder: Path, names: set[str], config: dict) -> LLM
     facts.context = found
     facts.no_context = "no context length in config.json or tokenizer_config.json: context_length assumed 2048"
 
-    # ---- tokens
+    _tokens_from_dir(facts, folder, config, tok_cfg, special_map, gen_cfg)
+
+    # ---- template, modalities, languages
+    facts.template = hf.chat_template(folder, tok_cfg)
+    facts.vision = _vision_from_dir(folder, names, config)
+    facts.audio = "config.json audio_config" if isinstance(config.get("audio_config"), dict) else None
+    if isinstance(config.get("language"), str):
+        facts.languages, facts.languages_where = [config["language"]], "config.json language"
+
+    # ---- format, quantization and size
+    _quantization_from_dir(ctx, facts, folder, config)
+    return facts
+
+
+def _tokens_from_dir(facts: LLMFacts, folder: Path, config: dict, tok_cfg: Optional[dict],
+                     special_map: Optional[dict], gen_cfg: Optional[dict]) -> None:
+    """Sets the special tokens, the eos id groups (generation config, config, the tokenizer's eos
+    token) and the texts of those ids."""
     has_tokenizer = bool(tok_cfg) or (folder / "tokenizer.json").is_file()
     table = hf.TokenTable(folder, tok_cfg)
     eos_tok = hf.special_token("eos_token", tok_cfg, special_map)
@@ -108,23 +125,18 @@ def facts_from_dir(ctx: Ctx, folder: Path, names: set[str], config: dict) -> LLM
         special["eos_token"] = texts[all_ids[0]]
     facts.stop_groups, facts.token_texts, facts.eos_text = groups, texts, eos_tok
 
-    # ---- template, modalities, languages
-    facts.template = hf.chat_template(folder, tok_cfg)
-    facts.vision = next((f"config.json {k}" for k in _VISION_KEYS if config.get(k)), None)
-    if facts.vision is None:
+
+def _vision_from_dir(folder: Path, names: set[str], config: dict) -> Optional[str]:
+    """Where the folder says the model sees images (a vision key of config.json, an image processor),
+    or None."""
+    vision = next((f"config.json {k}" for k in _VISION_KEYS if config.get(k)), None)
+    if vision is None:
         for fname in ("preprocessor_config.json", "processor_config.json"):
             if fname in names:
                 blob = json.dumps(hf.maybe_json(folder, fname) or {})
                 if "image_processor" in blob or "image_mean" in blob or "ImageProcessor" in blob:
-                    facts.vision = f"{fname} (an image processor)"
-                    break
-    facts.audio = "config.json audio_config" if isinstance(config.get("audio_config"), dict) else None
-    if isinstance(config.get("language"), str):
-        facts.languages, facts.languages_where = [config["language"]], "config.json language"
-
-    # ---- format, quantization and size
-    _quantization_from_dir(ctx, facts, folder, config)
-    return facts
+                    return f"{fname} (an image processor)"
+    return vision
 
 
 def _quantization_from_dir(ctx: Ctx, facts: LLMFacts, folder: Path, config: dict) -> None:
@@ -247,28 +259,8 @@ def llm_document(ctx: Ctx, facts: LLMFacts, model_family: Optional[str], model_n
     fam = family_of(ctx, model_family, facts.name_candidates, facts.architectures or None)
     name = choose_model_name(ctx, model_name)
     doc: dict[str, Any] = {"version": 2, "model_name": name}
-
-    # ---- family name written into the spec
-    if fam is not None and ctx.family in builtins_of("LLM"):
-        doc["model_family"] = name
-        ctx.src("model_family", f"model_name (a custom LLM's family may not be a built-in name; fallback facts "
-                                f"from built-in {ctx.family!r})")
-    elif ctx.family:
-        doc["model_family"] = ctx.family
-        ctx.src("model_family", "model_family argument")
-    else:
-        doc["model_family"] = name
-        ctx.src("model_family", "model_name (no model_family given and no built-in family matched)")
-
-    # ---- context length: the files, the family, else assumed
-    found = facts.context
-    if found is None and fam is not None and fam.context_length:
-        found = fam.context_length, ctx.family_label
-    if found is None:
-        found = DEFAULT_CONTEXT, ASSUMED
-        ctx.warn(facts.no_context)
-    doc["context_length"] = found[0]
-    ctx.src("context_length", found[1])
+    doc["model_family"] = _family_field(ctx, fam, name)
+    doc["context_length"] = _context_length(ctx, facts, fam)
 
     # ---- template, reasoning, abilities, languages, stops
     ctx.special_tokens.update(facts.special_tokens)
@@ -296,8 +288,37 @@ def llm_document(ctx: Ctx, facts: LLMFacts, model_family: Optional[str], model_n
     if fam is not None and getattr(fam, "tool_parser", None) and "tools" in doc["model_ability"]:
         doc["tool_parser"] = fam.tool_parser
         ctx.src("tool_parser", ctx.family_label)
+    doc["model_specs"] = [_spec_entry(ctx, facts, fam)]
+    return doc
 
-    # ---- the model_specs entry
+
+def _family_field(ctx: Ctx, fam: Any, name: str) -> str:
+    """The model_family written into the spec: a custom LLM's family may not be a built-in name."""
+    if fam is not None and ctx.family in builtins_of("LLM"):
+        ctx.src("model_family", f"model_name (a custom LLM's family may not be a built-in name; fallback facts "
+                                f"from built-in {ctx.family!r})")
+        return name
+    if ctx.family:
+        ctx.src("model_family", "model_family argument")
+        return ctx.family
+    ctx.src("model_family", "model_name (no model_family given and no built-in family matched)")
+    return name
+
+
+def _context_length(ctx: Ctx, facts: LLMFacts, fam: Any) -> int:
+    """The context length: the files', else the family's, else assumed (with a warning)."""
+    found = facts.context
+    if found is None and fam is not None and fam.context_length:
+        found = fam.context_length, ctx.family_label
+    if found is None:
+        found = DEFAULT_CONTEXT, ASSUMED
+        ctx.warn(facts.no_context)
+    ctx.src("context_length", found[1])
+    return found[0]
+
+
+def _spec_entry(ctx: Ctx, facts: LLMFacts, fam: Any) -> dict:
+    """The one model_specs entry: format and quantization as read, the size chosen, the location."""
     p = "model_specs[0]."
     entry = dict(facts.entry)
     for path, text in facts.entry_sources.items():
@@ -312,8 +333,7 @@ def llm_document(ctx: Ctx, facts: LLMFacts, model_family: Optional[str], model_n
         entry["activated_size_in_billions"] = size_form(active)
         ctx.src(p + "activated_size_in_billions", f"name {ctx.loc.name_hint!r}")
     location_fields(ctx, entry, p)
-    doc["model_specs"] = [entry]
-    return doc
+    return entry
 
 
 def _abilities(ctx: Ctx, template: Optional[str], template_where: str, has_vision: Optional[str],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ParseError
+from ..errors import ParseError, shorten
 
 SAMPLE_MESSAGES: list[dict] = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -130,9 +130,7 @@ class ParsedModel:
         lines = [f"ParsedModel({self.model_type} {name!r} from {self.path})"]
         for fld, value, source in self.table():
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-            text = text.replace("\n", "\\n")
-            if len(text) > 60:
-                text = text[:57] + "..."
+            text = shorten(text.replace("\n", "\\n"), 60)
             lines.append(f"  {fld:<40} {text:<60}  ← {source}")
         for w in self.warnings:
             lines.append(f"  ! {w}")

@@ -43,6 +43,12 @@ def builtin_specs(model_type: str) -> dict[str, AnySpec]:
     return out
 
 
+def builtin_family(model_family: Optional[str]) -> Optional[AnySpec]:
+    """The built-in LLM document named ``model_family`` (None when there is none): where a launched
+    LLM without its own chat template or tool parser takes them from (chat.build_chat_format)."""
+    return builtin_specs("LLM").get(model_family) if model_family else None
+
+
 class Registry:
     """The registrations visible from this process under one home folder."""
 

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .._version import __version__
 from .deps import close_state, init_state
 from .http_errors import install_error_handlers
 from .middleware import install_middleware

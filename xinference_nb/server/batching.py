@@ -79,7 +79,6 @@ class Batcher:
         return await pending.future
 
     async def _work(self, key: Hashable, queue: asyncio.Queue) -> None:
-        loop = asyncio.get_running_loop()
         carry: Optional[_Pending] = None
         while True:
             if carry is not None:
@@ -99,46 +98,54 @@ class Batcher:
                         self._workers.pop(key, None)
                         return
                     continue
-            batch = [first]
-            count = len(first.items)
-
-            def take_queued() -> None:
-                nonlocal count, carry
-                while carry is None and count < self.max_items and not queue.empty():
-                    nxt = queue.get_nowait()
-                    if count + len(nxt.items) > self.max_items:
-                        carry = nxt
-                        return
-                    batch.append(nxt)
-                    count += len(nxt.items)
-
-            take_queued()
-            await asyncio.sleep(0)  # let requests already on the wire reach the queue
-            take_queued()
-            if len(batch) > 1 and self.max_wait_s > 0:
-                # under load: collect a little longer, the next call is worth filling
-                deadline = loop.time() + self.max_wait_s
-                while carry is None and count < self.max_items:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        nxt = await asyncio.wait_for(queue.get(), remaining)
-                    except asyncio.TimeoutError:
-                        break
-                    if count + len(nxt.items) > self.max_items:
-                        carry = nxt
-                        break
-                    batch.append(nxt)
-                    count += len(nxt.items)
-                    take_queued()
+            batch, carry = await self._gather(first, queue)
             batch = [p for p in batch if not p.future.done()]  # callers that went away
             if batch:
                 await self._run(key, batch)
             # the results are the callers' now: hold no reference to them while waiting for more work
-            batch = first = nxt = None  # type: ignore[assignment]
+            batch = first = None  # type: ignore[assignment]
             self._dirty = True
             await self._housekeep()
+
+    async def _gather(self, first: _Pending, queue: asyncio.Queue) -> tuple[list[_Pending], Optional[_Pending]]:
+        """(the batch that starts with ``first``, the request that did not fit in it): what is queued
+        now and after one loop turn, and under load what arrives within max_wait_s, up to max_items."""
+        loop = asyncio.get_running_loop()
+        carry: Optional[_Pending] = None
+        batch = [first]
+        count = len(first.items)
+
+        def take_queued() -> None:
+            nonlocal count, carry
+            while carry is None and count < self.max_items and not queue.empty():
+                nxt = queue.get_nowait()
+                if count + len(nxt.items) > self.max_items:
+                    carry = nxt
+                    return
+                batch.append(nxt)
+                count += len(nxt.items)
+
+        take_queued()
+        await asyncio.sleep(0)  # let requests already on the wire reach the queue
+        take_queued()
+        if len(batch) > 1 and self.max_wait_s > 0:
+            # under load: collect a little longer, the next call is worth filling
+            deadline = loop.time() + self.max_wait_s
+            while carry is None and count < self.max_items:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                if count + len(nxt.items) > self.max_items:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                count += len(nxt.items)
+                take_queued()
+        return batch, carry
 
     async def _housekeep(self, force: bool = False) -> None:
         if self.housekeeping is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,9 +48,12 @@ class AutoRegisterBody(_Body):
 
 
 class _GenerateBody(_Body):
-    """The sampling fields that completions and chat requests share (typed here; the rest of an OpenAI
-    request is mapped by server/openai.py, and the values are checked by chat.parse_generate_config)."""
+    """The sampling fields that completions and chat requests share, typed here for /openapi.json. The
+    body becomes one checked ``chat.GenerateConfig`` (``openai.to_generate_config``: OpenAI's fields
+    mapped, then every generate_config key and range checked once) that the route hands the model."""
 
+    call_fields: ClassVar[tuple[str, ...]] = ("model",)   # what the route hands the call apart
+    chat: ClassVar[bool] = False                           # a chat template reads the thinking fields
     stream: bool = False
     stream_options: Optional[dict[str, Any]] = None
     max_tokens: Optional[int] = None
@@ -63,11 +66,14 @@ class _GenerateBody(_Body):
 
 
 class CompletionBody(_GenerateBody):
+    call_fields: ClassVar[tuple[str, ...]] = ("model", "prompt")
     model: str
     prompt: Union[str, list[str]]
 
 
 class ChatBody(_GenerateBody):
+    call_fields: ClassVar[tuple[str, ...]] = ("model", "messages", "tools")
+    chat: ClassVar[bool] = True
     model: str
     messages: list[dict[str, Any]]
     tools: Optional[list[dict[str, Any]]] = None

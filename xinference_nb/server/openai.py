@@ -1,11 +1,12 @@
 """OpenAI request → ``generate_config``: what /v1/completions and /v1/chat/completions hand the model.
 
-    cfg, enable_thinking = generate_config(request_fields(body), skip=("model", "messages", "tools"))
+    config, enable_thinking = to_generate_config(body)   # a checked chat.GenerateConfig
 
 No field is dropped silently. OpenAI's bookkeeping fields (``user``, ``metadata``, ``store``, ...:
 OPENAI_BOOKKEEPING) are accepted and not acted on; fields that change the output are accepted at the
 values that ask for what this server does (OPENAI_DEFAULTS) and refused at any other; every other
-key goes into generate_config, where the handle applies it or refuses it. ``max_completion_tokens``
+key goes into generate_config, which ``chat.GenerateConfig`` checks (once: the handle is given the
+checked config and applies it) or refuses. ``max_completion_tokens``
 becomes ``max_tokens``; ``chat_template_kwargs: {"enable_thinking": bool}``, ``enable_thinking`` and
 ``reasoning_effort: "none"`` become the chat call's ``enable_thinking``; ``tool_choice: "none"``
 sends no tools (``chat_tools``). Unset sampling fields (None) are left out, so the model's own
@@ -16,8 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
+from ..chat import GenerateConfig
 from ..errors import InferenceError
-from .bodies import json_kwargs
+from .bodies import json_kwargs, request_fields
 
 # OpenAI request fields that OpenAI itself defines as bookkeeping (they do not change what the model
 # writes): accepted with any value and not acted on; README "OpenAI request fields" lists them
@@ -92,15 +94,23 @@ def generate_config(fields: Mapping[str, Any], skip: tuple[str, ...] = (), chat:
             _check_default(key, value)
         elif key == "stream_options":
             if value is not None:
-                cfg[key] = value            # checked (and applied) by chat.parse_generate_config
+                cfg[key] = value            # checked by chat.GenerateConfig
         elif not (value is None and key in UNSET_WHEN_NONE):
-            cfg[key] = value                # parse_generate_config refuses keys it does not know
+            cfg[key] = value                # chat.GenerateConfig refuses keys it does not know
     if enable_thinking is not None and not isinstance(enable_thinking, bool):
         raise InferenceError("enable_thinking must be true or false")
     if enable_thinking is not None and not chat:
         raise InferenceError("chat_template_kwargs / enable_thinking / reasoning_effort: a completion has no chat "
                              "template to turn thinking on or off; use /v1/chat/completions")
     return cfg, enable_thinking
+
+
+def to_generate_config(body: Any) -> tuple[GenerateConfig, Optional[bool]]:
+    """``(config, enable_thinking)`` of a completions or chat body (``bodies.CompletionBody`` /
+    ``ChatBody``): its OpenAI fields mapped (``generate_config``), then checked once as a
+    ``chat.GenerateConfig``; every refusal an ``InferenceError`` naming the field (a 400)."""
+    cfg, enable_thinking = generate_config(request_fields(body), body.call_fields, chat=body.chat)
+    return GenerateConfig.check(cfg), enable_thinking
 
 
 def _check_default(key: str, value: Any) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import XinfError
+from ..model_types import model_type
 
 ALLOWED_ROOTS_ENV = "XINFERENCE_NB_ALLOWED_ROOTS"
 # a folder sent over REST is walked (every file an engine may open must resolve inside the roots):
@@ -38,8 +39,8 @@ ALLOWED_ROOTS_ENV = "XINFERENCE_NB_ALLOWED_ROOTS"
 MAX_FOLDER_ENTRIES = 20_000
 MAX_FOLDER_DEPTH = 16
 # the routes that take file uploads: only there a multipart body gets max_upload_bytes
-UPLOAD_ROUTES = frozenset({"/v1/audio/transcriptions", "/v1/audio/speech", "/v1/audio/translations",
-                           "/v1/images/variations", "/v1/images/inpainting"})
+UPLOAD_ROUTES = frozenset([model_type("audio").routes[m] for m in ("transcriptions", "speech", "translations")]
+                          + [model_type("image").routes[m] for m in ("image_to_image", "inpainting")])
 
 
 class ServerError(XinfError):

@@ -2,7 +2,6 @@
 cache settings, model_uri handling, and the conversion of pydantic errors into field-named issues."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -11,7 +10,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator, model_serializer
 
-from ..errors import FieldIssue, SpecError
+from ..errors import FieldIssue, SpecError, short_value
 
 # Xinference 4.1 refuses only "", ".", "..", whitespace and + \ / ? % # & = ; its docs say
 # letters, digits, "_" and "-". We take the union that keeps names safe as file names: a letter or
@@ -223,7 +222,7 @@ def issues_from_validation_error(err: ValidationError, model_cls: type[BaseModel
         elif kind == "literal_error":
             msg = f"{given!r} is not allowed; {e['msg'].lower()}"
         elif kind in _TYPE_HINTS:
-            msg = f"{_TYPE_HINTS[kind]}, got {type(given).__name__} {_short(given)}"
+            msg = f"{_TYPE_HINTS[kind]}, got {type(given).__name__} {short_value(given, as_json=True)}"
         else:
             msg = e["msg"]
         issues.append(FieldIssue(path, msg))
@@ -234,11 +233,6 @@ def issues_from_validation_error(err: ValidationError, model_cls: type[BaseModel
             seen.add((issue.path, issue.message))
             unique.append(issue)
     return unique
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _allowed_keys(model_cls: type[BaseModel], loc: tuple) -> list[str]:

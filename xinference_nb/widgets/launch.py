@@ -11,6 +11,7 @@ import ipywidgets as W
 from ..display import LaunchedModel
 from ..display._html import esc, human_bytes
 from ..errors import FieldIssue, LaunchOptionError, XinfError
+from ..metadata.quant import BNB_QUANTIZATIONS
 from ..metadata.weights import weight_files_bytes
 from ..model_types import find_model_type, type_names
 from ._common import default_client, is_remote, status_html
@@ -172,7 +173,7 @@ class LaunchForm(W.VBox):
                 if q and q not in quants:
                     quants.append(q)
         if self.model_type.value == "LLM" and self.model_format.value in ("pytorch", "(default)"):
-            quants += [q for q in ("4-bit", "8-bit") if q not in quants]
+            quants += [q for q in BNB_QUANTIZATIONS if q != "none" and q not in quants]
         _set_options(self.quantization, quants or ["none"])
         fmt = None if self.model_format.value == "(default)" else self.model_format.value
         if is_remote(self.client):

@@ -7,11 +7,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from ...errors import InferenceError
+from ...model_types import model_type
 from ..bodies import (SpeechBody, check_form_text, extras, form_bool, form_number, json_body, json_kwargs,
                       pydantic_message, read_form)
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter(tags=["audio"])
+ROUTES = model_type("audio").routes   # speech, transcriptions, translations
 
 AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "opus": "audio/ogg",
                "aac": "audio/aac", "pcm": "audio/pcm", "ogg": "audio/ogg"}
@@ -60,10 +62,10 @@ def audio_response(audio: Any, fmt: str) -> Response:
     return StreamingResponse(pieces(), media_type=media)
 
 
-@router.post("/v1/audio/speech", response_class=Response, openapi_extra=_SPEECH_OPENAPI)
+@router.post(ROUTES["speech"], response_class=Response, openapi_extra=_SPEECH_OPENAPI)
 async def speech(request: Request, client: ClientDep):
     body = await speech_body(request)
-    handle = await handle_for(client, body.model, "speech", "/v1/audio/speech")
+    handle = await handle_for(client, body.model, "speech", ROUTES["speech"])
     kw = json_kwargs(body.kwargs)
     extra = extras(body)
     # OpenAI's TTS fields at their "nothing asked" values are dropped; any other value is refused, not ignored
@@ -114,13 +116,13 @@ async def speech_to_text(request: Request, client: ClientDep, method: str, route
     return result
 
 
-@router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_OPENAPI)
+@router.post(ROUTES["transcriptions"], openapi_extra=_TRANSCRIPTION_OPENAPI)
 async def transcriptions(request: Request, client: ClientDep):
-    return await speech_to_text(request, client, "transcriptions", "/v1/audio/transcriptions")
+    return await speech_to_text(request, client, "transcriptions", ROUTES["transcriptions"])
 
 
-@router.post("/v1/audio/translations", openapi_extra=_TRANSCRIPTION_OPENAPI)
+@router.post(ROUTES["translations"], openapi_extra=_TRANSCRIPTION_OPENAPI)
 async def translations(request: Request, client: ClientDep):
     """Speech → English text, with the fields of /v1/audio/transcriptions."""
-    return await speech_to_text(request, client, "translations", "/v1/audio/translations")
+    return await speech_to_text(request, client, "translations", ROUTES["translations"])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ... import __version__
+from ..._version import __version__
 from ..deps import SettingsDep
 
 router = APIRouter(tags=["cluster"])

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from fastapi import APIRouter
 
 from ...errors import InferenceError, ModelNotFound
+from ...model_types import model_type
 from ..batching import Batcher
 from ..bodies import EmbeddingBody, RerankBody, extras, json_kwargs
 from ..deps import ClientDep, EmbedBatcherDep, RerankBatcherDep, call_model, handle_for
@@ -23,6 +24,9 @@ from ..http_errors import not_found
 from ..security import ServerSettings
 
 router = APIRouter()
+
+EMBEDDINGS = model_type("embedding").routes["create_embedding"]
+RERANK = model_type("rerank").routes["rerank"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,10 +110,10 @@ def _texts(inp: Any) -> Optional[list[str]]:
     return None
 
 
-@router.post("/v1/embeddings", tags=["openai"])
+@router.post(EMBEDDINGS, tags=["openai"])
 async def embeddings(body: EmbeddingBody, client: ClientDep, batcher: EmbedBatcherDep):
     uid = body.model
-    handle = await handle_for(client, uid, "create_embedding", "/v1/embeddings")
+    handle = await handle_for(client, uid, "create_embedding", EMBEDDINGS)
     fmt = body.encoding_format or "float"
     if fmt not in ("float", "base64"):
         raise InferenceError(f"encoding_format: {fmt!r} is not supported; use \"float\" or \"base64\"")
@@ -133,10 +137,10 @@ async def embeddings(body: EmbeddingBody, client: ClientDep, batcher: EmbedBatch
     return result
 
 
-@router.post("/v1/rerank", tags=["rerank"])
+@router.post(RERANK, tags=["rerank"])
 async def rerank(body: RerankBody, client: ClientDep, batcher: RerankBatcherDep):
     uid = body.model
-    await handle_for(client, uid, "rerank", "/v1/rerank")
+    await handle_for(client, uid, "rerank", RERANK)
     kw = json_kwargs(body.kwargs)
     kw.update({k: v for k, v in extras(body).items() if k not in kw})
     if body.max_chunks_per_doc is not None:

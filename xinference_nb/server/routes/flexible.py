@@ -5,10 +5,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ...model_types import model_type
 from ..bodies import FlexibleBody, extras
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter(tags=["flexible"])
+INFERS = model_type("flexible").routes["infer"]
 
 
 def jsonable(value: Any) -> Any:
@@ -21,8 +23,8 @@ def jsonable(value: Any) -> Any:
         return {"result": repr(value)}
 
 
-@router.post("/v1/flexible/infers")
+@router.post(INFERS)
 async def flexible(body: FlexibleBody, client: ClientDep):
-    handle = await handle_for(client, body.model, "infer", "/v1/flexible/infers")
+    handle = await handle_for(client, body.model, "infer", INFERS)
     result = await call_model(body.model, handle.infer, *(body.args or []), **extras(body))
     return jsonable(result)

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...model_types import model_type
 from ..bodies import ImageBody, extras, json_kwargs
 from ..deps import ClientDep, call_model, handle_for
 
 router = APIRouter(tags=["images"])
+GENERATIONS = model_type("image").routes["text_to_image"]
 
 
-@router.post("/v1/images/generations")
+@router.post(GENERATIONS)
 async def images(body: ImageBody, client: ClientDep):
-    handle = await handle_for(client, body.model, "text_to_image", "/v1/images/generations")
+    handle = await handle_for(client, body.model, "text_to_image", GENERATIONS)
     kw = json_kwargs(body.kwargs)
     kw.update(extras(body))
     kw.pop("user", None)

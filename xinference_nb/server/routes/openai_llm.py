@@ -10,19 +10,23 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ...chat import tool_calls_in_final_chunk
+from ...chat import GenerateConfig, tool_calls_in_final_chunk
 from ...chat_images import local_paths
+from ...model_types import model_type
 from ..bodies import ChatBody, CompletionBody, request_fields
 from ..deps import ClientDep, SettingsDep, StateDep, call_model, handle_for, llm_slots
-from ..openai import chat_tools, generate_config, single_prompt
+from ..openai import chat_tools, single_prompt, to_generate_config
 from ..sse import sse_response
 
 router = APIRouter(tags=["openai"])
 
+COMPLETIONS = model_type("LLM").routes["generate"]
+CHAT_COMPLETIONS = model_type("LLM").routes["chat"]
 
-async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, cfg: dict[str, Any], **kw: Any):
+
+async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, cfg: GenerateConfig, **kw: Any):
     """``handle.<method>(first, generate_config=cfg, **kw)`` in one of the model's LLM slots: the
-    result, or an SSE response for a stream."""
+    result, or an SSE response for a stream. ``cfg`` is already checked: the handle takes it as it is."""
     sem = llm_slots(state, uid)
     await sem.acquire()
     try:
@@ -30,7 +34,7 @@ async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, c
     except BaseException:
         sem.release()
         raise
-    if cfg.get("stream") and not isinstance(result, dict):
+    if cfg.stream and not isinstance(result, dict):
         if method == "chat":  # Xinference's wire shape: a stream's tool calls in its final chunk
             result = tool_calls_in_final_chunk(result)
         return sse_response(result, release=sem.release, counters=state, name=uid)  # the producer releases sem
@@ -38,23 +42,22 @@ async def llm_call(state: Any, uid: str, handle: Any, method: str, first: Any, c
     return result
 
 
-@router.post("/v1/completions")
+@router.post(COMPLETIONS)
 async def completions(request: Request, body: CompletionBody, client: ClientDep, state: StateDep):
-    handle = await handle_for(client, body.model, "generate", "/v1/completions")
+    handle = await handle_for(client, body.model, "generate", COMPLETIONS)
     prompt = single_prompt(body.prompt)
-    cfg, _ = generate_config(request_fields(body), ("model", "prompt"), chat=False)
+    cfg, _ = to_generate_config(body)
     return await llm_call(state, body.model, handle, "generate", prompt, cfg)
 
 
-@router.post("/v1/chat/completions")
+@router.post(CHAT_COMPLETIONS)
 async def chat_completions(request: Request, body: ChatBody, client: ClientDep, state: StateDep,
                            settings: SettingsDep):
-    handle = await handle_for(client, body.model, "chat", "/v1/chat/completions")
+    handle = await handle_for(client, body.model, "chat", CHAT_COMPLETIONS)
     for where, path in local_paths(body.messages):   # image files: inside the allowed roots, like model paths
         settings.check_path(path, f"{where} image path", walk=False)
-    fields = request_fields(body)
-    cfg, enable_thinking = generate_config(fields, ("model", "messages", "tools"))
-    kw: dict[str, Any] = {"tools": chat_tools(fields)}   # tool_choice "none": no tools
+    cfg, enable_thinking = to_generate_config(body)
+    kw: dict[str, Any] = {"tools": chat_tools(request_fields(body))}   # tool_choice "none": no tools
     if enable_thinking is not None:
         kw["enable_thinking"] = enable_thinking
     return await llm_call(state, body.model, handle, "chat", body.messages, cfg, **kw)
