@@ -437,3 +437,15 @@ def test_handle_enable_thinking_reaches_template(scripted):
     # the template did not open a reasoning block: plain text is content
     assert res["choices"][0]["message"] == {"role": "assistant", "content": "ok", "reasoning_content": None}
     assert handle.describe()["model_uid"] == handle.model_uid
+
+
+def test_stop_strings_are_bounded():
+    """Every stop string is looked for after every new token of a batch shared with other requests: a
+    request may set 64 of up to 1000 characters (OpenAI takes 4), more is refused naming the limits."""
+    from xinference_nb.chat import MAX_STOP_CHARS, MAX_STOPS, parse_generate_config
+
+    params, _ = parse_generate_config({"stop": ["x" * MAX_STOP_CHARS] * MAX_STOPS})
+    assert len(params.stop) == MAX_STOPS
+    for stop in (["x"] * (MAX_STOPS + 1), "x" * (MAX_STOP_CHARS + 1), ["a", "y" * 100_000]):
+        with pytest.raises(InferenceError, match=r"'stop'\] takes at most 64 strings of at most 1000 characters"):
+            parse_generate_config({"stop": stop})

@@ -392,6 +392,9 @@ MAX_SEED = 2**32 - 2
 # subnormal below 1.2e-38). The repetition penalty divides or multiplies logits the same way: values
 # outside REPETITION_PENALTY_RANGE act as its ends (the penalised tokens already win or lose outright).
 GREEDY_TEMPERATURE = 1e-20
+# the stop strings one request may set: each is looked for after every new token (OpenAI takes 4)
+MAX_STOPS = 64
+MAX_STOP_CHARS = 1000
 REPETITION_PENALTY_RANGE = (1e-20, 1e20)
 
 
@@ -466,6 +469,17 @@ class GenerateConfig(BaseModel):
     @classmethod
     def _tiny_temperature_is_greedy(cls, value: Optional[float]) -> Optional[float]:
         return 0.0 if value is not None and value < GREEDY_TEMPERATURE else value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_within_bounds(cls, value: Any) -> Any:
+        stops = [value] if isinstance(value, str) else list(value or ())
+        longest = max((len(s) for s in stops), default=0)
+        if len(stops) > MAX_STOPS or longest > MAX_STOP_CHARS:
+            raise InferenceError(f"generate_config['stop'] takes at most {MAX_STOPS} strings of at most "
+                                 f"{MAX_STOP_CHARS} characters each (each is looked for after every new token, "
+                                 f"in a batch shared with other requests), got {len(stops)} of up to {longest}")
+        return value
 
     @field_validator("repetition_penalty")
     @classmethod
