@@ -51,7 +51,7 @@ def dump(*_):
     tracemalloc.take_snapshot().dump(out + ".tmp")
     import os; os.replace(out + ".tmp", out)
 signal.signal(signal.SIGUSR1, dump)
-from xinference_nb.cli import main
+from xinference_nb.commands.cli import main
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -83,7 +83,7 @@ class Server:
         if trace:
             cmd = [sys.executable, "-c", _TRACE_WRAPPER, str(self.snap_path), "25", *serve]
         else:
-            cmd = [sys.executable, "-m", "xinference_nb.cli", *serve]
+            cmd = [sys.executable, "-m", "xinference_nb.commands.cli", *serve]
         self.log = open(home / "server.log", "w+")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(home))
         import psutil

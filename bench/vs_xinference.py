@@ -86,7 +86,7 @@ def remote_client(endpoint: str):
     try:
         return Client(endpoint)
     except NotImplementedError:  # before Client(url) returned the RemoteClient
-        from xinference_nb.remote import RemoteClient
+        from xinference_nb.client.remote import RemoteClient
 
         return RemoteClient(endpoint)
 
@@ -99,7 +99,7 @@ class NbServer:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, XINFERENCE_NB_HOME=str(workdir / "nb-server-home"))
         self.log = open(workdir / "nb-server.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.cli", "serve", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.commands.cli", "serve", "--port", str(self.port),
                                       "--allow-any-path", "--log-level", "warning"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60

@@ -384,7 +384,7 @@ stream = list(tooled.chat("Weather?", tools=TOOLS, generate_config={"max_tokens"
 print("streamed tool call:", stream[-1]["choices"][0]["delta"].get("tool_calls") or stream[-2]["choices"][0]["delta"])"""),
     ("md", "Every parser also works on text you already have:"),
     ("code", """\
-from xinference_nb.tool_parsers import get_tool_parser
+from xinference_nb.chat.tool_parsers import get_tool_parser
 print(get_tool_parser("llama3").parse('<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}'))
 print(get_tool_parser("glm5").parse('<tool_call>get_weather<arg_key>city</arg_key><arg_value>Rome</arg_value></tool_call>'))"""),
     ("code", """\

@@ -23,8 +23,8 @@ import weakref
 import pytest
 
 from xinference_nb.errors import LaunchError, LaunchOptionError, ParseError
-from xinference_nb.handles import handle_of
-from xinference_nb.options import parse_launch_options
+from xinference_nb.client.handles import handle_of
+from xinference_nb.engines.options import parse_launch_options
 
 from public_api import launch_by_path, shared_manager
 

@@ -26,7 +26,7 @@ from xinference_nb.chat import (
     split_reasoning,
 )
 from xinference_nb.errors import InferenceError, ModelNotFound
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.spec import load_spec
 
 CHATML = (
@@ -449,3 +449,14 @@ def test_stop_strings_are_bounded():
     for stop in (["x"] * (MAX_STOPS + 1), "x" * (MAX_STOP_CHARS + 1), ["a", "y" * 100_000]):
         with pytest.raises(InferenceError, match=r"'stop'\] takes at most 64 strings of at most 1000 characters"):
             parse_generate_config({"stop": stop})
+
+
+def test_a_checked_config_reads_as_the_dict_it_was_made_from():
+    """The server hands a handle a checked GenerateConfig: a handle that reads it as a dict (``get``,
+    ``in``, ``items``, ``dict()``) sees the keys that were sent, with the float32 clamps applied."""
+    from xinference_nb.chat import GenerateConfig
+
+    config = GenerateConfig.check({"max_tokens": 5, "stream": True, "temperature": 1e-40})
+    assert config.get("stream") is True and config.get("seed") is None and config.get("seed", 7) == 7
+    assert "max_tokens" in config and "seed" not in config
+    assert dict(config) == dict(config.items()) == {"max_tokens": 5, "stream": True, "temperature": 0.0}

@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 
 from server_fakes import LiveModels, embedding_doc  # noqa: E402
 
-from xinference_nb.cli import build_parser, main, table  # noqa: E402
+from xinference_nb.commands.cli import build_parser, main, table  # noqa: E402
 from xinference_nb.server.app import create_app  # noqa: E402
 from xinference_nb.server.runner import start_in_thread  # noqa: E402
 
@@ -155,7 +155,7 @@ def test_xinf_serve_standalone_process(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, XINFERENCE_NB_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.cli", "serve", "--port", str(port), "-ak", "k9",
+    proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.commands.cli", "serve", "--port", str(port), "-ak", "k9",
                              "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -174,12 +174,12 @@ def test_xinf_serve_standalone_process(tmp_path):
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer k9"}).json() == {
             "object": "list", "data": []}
         # a second server on the same port: a clear error, exit code 1
-        second = subprocess.run([sys.executable, "-m", "xinference_nb.cli", "serve", "--port", str(port)], env=env,
+        second = subprocess.run([sys.executable, "-m", "xinference_nb.commands.cli", "serve", "--port", str(port)], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert "already in use" in second.stderr and "--port" in second.stderr
         # the CLI against it
-        out = subprocess.run([sys.executable, "-m", "xinference_nb.cli", "list", "-e", url, "-ak", "k9"], env=env,
+        out = subprocess.run([sys.executable, "-m", "xinference_nb.commands.cli", "list", "-e", url, "-ak", "k9"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.splitlines()[0].startswith("UID")
     finally:

@@ -9,10 +9,11 @@ import shlex
 import pytest
 from test_magics import shell as magics_shell  # noqa: F401 - a fixture: the %xinf shell, reset after each test
 
-from xinference_nb import cli, commands
+from xinference_nb import commands
+from xinference_nb.commands import cli
 from xinference_nb.client import Client
 from xinference_nb.commands import BOTH, CLI, COMMANDS, MAGIC
-from xinference_nb.magics import UsageError, XinfMagics
+from xinference_nb.commands.magics import UsageError, XinfMagics
 
 
 class RecordingHandle:
@@ -112,7 +113,7 @@ def test_the_grammar_is_what_both_front_ends_render():
     # the commands both have are the shell's and the notebook's by nature only where marked
     assert {c.name for c in SHARED} == {"launch", "register", "unregister", "registrations", "list", "describe",
                                         "terminate", "parse", "generate", "chat", "serve"}
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
 
     for command in SHARED:
         method = command.call.split("(")[0]

@@ -26,7 +26,7 @@ import pytest
 
 from xinference_nb import Client
 from xinference_nb.errors import LaunchError
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.manager import ModelManager, get_manager
 
 try:  # tests/ is a rootdir-relative module dir (no __init__.py) ...

@@ -21,7 +21,7 @@ import pytest
 
 from xinference_nb.chat import GREEDY_TEMPERATURE, REPETITION_PENALTY_RANGE, parse_generate_config
 from xinference_nb.errors import InferenceError
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 
 from public_api import launch_by_path, shared_manager
 
@@ -238,7 +238,7 @@ def server(manager):
 
 
 def _remote(server, uid):
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
 
     return RemoteClient(server.url).get_model(uid)
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from xinference_nb.errors import InferenceError, LaunchOptionError
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.manager import ModelManager
 
 from public_api import launch_by_path, shared_manager
@@ -201,7 +201,7 @@ def test_batch_api_in_order_and_refusals(pair):
 def test_remote_batch_api_through_the_server(manager, pair, tmp_path):
     pytest.importorskip("fastapi")
     from xinference_nb import Client
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
     from xinference_nb.server.app import create_app
     from xinference_nb.server.runner import start_in_thread
 

@@ -9,7 +9,7 @@ import pytest
 
 from xinference_nb import Client
 from xinference_nb.errors import InferenceError, LaunchError
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.manager import ModelManager
 
 pytest.importorskip("transformers")
@@ -239,7 +239,7 @@ def test_builtin_family_fills_in_at_launch(manager, nb_home, tiny_llama_dir, tmp
     import shutil
 
     from xinference_nb.registry import builtin_family
-    from xinference_nb.tool_parsers import get_tool_parser
+    from xinference_nb.chat.tool_parsers import get_tool_parser
 
     bare = tmp_path / "bare"
     shutil.copytree(tiny_llama_dir, bare)

@@ -19,8 +19,8 @@ from test_llm_batching import _concurrently  # noqa: E402 - threads, results in 
 
 from xinference_nb.client import Client
 from xinference_nb.errors import InferenceError, LaunchError, LaunchOptionError
-from xinference_nb.handles import handle_of
-from xinference_nb.options import parse_launch_options
+from xinference_nb.client.handles import handle_of
+from xinference_nb.engines.options import parse_launch_options
 
 from public_api import launch_by_path, shared_manager
 
@@ -394,7 +394,7 @@ def test_xinf_launch_lm_and_magic(tiny_llama_dir, tiny_lora_dirs, hf, capsys):
     pytest.importorskip("fastapi")
     from IPython.core.interactiveshell import InteractiveShell
 
-    from xinference_nb.cli import main
+    from xinference_nb.commands.cli import main
     from xinference_nb.server.app import create_app
     from xinference_nb.server.runner import start_in_thread
 

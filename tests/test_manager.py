@@ -14,7 +14,7 @@ from xinference_nb import Client
 from xinference_nb import manager as manager_module
 from xinference_nb.engines import EngineModel, LoadRequest
 from xinference_nb.errors import EngineUnavailable, LaunchError, ModelNotFound
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.manager import ModelManager, get_manager
 from xinference_nb.memory import (
     estimate_gguf,
@@ -307,7 +307,7 @@ def _install(m, uid, model_type, model):
 
 
 def test_generic_handles_forward(manager):
-    from xinference_nb.handles import AudioHandle, EmbeddingHandle, FlexibleHandle, ImageHandle, RerankHandle
+    from xinference_nb.client.handles import AudioHandle, EmbeddingHandle, FlexibleHandle, ImageHandle, RerankHandle
 
     rec = Recorder()
     for model_type in ("embedding", "rerank", "image", "audio", "flexible"):

@@ -72,9 +72,9 @@ def test_manager_and_engines_follow_the_table():
 
 
 def test_handles_follow_the_table():
-    from xinference_nb.handles import FlexibleHandle, handle_for
+    from xinference_nb.client.handles import FlexibleHandle, handle_for
     from xinference_nb.manager import ModelManager
-    from xinference_nb.remote import RemoteFlexibleHandle, RemoteModelHandle
+    from xinference_nb.client.remote import RemoteFlexibleHandle, RemoteModelHandle
 
     manager = ModelManager()
     for row in MODEL_TYPE_TABLE:

@@ -18,7 +18,7 @@ import pytest
 
 from xinference_nb.chat import GENERATE_CONFIG_KEYS, STREAM_OPTIONS_KEYS
 from xinference_nb.errors import InferenceError, LaunchError, LaunchOptionError
-from xinference_nb.options import (ENGINE_OPTIONS, LAUNCH_LEVEL, OPTIONS, OTHER_ENGINE_OPTIONS, UNSUPPORTED,
+from xinference_nb.engines.options import (ENGINE_OPTIONS, LAUNCH_LEVEL, OPTIONS, OTHER_ENGINE_OPTIONS, UNSUPPORTED,
                                    accepted_options, check_engine_options)
 
 from public_api import launch, terminate

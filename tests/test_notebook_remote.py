@@ -20,7 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 from xinference_nb import display as d  # noqa: E402
 from xinference_nb.client import Client  # noqa: E402
-from xinference_nb.remote import RemoteClient, RemoteLLMHandle  # noqa: E402
+from xinference_nb.client.remote import RemoteClient, RemoteLLMHandle  # noqa: E402
 from xinference_nb.widgets import ChatBox, CompareView, LaunchForm, RegisterForm  # noqa: E402
 from xinference_nb.widgets import _common  # noqa: E402
 from xinference_nb.parse import where as where_module  # noqa: E402

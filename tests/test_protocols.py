@@ -164,7 +164,7 @@ def live(tmp_path_factory, tiny_llama_dir, minilm_dir, cross_encoder_dir, tiny_s
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("diffusers")
     from xinference_nb.client import Client
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
     from xinference_nb.server.app import create_app
     from xinference_nb.server.runner import start_in_thread
 

@@ -13,7 +13,7 @@ pytest.importorskip("httpx")
 from server_fakes import FakeClient, LiveModels, embedding_doc, fake_vector, wait_until  # noqa: E402
 
 from xinference_nb.errors import InferenceError, ModelNotFound, RegistryError, SpecError, XinfError  # noqa: E402
-from xinference_nb.remote import (RemoteClient, RemoteEmbeddingHandle, RemoteError, RemoteLLMHandle,  # noqa: E402
+from xinference_nb.client.remote import (RemoteClient, RemoteEmbeddingHandle, RemoteError, RemoteLLMHandle,  # noqa: E402
                                   RemoteRerankHandle, ServerUnreachable)
 from xinference_nb.server.app import create_app  # noqa: E402
 from xinference_nb.server.runner import start_in_thread  # noqa: E402
@@ -217,7 +217,8 @@ def test_launch_llm_without_engine_like_in_kernel(live, monkeypatch):
 def test_remote_launch_shows_the_servers_progress(live, monkeypatch, capfd):
     """The same tqdm bar as an in-kernel launch, fed by polling the server's progress route."""
     monkeypatch.setenv("XINFERENCE_NB_HOME", live.home)
-    from xinference_nb import progress, remote
+    from xinference_nb import progress
+    from xinference_nb.client import remote
 
     seen = []
     real_call = progress.LaunchProgress.__call__

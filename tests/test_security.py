@@ -139,7 +139,7 @@ def test_item4_error_in_an_sse_stream_is_its_last_event(raising_server):
 
 def test_item4_remote_client_sees_the_stream_error_and_the_model_serves_on(raising_server):
     from xinference_nb.errors import InferenceError
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
 
     rc = RemoteClient(raising_server.url)
     handle = rc.get_model("raising")
@@ -201,7 +201,7 @@ def test_item5_explicit_too_broad_root_is_refused_at_start(root, monkeypatch):
 
 def test_item5_xinf_serve_refuses_a_too_broad_root_with_exit_code_2(tmp_path):
     env = dict(os.environ, XINFERENCE_NB_HOME=str(tmp_path / "home"))
-    proc = subprocess.run([sys.executable, "-m", "xinference_nb.cli", "serve", "--port", str(_free_port()),
+    proc = subprocess.run([sys.executable, "-m", "xinference_nb.commands.cli", "serve", "--port", str(_free_port()),
                            "--allowed-root", "/", "--log-level", "warning"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
@@ -270,7 +270,7 @@ def test_item6_bind_to_all_interfaces_without_a_key_warns(caplog):
 def test_item6_xinf_serve_on_all_interfaces_prints_the_warning(tmp_path):
     port = _free_port()
     env = dict(os.environ, XINFERENCE_NB_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.cli", "serve", "--host", "0.0.0.0", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "xinference_nb.commands.cli", "serve", "--host", "0.0.0.0", "--port",
                              str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -780,7 +780,7 @@ def test_images_speech_transcription_over_rest(live, tiny_sd_dir, tiny_vits_dir,
         assert isinstance(out["text"], str)
         out2 = oa.audio.transcriptions.create(model=uids["asr"], file=("tone.wav", audio))
         assert isinstance(out2.text, str)
-        from xinference_nb.remote import RemoteClient
+        from xinference_nb.client.remote import RemoteClient
 
         rc = RemoteClient(live.url)
         assert rc.get_model(uids["asr"]).transcriptions(audio)["text"] == out["text"]

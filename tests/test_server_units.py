@@ -21,7 +21,8 @@ from fastapi.responses import StreamingResponse  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 import xinference_nb  # noqa: E402
-from xinference_nb import errors, remote  # noqa: E402
+from xinference_nb import errors  # noqa: E402
+from xinference_nb.client import remote  # noqa: E402
 from xinference_nb.errors import (FieldIssue, InferenceError, LaunchError, LaunchOptionError, SpecError,  # noqa: E402
                                   XinfError, error_class, wire_error)
 from xinference_nb.server.app import create_app  # noqa: E402
@@ -263,7 +264,7 @@ def test_sse_response_type_and_headers():
 # ------------------------------------------------------------------------------------------------
 
 def _all_xinf_errors() -> list[type]:
-    for module in ("xinference_nb.remote", "xinference_nb.progress", "xinference_nb.server.security",
+    for module in ("xinference_nb.client.remote", "xinference_nb.progress", "xinference_nb.server.security",
                    "xinference_nb.engines.virtualenv"):
         importlib.import_module(module)
     seen, todo = [], [XinfError]

@@ -31,7 +31,7 @@ ROUNDS = 10
 SCRIPT = textwrap.dedent(r'''
     import json, sys, threading, time
     from xinference_nb.errors import ModelNotFound
-    from xinference_nb.handles import handle_of
+    from xinference_nb.client.handles import handle_of
     from xinference_nb.manager import ModelManager
 
     mode, engine, path, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

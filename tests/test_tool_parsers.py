@@ -26,10 +26,10 @@ except ImportError:  # pragma: no cover - tests/ imported as a package
 
 from xinference_nb.chat import ChatFormat, build_chat_format, choose_tool_parser
 from xinference_nb.errors import SpecError
-from xinference_nb.handles import handle_of
+from xinference_nb.client.handles import handle_of
 from xinference_nb.registry import builtin_family
 from xinference_nb.spec import load_spec
-from xinference_nb.tool_parsers import (
+from xinference_nb.chat.tool_parsers import (
     TEMPLATE_MARKERS,
     TOOL_PARSER_NAMES,
     ToolCallStream,
@@ -208,7 +208,7 @@ def test_text_before_the_call_stays_content(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_malformed_call_is_content_with_a_warning(name, caplog):
     text = CASES[name]["malformed"]
-    with caplog.at_level(logging.WARNING, logger="xinference_nb.tool_parsers"):
+    with caplog.at_level(logging.WARNING, logger="xinference_nb.chat.tool_parsers"):
         content, calls = get_tool_parser(name).parse(text, TOOLS)
     assert calls == [] and content == text
     assert any(name in r.getMessage() and "stays in the content" in r.getMessage() for r in caplog.records)
@@ -596,7 +596,7 @@ MALFORMED_ARGUMENTS = [
 
 @pytest.mark.parametrize("name,text", MALFORMED_ARGUMENTS, ids=lambda v: v[:40] if isinstance(v, str) else v)
 def test_calls_that_cannot_be_valid_stay_content(name, text, caplog):
-    with caplog.at_level(logging.WARNING, logger="xinference_nb.tool_parsers"):
+    with caplog.at_level(logging.WARNING, logger="xinference_nb.chat.tool_parsers"):
         content, calls = get_tool_parser(name).parse(text, TOOLS)
     assert (content, calls) == (text, [])
     assert caplog.records and all(len(r.getMessage()) < 1500 for r in caplog.records)   # no 100k-char log lines

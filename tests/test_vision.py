@@ -17,7 +17,7 @@ PIL_Image = pytest.importorskip("PIL.Image")
 
 from test_magics import shell as magics_shell  # noqa: E402,F401,F811 - a fixture: the %xinf shell
 
-from xinference_nb import chat_images  # noqa: E402
+from xinference_nb.chat import images as chat_images  # noqa: E402
 from xinference_nb.chat import validate_messages  # noqa: E402
 from xinference_nb.client import Client  # noqa: E402
 from xinference_nb.errors import InferenceError, LaunchError  # noqa: E402
@@ -301,7 +301,7 @@ def test_rest_chat_with_image_parts_and_allowed_roots(models, images, server, tm
 
 
 def test_remote_client_sends_pil_images_and_local_files(models, images, server, tmp_path):
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
 
     handle = models["client"].get_model(models["vision"])
     expected = answer(handle.chat(ask(str(images / "white.png")), generate_config=GREEDY))
@@ -325,7 +325,7 @@ def test_remote_client_sends_pil_images_and_local_files(models, images, server, 
 
 
 def test_cli_chat_image_flag(models, images, server, capsys, tmp_path):
-    from xinference_nb import cli
+    from xinference_nb.commands import cli
 
     handle = models["client"].get_model(models["vision"])
     expected = answer(handle.chat(ask(str(images / "white.png")), generate_config=GREEDY))
@@ -680,7 +680,7 @@ def test_rest_refuses_hostile_images_with_clear_statuses(models, images, server,
 
 
 def test_remote_client_refuses_bad_images_before_sending(models, images, server, tmp_path):
-    from xinference_nb.remote import RemoteClient
+    from xinference_nb.client.remote import RemoteClient
 
     remote = RemoteClient(server.url).get_model(models["vision"])
     eps = tmp_path / "figure.png"

@@ -95,7 +95,7 @@ def remote_client(endpoint: str):
     try:
         return Client(endpoint)
     except NotImplementedError:
-        from xinference_nb.remote import RemoteClient
+        from xinference_nb.client.remote import RemoteClient
 
         return RemoteClient(endpoint)
 
@@ -610,7 +610,7 @@ def test_api_key_login(xinf_auth, minilm_dir):
     """4.x auth: no token → 401 with the fix in our message; an API key reaches the model query and
     inference routes only (403 elsewhere, Xinference's message passed through); a logged-in user's
     session token (POST /token) registers models. Both go in as ``api_key=``."""
-    from xinference_nb.remote import RemoteError
+    from xinference_nb.client.remote import RemoteError
 
     server, key = xinf_auth
     anonymous = remote_client(server.endpoint)
@@ -646,7 +646,7 @@ def remote_client_with_key(endpoint: str, api_key: str):
     try:
         return Client(endpoint, api_key=api_key)
     except NotImplementedError:
-        from xinference_nb.remote import RemoteClient
+        from xinference_nb.client.remote import RemoteClient
 
         return RemoteClient(endpoint, api_key=api_key)
 

@@ -59,6 +59,6 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext xinference_nb`` registers the %xinf magics."""
-    from .magics import load_ipython_extension as _load
+    from .commands.magics import load_ipython_extension as _load
 
     _load(ipython)

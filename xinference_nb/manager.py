@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional, Union
 
 from .engines import DevicePlan, Engine, EngineModel, LoadRequest, engines_for, find_engine
 from .errors import EngineUnavailable, LaunchError, ModelNotFound, XinfError
-from .options import check_engine_options, check_launch_args, check_path_value, lora_adapters, parse_launch_options
+from .engines.options import check_engine_options, check_launch_args, check_path_value, lora_adapters, parse_launch_options
 from .memory import (
     MemoryEstimate,
     cuda_available,

@@ -35,8 +35,8 @@ class ModelType:
     name: str                              # Xinference's spelling: "LLM", "embedding", ...
     aliases: tuple[str, ...]               # other spellings accepted (matched case-insensitively, as the name)
     spec: str                              # "module:Class" of its version-2 document
-    handle: str                            # class name in xinference_nb.handles
-    remote_handle: str                     # class name in xinference_nb.remote
+    handle: str                            # class name in xinference_nb.client.handles
+    remote_handle: str                     # class name in xinference_nb.client.remote
     protocol: str                          # typing.Protocol in xinference_nb.protocols both handles satisfy
     routes: Mapping[str, str]              # handle method → its REST route (POST): remote calls, server/routes serve
     has_model_specs: bool                  # documents list model_specs (format / size / quantization choices)
@@ -52,10 +52,10 @@ class ModelType:
         return _resolve(self.spec)
 
     def handle_class(self) -> type:
-        return _resolve(f"xinference_nb.handles:{self.handle}")
+        return _resolve(f"xinference_nb.client.handles:{self.handle}")
 
     def remote_handle_class(self) -> type:
-        return _resolve(f"xinference_nb.remote:{self.remote_handle}")
+        return _resolve(f"xinference_nb.client.remote:{self.remote_handle}")
 
     def protocol_class(self) -> type:
         return _resolve(f"xinference_nb.protocols:{self.protocol}")

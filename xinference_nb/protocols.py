@@ -1,6 +1,6 @@
 """One Protocol per handle type: what ``client.get_model(uid)`` returns, in-kernel or remote.
 
-The in-kernel handles (``xinference_nb.handles``) and the remote ones (``xinference_nb.remote``)
+The in-kernel handles (``xinference_nb.client.handles``) and the remote ones (``xinference_nb.client.remote``)
 both satisfy these, with Xinference's method names, arguments and defaults; tests/test_protocols.py
 checks every method on both and that each reaches the same engine method (in-kernel) or the REST
 route named in ``model_types`` (remote). Code that takes a handle can be typed with them:

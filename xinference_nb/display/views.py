@@ -94,7 +94,7 @@ class Message(_View):
 
 # ------------------------------------------------------------------------------------------ chat
 def _is_image_part(part: Any) -> bool:
-    from ..chat_images import IMAGE_PART_TYPES
+    from ..chat.images import IMAGE_PART_TYPES
 
     return isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES
 
@@ -124,7 +124,7 @@ def _images_html(content: Any) -> str:
     """Small thumbnails of a message's image parts (a placeholder for one that cannot be read here)."""
     if not isinstance(content, list):
         return ""
-    from ..chat_images import THUMBNAIL_PX, thumbnail_url
+    from ..chat.images import THUMBNAIL_PX, thumbnail_url
 
     tiles = []
     for i, part in enumerate(p for p in content if _is_image_part(p)):

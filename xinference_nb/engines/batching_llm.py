@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..chat import SamplingParams, TokenStream, incremental_deltas
 from ..errors import InferenceError
-from ..options import BASE_ADAPTER
+from .options import BASE_ADAPTER
 from ..threads import scope_event
 from . import CANCELLED, InFlight
 

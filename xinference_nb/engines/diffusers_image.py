@@ -36,7 +36,7 @@ from typing import Any, Optional
 from ..errors import InferenceError, LaunchError
 from ..metadata.gguf import looks_like_gguf
 from ..metadata.hf import read_json_object
-from ..options import ENGINE_OPTIONS, UNSUPPORTED, LoraAdapter, image_lora_kwargs, lora_adapters
+from .options import ENGINE_OPTIONS, UNSUPPORTED, LoraAdapter, image_lora_kwargs, lora_adapters
 from . import EngineModel, LoadRequest
 from ..memory import release_memory
 from .flexible import backend_options, torch_memory_bytes

@@ -59,7 +59,7 @@ def torch_memory_bytes(*modules: Any) -> Optional[int]:
 
 
 # launch_model keywords that are about the launch itself, never backend arguments
-from ..options import NOT_FOR_BACKENDS as LAUNCH_KEYS  # noqa: E402
+from .options import NOT_FOR_BACKENDS as LAUNCH_KEYS  # noqa: E402
 
 
 def backend_options(options: dict[str, Any]) -> dict[str, Any]:

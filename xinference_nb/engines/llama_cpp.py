@@ -22,7 +22,7 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
                     check_prompt_fits, split_stops)
 from ..errors import FieldIssue, InferenceError, LaunchError, LaunchOptionError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
-from ..options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters
+from .options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters
 from . import InFlight, LoadRequest
 
 
@@ -97,7 +97,7 @@ def resolve_gguf_file(path: Path, model_spec: Any = None, quantization: Optional
 
 
 def _llama_params() -> set[str]:
-    from ..options import llama_init_params   # the same list the manager checks launch options against
+    from .options import llama_init_params   # the same list the manager checks launch options against
 
     return set(llama_init_params())
 

@@ -26,7 +26,7 @@ from .flexible import torch_memory_bytes
 from .imports import import_without_peft
 
 # launch_model(**kwargs) handed to the sentence-transformers constructors: the engine's options in
-# xinference_nb.options.ENGINE_OPTIONS (one table for the manager's check and for this engine)
+# xinference_nb.engines.options.ENGINE_OPTIONS (one table for the manager's check and for this engine)
 
 _EMBED_KWARGS = ("batch_size", "normalize_embeddings", "prompt_name", "prompt", "dimensions", "encoding_format",
                  "model", "user", "truncate_dim", "show_progress_bar")
@@ -67,7 +67,7 @@ class _TokenCounter:
 def _constructor_kwargs(request: LoadRequest, cls: Any) -> dict[str, Any]:
     import inspect
 
-    from ..options import ENGINE_OPTIONS
+    from .options import ENGINE_OPTIONS
 
     names = ENGINE_OPTIONS[(request.model_type, "sentence_transformers")]
 

@@ -28,7 +28,7 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
                     check_prompt_fits, decode_text, incremental_deltas, read_own_chat_template, split_stops)
 from ..errors import InferenceError, LaunchError
 from ..metadata.quant import BNB_QUANTIZATIONS, bnb_quantization
-from ..options import BASE_ADAPTER, LoraAdapter, lora_adapters
+from .options import BASE_ADAPTER, LoraAdapter, lora_adapters
 from ..threads import scope_event
 from . import InFlight, LoadRequest
 from .lora_guards import adapter_fits_base, config_patterns_problem, dropped_weights, scaling_problem
@@ -77,7 +77,7 @@ def _max_memory(gpu_ids: list[int]) -> Optional[dict]:
 def pretrained_kwargs(request: LoadRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     """(for every file, for the weights) keywords of from_pretrained: trust_remote_code; then dtype,
     device map, memory, quantization and attention (shared with transformers_vision). ``revision`` is
-    refused by options.py: the files are local."""
+    refused by engines/options.py: the files are local."""
     opts = request.options
     trust = opts.get("trust_remote_code") is True   # parsed by options.parse_launch_options: a real bool
     common: dict[str, Any] = {"trust_remote_code": trust}

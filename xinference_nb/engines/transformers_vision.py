@@ -32,7 +32,7 @@ APPLIED_OPTIONS = ("trust_remote_code", "dtype", "torch_dtype", "context_length"
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    from ..options import ENGINE_OPTIONS
+    from .options import ENGINE_OPTIONS
 
     taken = ENGINE_OPTIONS.get(("LLM", "transformers"), ())
     refused = [k for k in options if k in taken and k not in APPLIED_OPTIONS]

@@ -226,7 +226,7 @@ class ServerSettings:
         walked (``walk``; False for a path that must be a file, such as an image's: its reader refuses
         a folder with its own 400)."""
         if isinstance(value, str):
-            from ..options import check_path_value
+            from ..engines.options import check_path_value
 
             problem = check_path_value(value, what)   # NUL bytes, over-long names: 400, whatever the roots
             if problem:

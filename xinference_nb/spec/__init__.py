@@ -127,7 +127,7 @@ def _uris(spec: BaseModel) -> list[tuple[str, str, str]]:
 
 def uri_form_issues(spec: BaseModel) -> list[FieldIssue]:
     """Relative paths and remote schemes are refused whatever the file system holds."""
-    from ..options import check_path_value
+    from ..engines.options import check_path_value
 
     issues = []
     for path, uri, _ in _uris(spec):

@@ -144,8 +144,8 @@ class LLMSpec(_NameMixin):
             issues.append(FieldIssue(missing, "the reasoning tags go together: set both, e.g. \"<think>\" and "
                                      "\"</think>\", or neither"))
         if self.tool_parser is not None:
-            # the names live with the parsers (tool_parsers.py imports only the standard library)
-            from ..tool_parsers import TOOL_PARSER_NAMES, unknown_tool_parser_message
+            # the names live with the parsers (chat/tool_parsers.py imports only the standard library)
+            from ..chat.tool_parsers import TOOL_PARSER_NAMES, unknown_tool_parser_message
 
             if self.tool_parser not in TOOL_PARSER_NAMES:
                 issues.append(FieldIssue("tool_parser", unknown_tool_parser_message(self.tool_parser)))

@@ -9,7 +9,7 @@ import ipywidgets as W
 
 from ..display import ChatTranscript, ChatView, stream_chat
 from ..display._html import esc, human_bytes
-from ..chat_images import user_message
+from ..chat.images import user_message
 from ..errors import XinfError
 from ._common import default_client, is_remote, status_html, where
 

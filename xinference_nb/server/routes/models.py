@@ -34,7 +34,7 @@ def launch_kwargs(body: LaunchBody, settings: ServerSettings) -> dict[str, Any]:
     payload = body.model_dump()
     payload.update(extras(body))
     # the options' types first (strict booleans...), so the guards and the engine read the same values
-    from ...options import parse_launch_options
+    from ...engines.options import parse_launch_options
     from ...spec import normalize_model_type
 
     named = set(LaunchBody.model_fields) | {"n_worker"}

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ...chat import GenerateConfig, tool_calls_in_final_chunk
-from ...chat_images import local_paths
+from ...chat.images import local_paths
 from ...model_types import model_type
 from ..bodies import ChatBody, CompletionBody, request_fields
 from ..deps import ClientDep, SettingsDep, StateDep, call_model, handle_for, llm_slots

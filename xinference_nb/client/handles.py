@@ -2,7 +2,7 @@
 
 A handle holds only the manager and the uid: every call looks the running model up (a clear
 ``ModelNotFound`` once it was terminated) and marks it as recently used (LRU eviction, idle TTL).
-LLM handles run chat logic from chat.py on top of an engine's ``ChatLLM``; the other handles forward
+LLM handles run chat logic from chat/__init__.py on top of an engine's ``ChatLLM``; the other handles forward
 to the engine model's method of the same name, arguments and result unchanged.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
-from .chat import (
+from ..chat import (
     ChatLLM,
     ReasoningSplitter,
     StopFilter,
@@ -28,14 +28,14 @@ from .chat import (
     validate_messages,
     validate_tools,
 )
-from .chat_images import take_images
-from .errors import InferenceError
-from .progress import map_in_order
-from .protocols import SpeechToTextMethods
-from .tool_parsers import ToolCallStream
+from ..chat.images import take_images
+from ..errors import InferenceError
+from ..progress import map_in_order
+from ..protocols import SpeechToTextMethods
+from ..chat.tool_parsers import ToolCallStream
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .manager import ModelManager
+    from ..manager import ModelManager
 
 
 class ModelHandle:
@@ -338,7 +338,7 @@ class FlexibleHandle(ModelHandle):
 
 def handle_for(manager: "ModelManager", model_uid: str, model_type: str) -> ModelHandle:
     """The handle class the model-type table names for ``model_type`` (FlexibleHandle for an unknown type)."""
-    from .model_types import find_model_type
+    from ..model_types import find_model_type
 
     row = find_model_type(model_type)
     cls: type[ModelHandle] = globals()[row.handle] if row is not None else FlexibleHandle

@@ -30,8 +30,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .engines import ENGINES
-from .errors import FieldIssue, LaunchOptionError, short_value
+from . import ENGINES
+from ..errors import FieldIssue, LaunchOptionError, short_value
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import os
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import quote
 
-from .errors import EngineUnavailable, FieldIssue, InferenceError, LaunchError, SpecError, XinfError, error_class
-from .protocols import SpeechToTextMethods
+from ..errors import EngineUnavailable, FieldIssue, InferenceError, LaunchError, SpecError, XinfError, error_class
+from ..protocols import SpeechToTextMethods
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 ENDPOINT_ENV = "XINFERENCE_NB_ENDPOINT"
@@ -111,7 +111,7 @@ class _ProgressFollower:
     def __enter__(self) -> "_ProgressFollower":
         import httpx
 
-        from .progress import LaunchProgress
+        from ..progress import LaunchProgress
 
         # its own connection: the launch request holds the main one until the model is ready
         self._client = httpx.Client(base_url=self.http.endpoint, headers=self.http.headers, timeout=5.0,
@@ -316,7 +316,7 @@ class RemoteClient:
         }
         payload.update(kwargs)
         params = None if wait_ready else {"wait_ready": "false"}
-        from .progress import progress_enabled
+        from ..progress import progress_enabled
 
         if not (wait_ready and progress_enabled(show_progress)):
             return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
@@ -375,7 +375,7 @@ class RemoteClient:
     def get_model(self, model_uid: str) -> "RemoteModelHandle":
         """The handle class the model-type table names for the model's type (RemoteFlexibleHandle for
         a type it does not know)."""
-        from .model_types import find_model_type
+        from ..model_types import find_model_type
 
         desc = self.describe_model(model_uid)
         model_type = desc.get("model_type", "LLM")
@@ -406,7 +406,7 @@ class RemoteModelHandle:
 
     def _route(self, method: str) -> str:
         """The REST route of one of this handle's methods, from the model-type table."""
-        from .model_types import model_type
+        from ..model_types import model_type
 
         return model_type(type(self).model_type).routes[method]
 
@@ -427,7 +427,7 @@ class RemoteLLMHandle(RemoteModelHandle):
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        from .chat_images import for_remote
+        from ..chat.images import for_remote
 
         # PIL images and this machine's image files travel as data URLs (the server cannot read them here)
         body: dict[str, Any] = {"model": self.model_uid, "messages": for_remote(messages)}
@@ -447,7 +447,7 @@ class RemoteLLMHandle(RemoteModelHandle):
                        progress: bool = True) -> list[dict[str, Any]]:
         """``generate`` for each prompt, sent concurrently (the server batches them), results in order."""
         from .handles import BATCH_WORKERS, check_batch
-        from .progress import map_in_order
+        from ..progress import map_in_order
 
         prompts, cfg = check_batch(prompts, "prompts", generate_config, progress)
         return map_in_order(lambda p: self.generate(p, cfg), prompts, workers=BATCH_WORKERS, progress=progress,
@@ -457,7 +457,7 @@ class RemoteLLMHandle(RemoteModelHandle):
                    generate_config: Optional[dict[str, Any]] = None, progress: bool = True) -> list[dict[str, Any]]:
         """``chat`` for each message list, sent concurrently (the server batches them), results in order."""
         from .handles import BATCH_WORKERS, check_batch
-        from .progress import map_in_order
+        from ..progress import map_in_order
 
         items, cfg = check_batch(messages_list, "messages_list", generate_config, progress)
         return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=BATCH_WORKERS,

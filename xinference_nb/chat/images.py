@@ -30,7 +30,7 @@ import io
 import os
 from typing import Any, Iterable, Iterator, Optional
 
-from .errors import InferenceError, kind_of
+from ..errors import InferenceError, kind_of
 
 IMAGE_PART_TYPES = ("image_url", "input_image", "image")
 MAX_IMAGE_BYTES = 32 * 1024 * 1024          # an encoded image file (a data URL's decoded bytes)
@@ -121,7 +121,7 @@ def part_source(part: dict[str, Any], where: str) -> Any:
         if url.query or url.fragment or text.endswith(("?", "#")):
             raise InferenceError(f"{where}: {text[:60]!r} has a query or fragment, which a file:// URL does not "
                                  "take; percent-encode '?' and '#' in a file name (%3F, %23)")
-    from .options import check_path_value
+    from ..engines.options import check_path_value
 
     problem = check_path_value(local_path(text), "path")   # NUL bytes, names too long for any file system
     if problem:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .registry import get_registry
-from .spec import normalize_model_type, to_document
+from ..registry import get_registry
+from ..spec import normalize_model_type, to_document
 
 
 class Client:
@@ -35,7 +35,7 @@ class Client:
         ``persist=True`` keeps it across sessions under XINFERENCE_NB_HOME. ``worker_ip`` places a
         registration on one worker of a cluster: only ``Client("http://...")`` has workers."""
         if worker_ip is not None:
-            from .errors import FieldIssue, SpecError
+            from ..errors import FieldIssue, SpecError
 
             raise SpecError([FieldIssue("worker_ip", f"{worker_ip!r}: the in-kernel registry has no workers; "
                                         "register through Client('http://supervisor:9997') to place it on a worker")])
@@ -62,7 +62,7 @@ class Client:
                      virtual_env_packages: Optional[list[str]] = None, envs: Optional[dict[str, str]] = None,
                      virtual_env_find_links: Optional[list[str]] = None, **kwargs: Any) -> str:
         """Launch a model in this kernel and return its uid (Xinference's signature; n_gpu=None: CPU)."""
-        from .errors import LaunchError
+        from ..errors import LaunchError
 
         if n_worker not in (1, None):
             raise LaunchError(f"n_worker={n_worker}: the in-kernel manager is one worker; use n_worker=1 "
@@ -105,6 +105,6 @@ class Client:
 
 
 def _manager():
-    from .manager import get_manager
+    from ..manager import get_manager
 
     return get_manager()

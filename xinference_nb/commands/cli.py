@@ -25,9 +25,9 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from . import commands
-from .chat import chunk_delta
-from .errors import XinfError
+from .. import commands
+from ..chat import chunk_delta
+from ..errors import XinfError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 
@@ -55,7 +55,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _client(args: argparse.Namespace):
-    from .remote import RemoteClient
+    from ..client.remote import RemoteClient
 
     endpoint = args.endpoint or _endpoint_default()
     if endpoint.strip().lower() in commands.KERNEL:
@@ -209,8 +209,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
     if args.on_server:
         doc = _client(args).parse_model(args.model_path, args.model_family)
     else:
-        from .parse import parse_model
-        from .spec import to_document
+        from ..parse import parse_model
+        from ..spec import to_document
 
         result = parse_model(args.model_path, model_type=args.model_type, model_family=args.model_family,
                              model_name=args.model_name)
@@ -227,7 +227,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server.runner import RootTooBroad, serve_forever
+    from ..server.runner import RootTooBroad, serve_forever
 
     try:
         serve_forever(host=args.host, port=args.port, api_key=args.api_key or os.environ.get("XINFERENCE_NB_API_KEY"),

@@ -1,4 +1,4 @@
-"""The one command grammar of the ``xinf`` CLI (cli.py) and the ``%xinf`` magics (magics.py).
+"""The one command grammar of the ``xinf`` CLI (commands/cli.py) and the ``%xinf`` magics (commands/magics.py).
 
 Each sub-command and each flag is written here once: its names and short forms (those of the
 ``xinference`` CLI: -n, -t, -en, -u, -s, -f, -q, -e, -ak ...), type, default, help, how its value is
@@ -43,7 +43,7 @@ def size_in_billions(text: str) -> Union[int, str]:
         if part and not (whole.isdigit() and part.isdigit()):  # "0_5" is 0.5 (Xinference reads "_" as ".")
             raise ValueError(text)
         billions = float(f"{whole}.{part}" if part else text)
-        from .metadata.sizes import size_form
+        from ..metadata.sizes import size_form
 
         return size_form(billions)
     except ValueError:
@@ -438,7 +438,7 @@ def generate_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def user_message(args: argparse.Namespace, text: str) -> dict[str, Any]:
     """The user message of ``chat``: the text, with the ``--image`` files as image parts."""
-    from .chat_images import user_message as message
+    from ..chat.images import user_message as message
 
     return message(text, getattr(args, "images", None) or ())
 

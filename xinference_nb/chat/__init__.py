@@ -7,12 +7,12 @@
 - stop strings (output cut before the stop string, also while streaming);
 - reasoning: ``reasoning_start_tag`` / ``reasoning_end_tag`` split into ``reasoning_content``, also
   when the template itself opened the block and the model only emits the end tag;
-- tool calls: which parser of tool_parsers.py a model uses (``ChatFormat.tool_parser``), and
+- tool calls: which parser of chat/tool_parsers.py a model uses (``ChatFormat.tool_parser``), and
   ``parse_tool_calls`` for ``<tool_call>{json}</tool_call>`` blocks;
 - the OpenAI / Xinference result and chunk shapes.
 
 ``ChatLLM`` is the interface engines implement (``complete`` and ``stream`` on a rendered prompt);
-handles.py turns it into ``generate`` / ``chat``.
+client/handles.py turns it into ``generate`` / ``chat``.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .engines import EngineModel
-from .errors import InferenceError
-from .errors import kind_of as _kind
+from ..engines import EngineModel
+from ..errors import InferenceError
+from ..errors import kind_of as _kind
 from .tool_parsers import (TOOL_CALL_TAGS, QwenParser, ToolParser, detect_tool_parser, get_tool_parser,
                            partial_suffix)
 
@@ -123,7 +123,7 @@ def read_own_chat_template(path: Optional[Path]) -> Optional[str]:
     (:func:`metadata.hf.chat_template`: ``chat_template.jinja``, ``chat_template.json``, else
     tokenizer_config.json's ``chat_template``, a string or a list of named templates where "default"
     wins); None when there is none. An unreadable file is passed over: a launch goes on without it."""
-    from .metadata.hf import chat_template
+    from ..metadata.hf import chat_template
 
     if path is None:
         return None
@@ -282,7 +282,7 @@ def _check_content(content: Any, where: str, model_uid: str, abilities: tuple[st
         elif isinstance(kind, str) and kind in _MEDIA_PARTS:
             need = _MEDIA_PARTS[kind]
             if need == "vision" and need in abilities and need in media:
-                from .chat_images import part_source
+                from .images import part_source
 
                 parts.append({"type": "image", "image": part_source(part, at)})
                 images = True
@@ -522,6 +522,16 @@ class GenerateConfig(BaseModel):
             raise KeyError(key)
         value = getattr(self, key)
         return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """As a dict's ``get`` (a handle may read the config it is given as the dict it was made from)."""
+        return self[key] if key in self.model_fields_set else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.model_fields_set
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self[k]) for k in self.keys()]
 
     def to_sampling_params(self, chat_format: Optional[ChatFormat] = None) -> tuple[SamplingParams, bool]:
         """(what an engine samples with, stream?); ``chat_format`` adds the model's stop strings and

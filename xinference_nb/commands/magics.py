@@ -30,9 +30,9 @@ from typing import Any, Callable, Optional
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from . import commands
-from . import display as d
-from .errors import XinfError
+from .. import commands
+from .. import display as d
+from ..errors import XinfError
 
 SUBCOMMANDS = commands.names(commands.MAGIC)
 KERNEL = commands.KERNEL  # -e kernel: this kernel's models, whatever the default endpoint
@@ -110,7 +110,7 @@ class XinfMagics(Magics):
             if self._client_factory is not None:
                 self._clients[endpoint] = self._client_factory(endpoint)
             else:
-                from .client import Client
+                from ..client import Client
 
                 self._clients[endpoint] = (Client(endpoint, api_key=self._api_keys.get(endpoint)) if endpoint
                                            else Client())
@@ -224,8 +224,8 @@ class XinfMagics(Magics):
         return d.Message(f"terminated {uid!r}", "ok")
 
     def _do_parse(self, args, cell):
-        from .parse import parse_model
-        from .parse.where import parse_with
+        from ..parse import parse_model
+        from ..parse.where import parse_with
 
         endpoint = self.resolve(args.endpoint)
         if endpoint is None:
@@ -286,7 +286,7 @@ class XinfMagics(Magics):
         return view
 
     def _do_serve(self, args, cell):
-        from .server.runner import serve
+        from ..server.runner import serve
 
         options = commands.serve_options(args)
         options.update({k: v for k, v in (("api_key", args.api_key), ("log_level", args.log_level)) if v})
@@ -295,7 +295,7 @@ class XinfMagics(Magics):
         return d.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
 
     def _do_stop_server(self, args, cell):
-        from .server.runner import stop_server
+        from ..server.runner import stop_server
 
         stop_server()
         return d.Message("REST server stopped", "ok")
@@ -319,18 +319,18 @@ class XinfMagics(Magics):
 
     # ---------------------------------------------------------------- widgets
     def _do_register_form(self, args, cell):
-        from .widgets import RegisterForm
+        from ..widgets import RegisterForm
 
         return RegisterForm(client=self._client_of(args), path=args.path or "", model_type=args.model_type,
                             parse_on=args.parse_on)
 
     def _do_launch_form(self, args, cell):
-        from .widgets import LaunchForm
+        from ..widgets import LaunchForm
 
         return LaunchForm(client=self._client_of(args), model_type=args.model_type)
 
     def _do_chatbox(self, args, cell):
-        from .widgets import ChatBox
+        from ..widgets import ChatBox
 
         return ChatBox(args.uid, client=self._client_of(args))
 
@@ -343,7 +343,7 @@ class XinfMagics(Magics):
         return None, text
 
     def _do_compare(self, args, cell):
-        from .widgets import CompareView
+        from ..widgets import CompareView
 
         client = self._client_of(args)
         models: list[Any] = []

@@ -68,7 +68,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from .errors import FieldIssue, SpecError
+from ..errors import FieldIssue, SpecError
 
 logger = logging.getLogger(__name__)
 
