@@ -63,7 +63,7 @@ def wrapper_cost(emb, emb_uid, rr, rr_uid, short, many, query, st, ce) -> None:
     manager = getattr(emb, "_manager", None)
     if manager is None or not hasattr(manager, "_peek"):
         return
-    emb_model, rr_model = manager._peek(emb_uid).model, manager._peek(rr_uid).model
+    emb_model, rr_model = manager.engine_model(emb_uid).model, manager.engine_model(rr_uid).model
     cases = [("create_embedding", emb_model, "encode", st.encode, short, many, lambda x: emb.create_embedding(x),
               lambda x: st.encode(x)),
              ("rerank", rr_model, "predict", ce.predict, short, many, lambda x: rr.rerank(x, query),

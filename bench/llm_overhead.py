@@ -92,7 +92,7 @@ def main() -> int:
     handle = client.get_model(uid)
     from xinference_nb.manager import get_manager
 
-    hf = get_manager()._peek(uid)
+    hf = get_manager().engine_model(uid)
     model, tok = hf.model, hf.tokenizer
     stop_ids = hf.chat_format.stop_token_ids
 
@@ -120,7 +120,7 @@ def main() -> int:
         uid = client.launch_model(args.family, model_engine="llama.cpp", model_path=str(gguf_path), n_gpu=None,
                                   n_threads=args.threads)
         handle = client.get_model(uid)
-        llm = get_manager()._peek(uid).llm
+        llm = get_manager().engine_model(uid).llm
 
         def direct_llama() -> int:
             res = llm.create_chat_completion(MESSAGES, max_tokens=args.max_tokens, temperature=0)

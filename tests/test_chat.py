@@ -429,7 +429,7 @@ def test_handle_enable_thinking_reaches_template(scripted):
     template = ("{% for m in messages %}{{ m.content }}{% endfor %}"
                 "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}")
     handle = install("ok", template=template, reasoning_start_tag="<think>", reasoning_end_tag="</think>")
-    model = handle._manager._peek(handle.model_uid)
+    model = handle._manager.engine_model(handle.model_uid)
     handle.chat([{"role": "user", "content": [{"type": "text", "text": "q"}]}], enable_thinking=False)
     assert model.prompts[-1] == "q<think>\n\n</think>\n\n"
     res = handle.chat("q")

@@ -743,7 +743,7 @@ def endless(endless_llama_dir, tmp_path_factory):
     server = start_in_thread(create_app(Client(), allowed_roots=[str(tmp_path_factory.mktemp("fw-endless"))]),
                              port=0)
     try:
-        yield uid, manager._peek(uid).scheduler, server.url
+        yield uid, manager.engine_model(uid).scheduler, server.url
     finally:
         server.stop()
         manager.terminate_model(uid)

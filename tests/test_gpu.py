@@ -122,7 +122,7 @@ _launch_llm = launch_by_path   # the built-in qwen2.5-instruct family from the t
 
 
 def _hf_model(manager, uid):
-    return manager._get(uid).model.model
+    return manager.running_model(uid).model.model
 
 
 def _param_devices(module) -> set[str]:
@@ -146,7 +146,7 @@ def test_transformers_n_gpu_auto_puts_every_weight_on_the_gpu(manager, tiny_llam
     assert all(d.startswith("cuda") for d in devices), devices
     if count == 1:
         assert devices == {"cuda:0"}
-        assert str(manager._get(uid).model.device) == "cuda:0"
+        assert str(manager.running_model(uid).model.device) == "cuda:0"
     assert next(hf.parameters()).dtype == torch.float32  # dtype "auto": config.json's float32
 
     # the same numbers as the weights on the CPU
@@ -263,7 +263,7 @@ def test_diffusers_on_cuda(tiny_sd_dir):
 
     def run(**launch):
         uid = client.launch_model("gpu-tiny-sd", model_type="image", **launch)
-        pipe = get_manager()._get(uid).model.pipe
+        pipe = get_manager().running_model(uid).model.pipe
         modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
         devices = set().union(*(_param_devices(c) for c in modules))
         dtype = pipe.unet.dtype
@@ -352,7 +352,7 @@ def test_sentence_transformers_embedding_on_cuda(tiny_st_dir):
     baseline = _settled_cuda_bytes()
     uid = client.launch_model("gpu-tiny-st", model_type="embedding", n_gpu="auto")
     assert client.describe_model(uid)["accelerators"] == [str(i) for i in range(_gpu_count())]
-    st = get_manager()._get(uid).model.model
+    st = get_manager().running_model(uid).model.model
     assert str(st.device) == "cuda:0" and all(d.startswith("cuda") for d in _param_devices(st))
     del st
     out = client.get_model(uid).create_embedding(texts)
@@ -458,7 +458,7 @@ def test_continuous_batching_on_cuda(manager, tiny_llama_dir):
     batched = handle_of(manager, _launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-batched"))
     serial = handle_of(manager, _launch_llm(manager, tiny_llama_dir, n_gpu="auto", model_uid="gpu-serial",
                                            max_num_seqs=1))
-    assert manager._peek("gpu-batched").scheduler is not None
+    assert manager.engine_model("gpu-batched").scheduler is not None
     alone = [serial.generate(p, GREEDY)["choices"][0]["text"] for p in prompts]
     together: list = [None] * len(prompts)
 
@@ -498,7 +498,7 @@ def test_vision_chat_on_cuda(tiny_llava_dir):
     try:
         uid = client.launch_model("gpu-llava", model_engine="transformers", n_gpu="auto", show_progress=False)
         handle = client.get_model(uid)
-        assert _param_devices(get_manager()._get(uid).model.model) == {"cuda:0"}
+        assert _param_devices(get_manager().running_model(uid).model.model) == {"cuda:0"}
         answers = []
         for color in ("black", "white"):
             msg = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},

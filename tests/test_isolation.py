@@ -69,7 +69,7 @@ def poisoned(manager, poisoned_dir):
     uid = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned", max_num_seqs=8, batch_wait_ms=3000)
     alone = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned-alone")
     serial = launch_by_path(manager, poisoned_dir, model_uid="isolation-poisoned-serial", max_num_seqs=1)
-    return handle_of(manager, uid), manager._peek(uid).scheduler, handle_of(manager, alone), handle_of(manager, serial)
+    return handle_of(manager, uid), manager.engine_model(uid).scheduler, handle_of(manager, alone), handle_of(manager, serial)
 
 
 def _concurrently(fn, items):

@@ -57,7 +57,7 @@ def _concurrently(fn, items):
 
 
 def _count_forwards(manager, uid):
-    model = manager._peek(uid).model
+    model = manager.engine_model(uid).model
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     return calls, hook
@@ -65,9 +65,9 @@ def _count_forwards(manager, uid):
 
 def test_options_and_fallback(manager, pair, tiny_llama_dir, tiny_gguf_file):
     batched, serial = pair
-    assert manager._peek(batched.model_uid).scheduler is not None
-    assert manager._peek(batched.model_uid).max_num_seqs == 16
-    assert manager._peek(serial.model_uid).scheduler is None       # max_num_seqs=1: model.generate per call
+    assert manager.engine_model(batched.model_uid).scheduler is not None
+    assert manager.engine_model(batched.model_uid).max_num_seqs == 16
+    assert manager.engine_model(serial.model_uid).scheduler is None       # max_num_seqs=1: model.generate per call
     for bad in ({"max_num_seqs": 0}, {"max_num_seqs": "8"}, {"batch_wait_ms": -1}, {"batch_wait_ms": True}):
         with pytest.raises(LaunchOptionError, match=next(iter(bad))):
             _launch(manager, tiny_llama_dir, "bad", **bad)
@@ -150,7 +150,7 @@ def test_streams_in_a_batch_and_a_reader_that_goes_away(pair):
 def test_terminate_ends_every_request_in_the_batch(manager, tiny_llama_dir):
     uid = _launch(manager, tiny_llama_dir, "doomed")
     handle = handle_of(manager, uid)
-    scheduler = manager._peek(uid).scheduler
+    scheduler = manager.engine_model(uid).scheduler
     results = []
 
     def call(i, stream):
@@ -210,7 +210,7 @@ def test_remote_batch_api_through_the_server(manager, pair, tmp_path):
     server = start_in_thread(create_app(client, allowed_roots=[str(tmp_path)]), port=0)
     try:
         remote = RemoteClient(server.url).get_model(batched.model_uid)
-        scheduler = manager._peek(batched.model_uid).scheduler
+        scheduler = manager.engine_model(batched.model_uid).scheduler
         before = scheduler.steps
         msgs = [[{"role": "user", "content": f"Question {i}"}] for i in range(8)]
         out = remote.chat_batch(msgs, {"temperature": 0, "max_tokens": 12}, progress=False)

@@ -212,10 +212,10 @@ def test_template_precedence_end_to_end(manager, nb_home, tiny_llama_dir, tmp_pa
                                           "quantization": "none", "model_uri": str(tiny_llama_dir)}],
               chat_template=marker)
     uid = manager.launch_model("registered-tpl", model_engine="transformers", show_progress=False)
-    fmt = manager._peek(uid).chat_format
+    fmt = manager.engine_model(uid).chat_format
     assert fmt.template == marker and fmt.template_source == "registration"
     # a built-in family launched from files that carry their own template: the model's own wins
-    own = manager._peek(_launch(manager, "transformers", tiny_llama_dir, None)).chat_format
+    own = manager.engine_model(_launch(manager, "transformers", tiny_llama_dir, None)).chat_format
     assert own.template_source == "model" and own.template == _template(tiny_llama_dir)
     # files without a template: the built-in family's
     import shutil
@@ -223,7 +223,7 @@ def test_template_precedence_end_to_end(manager, nb_home, tiny_llama_dir, tmp_pa
     bare = tmp_path / "bare"
     shutil.copytree(tiny_llama_dir, bare)
     (bare / "chat_template.jinja").unlink()
-    fmt = manager._peek(manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(bare),
+    fmt = manager.engine_model(manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(bare),
                                              show_progress=False)).chat_format
     assert fmt.template_source == "built-in family"
     res = handle_of(manager, manager.list_models().popitem()[0]).chat(MESSAGES, generate_config={"max_tokens": 2})
@@ -259,7 +259,7 @@ def test_builtin_family_fills_in_at_launch(manager, nb_home, tiny_llama_dir, tmp
 
 def test_gguf_template_from_metadata(manager, tiny_llama_dir, tiny_gguf_file):
     pytest.importorskip("llama_cpp")
-    fmt = manager._peek(_launch(manager, "llama.cpp", tiny_llama_dir, tiny_gguf_file)).chat_format
+    fmt = manager.engine_model(_launch(manager, "llama.cpp", tiny_llama_dir, tiny_gguf_file)).chat_format
     assert fmt.template_source == "model" and fmt.template == _template(tiny_llama_dir)
 
 
@@ -276,7 +276,7 @@ def test_reasoning_end_to_end(manager, nb_home, engine, tiny_reasoning_llama_dir
     message = res["choices"][0]["message"]
     assert "reasoning_content" in message
     # the template opened <think>: whatever the model wrote before a </think> is reasoning
-    raw = handle.generate(manager._peek(handle.model_uid).chat_format.render(MESSAGES),
+    raw = handle.generate(manager.engine_model(handle.model_uid).chat_format.render(MESSAGES),
                           {"max_tokens": 12, "temperature": 0})["choices"][0]["text"]
     if "</think>" in raw:
         assert message["reasoning_content"] == raw.split("</think>")[0].strip()

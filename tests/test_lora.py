@@ -134,8 +134,8 @@ def test_adapter_logits_equal_peft_merged_logits(manager, hf, tiny_lora_merged_d
 
     running = manager.running_model(hf["lora"].model_uid)
     assert [a["lora_name"] for a in running.options["peft_model_config"]["lora_list"]] == ["a", "b"]
-    peft_model = manager._peek(hf["lora"].model_uid).model      # what peft_model_config built
-    tok = manager._peek(hf["lora"].model_uid).tokenizer
+    peft_model = manager.engine_model(hf["lora"].model_uid).model      # what peft_model_config built
+    tok = manager.engine_model(hf["lora"].model_uid).tokenizer
     ids = tok("Once upon a time there was", return_tensors="pt")["input_ids"]
     merged = AutoModelForCausalLM.from_pretrained(str(tiny_lora_merged_dir), dtype="float32").eval()
     with torch.inference_mode():
@@ -150,7 +150,7 @@ def test_concurrent_requests_with_different_adapters_each_equal_their_solo_outpu
     jobs = [(p, lora) for p in PROMPTS[:3] for lora in ("a", "b", None)]
     cfg = lambda lora: {**GREEDY, **({"lora_name": lora} if lora else {})}  # noqa: E731
     solo = [_text(hf["serial"].generate(p, cfg(lora))) for p, lora in jobs]
-    model = manager._peek(hf["lora"].model_uid).model
+    model = manager.engine_model(hf["lora"].model_uid).model
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -642,7 +642,7 @@ def test_adapters_with_whole_layers_load_alone(manager, monkeypatch, tiny_llama_
         try:
             ids = torch.tensor([[1, 5, 3, 4, 9, 3]])
             solo = PeftModel.from_pretrained(real(str(tiny_llama_dir), dtype="float32"), str(folder)).eval()
-            ours = manager._peek(uid).model
+            ours = manager.engine_model(uid).model
             with torch.inference_mode():
                 want = solo(input_ids=ids).logits
                 assert torch.allclose(ours(input_ids=ids, adapter_names=["w"]).logits, want, atol=1e-5)
@@ -775,7 +775,7 @@ def test_terminate_during_adapter_requests_stops_them_and_frees_the_model(manage
     for attempt in range(2):   # the second launch: the same uid and adapters after a terminate
         uid = manager.launch_model("qwen2.5-instruct", show_progress=False, n_gpu=None, model_uid="lora-term", **kw)
         handle = handle_of(manager, uid)
-        engine_model = manager._peek(uid)
+        engine_model = manager.engine_model(uid)
         model_ref = weakref.ref(engine_model.llm if engine == "llama.cpp" else engine_model.model)   # the weights
         del engine_model
         chunks = handle.generate("Once upon a time", {"lora_name": "a", "temperature": 0, "max_tokens": 1500,

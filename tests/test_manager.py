@@ -223,7 +223,7 @@ def test_terminate_frees_memory(manager, tiny_llama_dir):
     uid = manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(tiny_llama_dir),
                                show_progress=False)
     assert manager.list_models()[uid]["memory_bytes"] > 0
-    torch_model = weakref.ref(manager._peek(uid).model)
+    torch_model = weakref.ref(manager.engine_model(uid).model)
     handle_of(manager, uid).generate("hi", {"max_tokens": 2})
     manager.terminate_model(uid)
     gc.collect()
@@ -423,7 +423,7 @@ def test_budget_evicts_least_recently_used_idle(manager, fake_loader, tiny_llama
     assert set(manager.list_models()) == {"b", "c"}
     # a busy model is never evicted; "c" is older-used than "b" now
     handle_of(manager, "b")
-    with manager._use("c"):
+    with manager.use_model("c"):
         with pytest.warns(UserWarning, match="idle model.*b"):
             manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), model_uid="d",
                                  show_progress=False)
@@ -432,7 +432,7 @@ def test_budget_evicts_least_recently_used_idle(manager, fake_loader, tiny_llama
     with pytest.raises(LaunchError, match="memory budget"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with manager._use("c"), manager._use("d"):
+            with manager.use_model("c"), manager.use_model("d"):
                 manager.launch_model("qwen2.5-instruct", model_path=str(tiny_llama_dir), model_uid="e",
                                      show_progress=False)
     assert "e" not in manager.list_models()

@@ -72,17 +72,17 @@ def test_manager_and_engines_follow_the_table():
 
 
 def test_handles_follow_the_table():
-    from xinference_nb.client.handles import FlexibleHandle, handle_for
+    from xinference_nb.client.handles import FlexibleHandle, new_handle
     from xinference_nb.manager import ModelManager
     from xinference_nb.client.remote import RemoteFlexibleHandle, RemoteModelHandle
 
     manager = ModelManager()
     for row in MODEL_TYPE_TABLE:
-        local = handle_for(manager, "uid", row.name)
+        local = new_handle(manager, "uid", row.name)
         assert type(local) is row.handle_class() and local.model_type == row.name
         assert issubclass(row.remote_handle_class(), RemoteModelHandle)
         assert row.remote_handle_class().model_type == row.name
-    assert type(handle_for(manager, "uid", "video")) is FlexibleHandle   # a type the table does not know
+    assert type(new_handle(manager, "uid", "video")) is FlexibleHandle   # a type the table does not know
     assert RemoteFlexibleHandle.model_type == "flexible"
 
 

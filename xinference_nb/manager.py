@@ -721,10 +721,6 @@ class ModelManager:
             entry.last_used = time.time()
             return entry.model
 
-    # the names tests and benches used before the interface was public
-    _get = running_model
-    _use = use_model
-    _peek = engine_model
 
     def list_models(self) -> dict[str, dict[str, Any]]:
         self.reap_idle()

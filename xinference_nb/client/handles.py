@@ -336,7 +336,7 @@ class FlexibleHandle(ModelHandle):
         return self._call("infer", *args, **kwargs)
 
 
-def handle_for(manager: "ModelManager", model_uid: str, model_type: str) -> ModelHandle:
+def new_handle(manager: "ModelManager", model_uid: str, model_type: str) -> ModelHandle:
     """The handle class the model-type table names for ``model_type`` (FlexibleHandle for an unknown type)."""
     from ..model_types import find_model_type
 
@@ -350,4 +350,4 @@ def handle_of(manager: "ModelManager", model_uid: str) -> ModelHandle:
     ``Client().get_model(uid)`` returns; ModelNotFound, saying why, when it is not running."""
     entry = manager.running_model(model_uid)
     entry.last_used = time.time()
-    return handle_for(manager, model_uid, entry.model_type)
+    return new_handle(manager, model_uid, entry.model_type)

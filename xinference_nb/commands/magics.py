@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import commands
-from .. import display as d
+from .. import display
 from ..errors import XinfError
 
 SUBCOMMANDS = commands.names(commands.MAGIC)
@@ -180,7 +180,7 @@ class XinfMagics(Magics):
         uid = client.launch_model(**commands.launch_kwargs(args))
         if args.name:
             self.shell.user_ns[args.name] = client.get_model(uid)
-        return d.LaunchedModel(uid, {"model_name": args.model_name, "model_type": args.model_type,
+        return display.LaunchedModel(uid, {"model_name": args.model_name, "model_type": args.model_type,
                                      "model_engine": args.model_engine,
                                      "endpoint": getattr(client, "endpoint", None)}, var=args.name)
 
@@ -199,20 +199,20 @@ class XinfMagics(Magics):
         except (ValueError, AttributeError):
             name = "?"
         where = "persisted" if args.persist else "for this session"
-        return d.Message(f"registered custom {args.model_type} model {name!r} ({where})", "ok")
+        return display.Message(f"registered custom {args.model_type} model {name!r} ({where})", "ok")
 
     def _do_unregister(self, args, cell):
         self._client_of(args).unregister_model(args.model_type, args.model_name)
-        return d.Message(f"unregistered {args.model_type} model {args.model_name!r}", "ok")
+        return display.Message(f"unregistered {args.model_type} model {args.model_name!r}", "ok")
 
     def _do_registrations(self, args, cell):
         rows = self._client_of(args).list_model_registrations(args.model_type, detailed=args.detailed)
         if args.custom:
             rows = [r for r in rows if not r.get("is_builtin")]
-        return d.RegistrationsTable(rows, model_type=args.model_type)
+        return display.RegistrationsTable(rows, model_type=args.model_type)
 
     def _do_list(self, args, cell):
-        return d.ModelsTable(self._client_of(args).list_models())
+        return display.ModelsTable(self._client_of(args).list_models())
 
     def _do_describe(self, args, cell):
         return self._client_of(args).describe_model(self._uid(args))
@@ -221,7 +221,7 @@ class XinfMagics(Magics):
         uid = self._uid(args)
         self._client_of(args).terminate_model(uid)
         self.conversations.pop(self._conversation_key(args, uid), None)
-        return d.Message(f"terminated {uid!r}", "ok")
+        return display.Message(f"terminated {uid!r}", "ok")
 
     def _do_parse(self, args, cell):
         from ..parse import parse_model
@@ -236,7 +236,7 @@ class XinfMagics(Magics):
                                 model_family=args.model_family, model_name=args.model_name, where_=args.parse_on)
         if args.name:
             self.shell.user_ns[args.name] = parsed
-        return d.ParsedView(parsed)
+        return display.ParsedView(parsed)
 
     def _prompt(self, args, cell) -> Optional[str]:
         text = args.prompt if args.prompt is not None else cell
@@ -254,30 +254,30 @@ class XinfMagics(Magics):
         config = commands.generate_config(args)
         result = self._client_of(args).get_model(uid).generate(prompt, generate_config=config)
         if config.get("stream"):
-            self.last = d.stream_chat(result, messages=[{"role": "user", "content": prompt}], title=uid)
+            self.last = display.stream_chat(result, messages=[{"role": "user", "content": prompt}], title=uid)
             return None
-        return d.ChatView(result, messages=[{"role": "user", "content": prompt}])
+        return display.ChatView(result, messages=[{"role": "user", "content": prompt}])
 
     def _do_chat(self, args, cell):
         uid = self._uid(args)
         key = self._conversation_key(args, uid)
         if args.reset:
             self.conversations.pop(key, None)
-            return d.Message(f"conversation with {uid!r} reset", "ok")
+            return display.Message(f"conversation with {uid!r} reset", "ok")
         history = self.conversations.setdefault(key, [])
         if args.system_prompt and not history:
             history.append({"role": "system", "content": args.system_prompt})
         prompt = self._prompt(args, cell)
         if prompt is None:  # no message: show the conversation so far
-            return d.ChatTranscript(history, title=f"conversation with {uid}")
+            return display.ChatTranscript(history, title=f"conversation with {uid}")
         user = commands.user_message(args, prompt)
         config = commands.generate_config(args)
         handle = self._client_of(args).get_model(uid)
         result = handle.chat(history + [user], generate_config=config, **commands.chat_kwargs(args))
         if config.get("stream"):
-            view = d.stream_chat(result, messages=[user], title=uid)
+            view = display.stream_chat(result, messages=[user], title=uid)
         else:
-            view = d.ChatView(result, messages=[user])
+            view = display.ChatView(result, messages=[user])
         answer = view.answer
         history += [user, {"role": "assistant", "content": answer.get("content") or ""}]
         if config.get("stream"):
@@ -292,28 +292,28 @@ class XinfMagics(Magics):
         options.update({k: v for k, v in (("api_key", args.api_key), ("log_level", args.log_level)) if v})
         server = serve(host=args.host, port=args.port, **options)
         url = getattr(server, "url", None) or (server if isinstance(server, str) else f"http://{args.host}:{args.port}")
-        return d.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
+        return display.Message(f"REST server for this kernel's models at {url} (stop it with %xinf stop-server)", "ok")
 
     def _do_stop_server(self, args, cell):
         from ..server.runner import stop_server
 
         stop_server()
-        return d.Message("REST server stopped", "ok")
+        return display.Message("REST server stopped", "ok")
 
     # ---------------------------------------------------------------- endpoint
     def _do_endpoint(self, args, cell):
         if args.reset or (args.url or "").strip().lower() in KERNEL and args.url:
             self.default_endpoint = None
-            return d.Message("commands and widgets run in this kernel", "ok")
+            return display.Message("commands and widgets run in this kernel", "ok")
         if not args.url:
             where = self.default_endpoint or "this kernel"
-            return d.Message(f"commands and widgets run on {where} (set with %xinf endpoint URL, "
+            return display.Message(f"commands and widgets run on {where} (set with %xinf endpoint URL, "
                              "back to the kernel with %xinf endpoint --reset)", "info")
         endpoint = self.resolve(args.url)
         client = self.client(endpoint, args.api_key)
         running = client.list_models()  # reachable (and the key accepted) before it becomes the default
         self.default_endpoint = endpoint
-        return d.Message(f"commands and widgets now run on {endpoint} ({len(running)} running model"
+        return display.Message(f"commands and widgets now run on {endpoint} ({len(running)} running model"
                          f"{'s' if len(running) != 1 else ''}; -e kernel for this kernel, "
                          "%xinf endpoint --reset to come back)", "ok")
 
