@@ -98,7 +98,7 @@ def _worker_pids():
     pids = set()
     for child in me.children(recursive=True):
         try:
-            if "xinference_nb.engines.venv_worker" in " ".join(child.cmdline()):
+            if "xinference_nb.isolation.venv_worker" in " ".join(child.cmdline()):
                 pids.add(child.pid)
         except psutil.Error:
             pass

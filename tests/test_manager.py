@@ -255,17 +255,17 @@ def test_progress_and_cancel(manager, monkeypatch, tiny_llama_dir):
 
 def test_virtualenv_branch(manager, fake_loader, monkeypatch, tiny_llama_dir):
     calls = []
-    fake = types.ModuleType("xinference_nb.engines.virtualenv")
+    fake = types.ModuleType("xinference_nb.isolation.virtualenv")
 
     def load_in_virtualenv(engine, request):
         calls.append((engine.name, request.model_uid))
         return FakeModel(request)
 
     fake.load_in_virtualenv = load_in_virtualenv
-    import xinference_nb.engines.virtualenv as real
+    import xinference_nb.isolation.virtualenv as real
 
     fake.venv_packages = real.venv_packages   # the package check stays real
-    monkeypatch.setitem(sys.modules, "xinference_nb.engines.virtualenv", fake)
+    monkeypatch.setitem(sys.modules, "xinference_nb.isolation.virtualenv", fake)
     _register("venv-llm", [_pytorch(tiny_llama_dir)], virtualenv={"packages": ["some-pkg==1.0"]})
     manager.launch_model("venv-llm", model_uid="v1", show_progress=False)
     assert calls == [("transformers", "v1")] and fake_loader == []

@@ -1317,7 +1317,7 @@ def test_item1_in_kernel_pip_options_and_paths_are_spec_errors(tmp_path, nb_home
 
 
 def test_item1_check_package_reads_xinference_markers():
-    from xinference_nb.engines.virtualenv import check_package
+    from xinference_nb.isolation.virtualenv import check_package
 
     assert check_package("#system_torch#", "p") is None
     assert check_package('#system_torch# ; #engine# == "sentence_transformers"', "p",

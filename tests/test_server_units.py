@@ -265,7 +265,7 @@ def test_sse_response_type_and_headers():
 
 def _all_xinf_errors() -> list[type]:
     for module in ("xinference_nb.client.remote", "xinference_nb.progress", "xinference_nb.server.security",
-                   "xinference_nb.engines.virtualenv"):
+                   "xinference_nb.isolation.virtualenv"):
         importlib.import_module(module)
     seen, todo = [], [XinfError]
     while todo:

@@ -616,7 +616,7 @@ class ModelManager:
         enable_virtual_env=False; enable_virtual_env=True asks for one even without packages. Every
         package entry is checked here (a pip option or a bare path is a SpecError), before anything
         is loaded or evicted; venv options that would go unused are errors."""
-        from .engines.virtualenv import venv_packages
+        from .isolation.virtualenv import venv_packages
 
         packages = venv_packages(getattr(spec, "virtualenv", None), options, engine.name)
         enable = options.get("enable_virtual_env")
@@ -640,7 +640,7 @@ class ModelManager:
             use_venv = self._use_virtualenv(request.spec, request.options, engine)
         try:
             if use_venv:
-                from .engines.virtualenv import load_in_virtualenv
+                from .isolation.virtualenv import load_in_virtualenv
 
                 return load_in_virtualenv(engine, request)
             return engine.load(request)

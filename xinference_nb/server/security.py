@@ -367,7 +367,7 @@ class ServerSettings:
                           "environment is refused over REST: a package's setup code runs as the server's user. "
                           "Launch or register it in the notebook, or restart the server with allow_virtualenv=True "
                           "(xinf serve --allow-virtualenv).")
-        from ..engines.virtualenv import as_launch_option_error, check_location, check_package, check_settings
+        from ..isolation.virtualenv import as_launch_option_error, check_location, check_package, check_settings
         from ..errors import FieldIssue, SpecError
 
         roots = None if self.allow_any_path else self.roots()

@@ -30,7 +30,7 @@ How the venv is made (once per model, under ``$XINFERENCE_NB_HOME/virtualenv/<mo
   A finished install is recorded in ``<venv>/xinference_nb_packages.json`` so the next launch with
   the same packages skips pip.
 
-The child runs ``python -m xinference_nb.engines.venv_worker`` with the venv's Python, talking over
+The child runs ``python -m xinference_nb.isolation.venv_worker`` with the venv's Python, talking over
 two private pipes (``multiprocessing.connection`` framing, pickle): it loads the model with the
 same engine loader, then serves method calls. ``VirtualEnvModel`` is the kernel-side proxy: its
 methods are the child model's public methods, results come back as plain values (an iterator
@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from .. import errors as _errors
 from ..errors import LaunchError, XinfError
-from . import Engine, EngineModel, LoadRequest
+from ..engines import Engine, EngineModel, LoadRequest
 
 INSTALL_LOG = "install.log"
 WORKER_LOG = "worker.log"
@@ -576,7 +576,7 @@ def start_worker(engine: Engine, request: LoadRequest, venv: Path) -> VirtualEnv
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] worker for {request.model_uid}\n")
         out.flush()
-        proc = subprocess.Popen([str(python), "-m", "xinference_nb.engines.venv_worker", str(to_child_r),
+        proc = subprocess.Popen([str(python), "-m", "xinference_nb.isolation.venv_worker", str(to_child_r),
                                  str(from_child_w)], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(venv))
     os.close(to_child_r)

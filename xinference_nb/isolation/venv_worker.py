@@ -1,4 +1,4 @@
-"""The child side of a virtualenv model: ``python -m xinference_nb.engines.venv_worker READ_FD WRITE_FD``.
+"""The child side of a virtualenv model: ``python -m xinference_nb.isolation.venv_worker READ_FD WRITE_FD``.
 
 Runs on the venv's Python. Receives ``("load", {...})``, loads the model with the engine loader named
 in the message (reporting ``("progress", step, fraction)`` while it loads), answers
