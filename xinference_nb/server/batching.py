@@ -115,15 +115,20 @@ class Batcher:
         batch = [first]
         count = len(first.items)
 
-        def take_queued() -> None:
+        def add(nxt: _Pending) -> bool:
+            """Put ``nxt`` in the batch; False (it is the carry) when it does not fit."""
             nonlocal count, carry
+            if count + len(nxt.items) > self.max_items:
+                carry = nxt
+                return False
+            batch.append(nxt)
+            count += len(nxt.items)
+            return True
+
+        def take_queued() -> None:
             while carry is None and count < self.max_items and not queue.empty():
-                nxt = queue.get_nowait()
-                if count + len(nxt.items) > self.max_items:
-                    carry = nxt
+                if not add(queue.get_nowait()):
                     return
-                batch.append(nxt)
-                count += len(nxt.items)
 
         take_queued()
         await asyncio.sleep(0)  # let requests already on the wire reach the queue
@@ -139,11 +144,8 @@ class Batcher:
                     nxt = await asyncio.wait_for(queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-                if count + len(nxt.items) > self.max_items:
-                    carry = nxt
+                if not add(nxt):
                     break
-                batch.append(nxt)
-                count += len(nxt.items)
                 take_queued()
         return batch, carry
 
