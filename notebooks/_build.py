@@ -393,6 +393,70 @@ for u in list(client.list_models()):
 print("running models:", len(client.list_models()))"""),
 ]
 
+NOTEBOOKS["08-structured-outputs"] = [
+    ("md", "# Models into data: classify and extract over a DataFrame\n\n"
+           "`llm.map(table, template, response_format=...)` runs a prompt over each row (the rows batched together), "
+           "and with a JSON schema or a pydantic class returns a DataFrame of the fields. The schema is enforced "
+           "while decoding (a token mask), so every reply validates. The model here has random weights: its "
+           "labels and numbers are nonsense, but they are always one of the labels, always in range."),
+    ("code", SETUP),
+    ("code", """\
+from xinference_nb.parse import parse_model
+client.register_model("LLM", parse_model(_helpers.tiny_llama(work), model_name="my-tiny-llm").to_json())
+llm = client.get_model(client.launch_model(model_name="my-tiny-llm", model_engine="transformers"))"""),
+    ("md", "## Classify a column\nA template fills `{column}` from each row. `response_format` is OpenAI's "
+           "`json_schema` form; an `enum` makes it a classifier."),
+    ("code", """\
+import pandas as pd
+reviews = pd.DataFrame({"text": ["The lamp is bright and sturdy.", "Broke after two days.",
+                                 "Does the job, nothing more.", "My kids love this kite!",
+                                 "Shipping took a month.", "Great headphones, poor case."]},
+                       index=pd.Index([f"r{i}" for i in range(1, 7)], name="review"))
+SENTIMENT = {"type": "json_schema", "json_schema": {"name": "sentiment", "strict": True, "schema": {
+    "type": "object", "properties": {"label": {"type": "string", "enum": ["positive", "negative", "neutral"]}},
+    "required": ["label"], "additionalProperties": False}}}
+labels = llm.map(reviews, "Classify the sentiment of this review: {text}", response_format=SENTIMENT,
+                 generate_config={"max_tokens": 40, "temperature": 0})
+reviews["label"] = labels["label"]
+print("labels within the enum:", set(reviews["label"]) <= {"positive", "negative", "neutral"})
+reviews"""),
+    ("md", "## Extract fields with a pydantic model\nEach property becomes a column (the input's index kept). "
+           "`extra=\"forbid\"` writes `additionalProperties: false` into the schema, so the model cannot add keys. "
+           "A row that hits `max_tokens` or does not validate gets NaN and an `_error` column says why."),
+    ("code", """\
+from pydantic import BaseModel, ConfigDict, Field
+
+class Facts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product: str = Field(max_length=20)
+    stars: int = Field(ge=1, le=5)
+    would_buy_again: bool
+
+facts = llm.map(reviews, "Extract the product, a star rating and whether they would buy again: {text}",
+                response_format=Facts, generate_config={"max_tokens": 120, "temperature": 0})
+print("columns:", list(facts.columns))
+print("stars within 1..5:", all(1 <= s <= 5 for s in facts["stars"]))
+facts"""),
+    ("md", "A list in gives a list out: here the validated pydantic instances."),
+    ("code", """\
+print(llm.map(["I would buy this mug again."], response_format=Facts,
+              generate_config={"max_tokens": 120, "temperature": 0}, progress=False)[0])"""),
+    ("md", "## Interrupt, resume, cache\nInterrupting the kernel during a `map` keeps the rows that finished: run "
+           "the same cell again and only the others run. `cache=True` also keeps each row on disk, under "
+           "`$XINFERENCE_NB_HOME/map_cache` (or a folder you pass), keyed on the model and its files, the row's "
+           "messages, the generate_config and the schema: the same call again runs nothing; a changed model file is a miss."),
+    ("code", """\
+cache = work / "map_cache"
+first = llm.map(reviews, "Summarize: {text}", generate_config={"max_tokens": 8, "temperature": 0}, cache=cache)
+again = llm.map(reviews, "Summarize: {text}", generate_config={"max_tokens": 8, "temperature": 0}, cache=cache)
+print("first run:", first.attrs["map"])
+print("second run:", again.attrs["map"], "same replies:", again.equals(first))"""),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

@@ -7,7 +7,10 @@ where .venv-xinference exists, against a real Xinference 4.1 serving the same ti
   ``XinferenceRerank``) and llama-index-embeddings-xinference: each test runs once per backend;
 * the chat and completion streams of both servers for the same request, chunk by chunk (keys, not text);
 * our own LangChain / LlamaIndex classes (xinference_nb.integrations) in-kernel, through ``Client(url)``
-  on our server and through ``Client(url)`` on Xinference, with the same code.
+  on our server and through ``Client(url)`` on Xinference, with the same code;
+* structured outputs through those clients unchanged (section 7): openai's ``chat.completions.parse``,
+  tool_choice "required" / named, ChatXinference with response_format, our ``with_structured_output``
+  (LangChain) and ``structured_predict`` / ``as_structured_llm`` (LlamaIndex), on a random tiny Llama.
 
 Tool calls come from a real tiny Llama whose weights are set so that it always answers
 ``<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>`` (built here from the
@@ -33,6 +36,10 @@ Where Xinference 4.1 differs from us on the same request (each difference is ass
 | 14 | an unknown generate_config key / request field (e.g. "bogus") | ignored | 400 naming it and the valid keys | every option is applied or refused (house rule) |
 | 15 | completion stream | ends without "data: [DONE]" (its chat stream has it) | ends with "data: [DONE]" | OpenAI's end marker; the openai package reads both |
 | 16 | usage of a chat stream | completion_tokens one more than the same request without stream; so our ainvoke / achat (a stream underneath) report that | the same as without stream | the tokens generated |
+| 17 | response_format (json_schema, json_object; openai's ``parse`` with a pydantic class) or guided_json, transformers engine | accepted and not applied: the random Llama's free text to max_tokens, so ``parse`` raises LengthFinishReasonError and every framework's parser fails | enforced while decoding (a token mask): the reply validates, message.parsed | every option is applied or refused (house rule) |
+| 18 | tool_choice "required" or a named function, parallel_tool_calls=false | accepted and not applied: text, tool_calls [] (so with_structured_output(method="function_calling") gives None, structured_predict raises "answered without a tool call") | the reply is the call (one with parallel_tool_calls=false), its arguments valid for the tool's schema; finish_reason "tool_calls" | as 17 |
+| 19 | n=2 | one choice | two choices (rows of one batch) | OpenAI's meaning |
+| 20 | logprobs=true, top_logprobs=2 | logprobs null | each token's logprob and its top alternatives | OpenAI's meaning |
 
 Packages: langchain-xinference 0.1.2 pins xinference-client<2 and langchain-core<0.4, which do not
 resolve with the xinference-client 4.1 and langchain-core 1.x installed, so scripts/install.sh installs it
@@ -48,9 +55,10 @@ import copy
 import io
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("sentence_transformers")
@@ -103,13 +111,17 @@ def llm_document(path: Path, name: str, abilities: list[str], family: str = "my-
 
 
 def documents(d: dict[str, Path], xinference: bool = False) -> dict[str, tuple[str, dict, dict]]:
-    """key → (model type, document, launch options). "chat" is the tool-calling model; "gen" the plain
-    tiny Llama with the generate ability only (Xinference 4.1 cannot complete on a chat model,
-    difference 5). Xinference takes tool calls only from a built-in family it knows, with its parser
-    named (difference 11); we read them from the chat template and refuse a built-in name as a family."""
+    """key → (model type, document, launch options). "chat" is the tool-calling model; "free" the plain
+    random tiny Llama with the chat and tools abilities (structured outputs: only the constraint makes
+    its reply valid); "gen" the plain tiny Llama with the generate ability only (Xinference 4.1 cannot
+    complete on a chat model, difference 5). Xinference takes tool calls only from a built-in family it
+    knows, with its parser named (difference 11); we read them from the chat template and refuse a
+    built-in name as a family."""
     chat = llm_document(d["tool"], "fw-tool-llm", ["generate", "chat", "tools"], family="my-tiny-tools")
+    free = llm_document(d["llama"], "fw-free-llm", ["generate", "chat", "tools"], family="my-tiny-tools")
     if xinference:
-        chat.update(model_family="qwen2.5-instruct", tool_parser="qwen")
+        for doc in (chat, free):
+            doc.update(model_family="qwen2.5-instruct", tool_parser="qwen")
     emb = copy.deepcopy(seed("embedding"))
     emb.update(model_name="fw-minilm", dimensions=384, max_tokens=256, language=["en"])
     emb["model_specs"][0]["model_uri"] = f"file://{d['minilm']}"
@@ -125,6 +137,7 @@ def documents(d: dict[str, Path], xinference: bool = False) -> dict[str, tuple[s
     tts = copy.deepcopy(asr)
     tts.update(model_name="fw-vits", model_family="MMS", model_ability=["text2audio"], model_uri=f"file://{d['vits']}")
     return {"chat": ("LLM", chat, {"model_engine": "transformers"}),
+            "free": ("LLM", free, {"model_engine": "transformers"}),
             "gen": ("LLM", llm_document(d["llama"], "fw-gen-llm", ["generate"]), {"model_engine": "transformers"}),
             "emb": ("embedding", emb, {}), "rr": ("rerank", rr, {}), "image": ("image", image, {}),
             "asr": ("audio", asr, {}), "tts": ("audio", tts, {})}
@@ -644,8 +657,8 @@ def test_our_langchain_chat_model(where):
             chat.invoke("hi", bogus=1)
     else:                                                                       # difference 14
         assert chat.invoke("hi", bogus=1).content == reply.content
-    with pytest.raises(InferenceError, match="tool_choice"):
-        chat.bind_tools([get_weather], tool_choice="required")
+    with pytest.raises(InferenceError, match="tool_choice.*'get_weather'"):
+        chat.bind_tools([get_weather], tool_choice="get_time")   # "required", "any", a tool's name: section 7
     with pytest.raises(InferenceError, match="embedding model"):
         XinfChatModel(model_uid=backend.uids["emb"], client=client).invoke("hi")
 
@@ -845,6 +858,177 @@ def _cancel_and_check(endless, name: str, remote: bool) -> None:
     finally:
         if remote:
             client.close()
+
+
+# ==================================================================================================
+# 7. Structured outputs through the clients people already use (issue 22 item 3), on the random tiny
+#    Llama ("free"): whatever its weights, a reply the server constrains validates; Xinference 4.1's
+#    answer to the same request is written beside ours (differences 17 to 20)
+# ==================================================================================================
+class Review(BaseModel):
+    """Bounded, so that random weights complete it well within STRUCTURED_CFG's max_tokens (extra="forbid":
+    additionalProperties false, else the random Llama goes on with keys of its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["positive", "negative", "neutral"]
+    stars: int = Field(ge=1, le=5)
+    summary: str = Field(max_length=12)
+
+
+STRUCTURED_CFG = {"max_tokens": 100, "temperature": 1.0}
+REVIEW_TOOL = {"type": "function", "function": {"name": "Review", "description": "A film review.",
+                                                "parameters": Review.model_json_schema()}}
+REVIEW_FORMAT = {"type": "json_schema", "json_schema": {"name": "Review", "schema": Review.model_json_schema()}}
+LABEL_SCHEMA = {"title": "Label", "type": "object", "additionalProperties": False, "required": ["label", "score"],
+                "properties": {"label": {"enum": ["spam", "ham"]}, "score": {"type": "integer", "minimum": 0,
+                                                                            "maximum": 99}}}
+ASK = [{"role": "user", "content": "Review the film Alien"}]
+
+
+def _valid_label(value: Any) -> bool:
+    return (isinstance(value, dict) and set(value) == {"label", "score"} and value["label"] in ("spam", "ham")
+            and isinstance(value["score"], int) and 0 <= value["score"] <= 99)
+
+
+def test_openai_parse_and_tool_choice(backend):
+    import openai
+
+    oa, uid = openai_client(backend), backend.uids["free"]
+    if not backend.ours:   # differences 17 to 20: accepted, not applied (the random Llama's free text)
+        with pytest.raises((openai.LengthFinishReasonError, ValidationError)):
+            oa.chat.completions.parse(model=uid, messages=ASK, response_format=Review, seed=1, **STRUCTURED_CFG)
+        for extra in ({"response_format": REVIEW_FORMAT}, {"extra_body": {"guided_json": Review.model_json_schema()}}):
+            free = oa.chat.completions.create(model=uid, messages=ASK, seed=1, **STRUCTURED_CFG, **extra)
+            with pytest.raises(ValidationError):
+                Review.model_validate_json(free.choices[0].message.content)
+        res = oa.chat.completions.create(model=uid, messages=ASK, tools=[REVIEW_TOOL], tool_choice="required",
+                                         parallel_tool_calls=False, seed=2, **STRUCTURED_CFG)
+        assert res.choices[0].finish_reason != "tool_calls" and not res.choices[0].message.tool_calls
+        few = oa.chat.completions.create(model=uid, messages=ASK, n=2, logprobs=True, top_logprobs=2, max_tokens=3)
+        assert len(few.choices) == 1 and few.choices[0].logprobs is None
+        return
+    for seed in range(3):
+        done = oa.chat.completions.parse(model=uid, messages=ASK, response_format=Review, seed=seed, **STRUCTURED_CFG)
+        assert done.choices[0].finish_reason == "stop" and isinstance(done.choices[0].message.parsed, Review)
+    for choice in ("required", {"type": "function", "function": {"name": "Review"}}):
+        res = oa.chat.completions.create(model=uid, messages=ASK, tools=[REVIEW_TOOL], tool_choice=choice,
+                                         parallel_tool_calls=False, seed=2, **STRUCTURED_CFG)
+        assert res.choices[0].finish_reason == "tool_calls" and len(res.choices[0].message.tool_calls) == 1
+        call = res.choices[0].message.tool_calls[0].function
+        assert call.name == "Review" and isinstance(Review.model_validate_json(call.arguments), Review)
+
+
+def test_langchain_chat_xinference_structured_output(backend):
+    """langchain-xinference unchanged: response_format as a model keyword (it goes into generate_config)
+    and a PydanticOutputParser; its with_structured_output keeps tool_choice on the client (bind_tools
+    stores "any" and sends only the tools), so nothing forces the call unless tool_choice also travels
+    as a model keyword."""
+    lcx = pytest.importorskip("langchain_xinference")
+    from langchain_core.exceptions import OutputParserException
+    from langchain_core.output_parsers import PydanticOutputParser
+
+    def chat(**kw: Any):
+        return lcx.ChatXinference(server_url=backend.url, model_uid=backend.uids["free"], **kw)
+
+    parser = PydanticOutputParser(pydantic_object=Review)
+    if not backend.ours:                                                        # differences 17 and 18
+        with pytest.raises(OutputParserException):
+            (chat(response_format=REVIEW_FORMAT, seed=1, **STRUCTURED_CFG) | parser).invoke("Review the film Alien")
+        forced = chat(tool_choice="required", seed=1, **STRUCTURED_CFG).with_structured_output(Review)
+        assert forced.invoke("Review the film Alien") is None            # no call: the free text
+        return
+    for seed in range(2):
+        assert isinstance((chat(response_format=REVIEW_FORMAT, seed=seed, **STRUCTURED_CFG) | parser)
+                          .invoke("Review the film Alien"), Review)
+    forced = chat(tool_choice="required", seed=3, **STRUCTURED_CFG).with_structured_output(Review)
+    assert isinstance(forced.invoke("Review the film Alien"), Review)
+    free = chat(max_tokens=20, temperature=0).with_structured_output(Review, include_raw=True).invoke("Review")
+    assert free["raw"].tool_calls == [] and free["parsed"] is None     # greedy: the random reply, no call
+
+
+def test_our_langchain_structured_output(where):
+    from langchain_core.exceptions import OutputParserException
+    from langchain_core.messages import AIMessage
+
+    from xinference_nb.integrations.langchain import XinfChatModel
+
+    client, backend = where
+
+    def chat(seed: int, **cfg: Any) -> XinfChatModel:
+        return XinfChatModel(model_uid=backend.uids["free"], client=client,
+                             generate_config={**STRUCTURED_CFG, "seed": seed, **cfg})
+
+    if not backend.ours:                                                        # differences 17 and 18
+        out = chat(1).with_structured_output(Review, include_raw=True).invoke("Review the film Alien")
+        assert out["parsed"] is None and isinstance(out["parsing_error"], OutputParserException)
+        assert isinstance(out["raw"], AIMessage) and "parsed" not in out["raw"].additional_kwargs
+        called = chat(1).with_structured_output(Review, method="function_calling", include_raw=True).invoke("Review")
+        assert called["raw"].tool_calls == [] and called["parsed"] is None
+        return
+    for seed in range(3):
+        assert isinstance(chat(seed).with_structured_output(Review).invoke("Review the film Alien"), Review)
+        called = chat(seed).with_structured_output(Review, method="function_calling").invoke("Review the film")
+        assert isinstance(called, Review)
+        assert _valid_label(chat(seed).with_structured_output(LABEL_SCHEMA).invoke("Spam?"))
+    raw = chat(4).with_structured_output(Review, include_raw=True).invoke("Review the film Alien")
+    assert isinstance(raw["parsed"], Review) and raw["parsing_error"] is None
+    assert Review.model_validate_json(raw["raw"].content) == raw["parsed"]
+    assert Review.model_validate(raw["raw"].additional_kwargs["parsed"]) == raw["parsed"]
+    cut = chat(4, max_tokens=3).with_structured_output(Review, include_raw=True).invoke("Review the film Alien")
+    assert cut["parsed"] is None and isinstance(cut["parsing_error"], OutputParserException)
+    assert "max_tokens" in str(cut["parsing_error"])
+    with pytest.raises(OutputParserException, match="max_tokens"):
+        chat(4, max_tokens=3).with_structured_output(Review).invoke("Review the film Alien")
+    called = chat(5).with_structured_output(Review, method="function_calling", include_raw=True).invoke("Review")
+    assert [c["name"] for c in called["raw"].tool_calls] == ["Review"] and isinstance(called["parsed"], Review)
+    assert called["raw"].response_metadata["finish_reason"] == "tool_calls"
+    loose = chat(6, max_tokens=200).with_structured_output(None, method="json_mode", include_raw=True).invoke("JSON")
+    if loose["raw"].response_metadata["finish_reason"] == "stop":     # any JSON object, complete within 200 tokens
+        assert isinstance(loose["parsed"], dict) and json.loads(loose["raw"].content) == loose["parsed"]
+    else:
+        assert "max_tokens" in str(loose["parsing_error"])
+    streamed = list(chat(7).with_structured_output(Review).stream("Review the film Alien"))
+    assert isinstance(streamed[-1], Review)
+    answer, ticks = _loop_kept_running(chat(8).with_structured_output(Review).ainvoke("Review the film Alien"))
+    assert isinstance(answer, Review) and ticks > 0
+    any_call = chat(9).bind_tools([Review], tool_choice="any").invoke("Review the film Alien")
+    assert [c["name"] for c in any_call.tool_calls] == ["Review"] and Review(**any_call.tool_calls[0]["args"])
+    with pytest.raises(InferenceError, match="method='xml'"):
+        chat(1).with_structured_output(Review, method="xml")
+
+
+def test_our_llamaindex_structured_prediction(where):
+    from llama_index.core import PromptTemplate
+    from llama_index.core.llms import ChatMessage
+
+    from xinference_nb.integrations.llamaindex import XinfLLM
+
+    client, backend = where
+
+    def llm(seed: int) -> XinfLLM:
+        return XinfLLM(model_uid=backend.uids["free"], client=client,
+                       generate_config={**STRUCTURED_CFG, "seed": seed})
+
+    prompt = PromptTemplate("Review the film {film}")
+    if not backend.ours:                                                        # difference 18
+        with pytest.raises(InferenceError, match="answered without a tool call"):   # the free text
+            llm(1).structured_predict(Review, prompt, film="Alien")
+        return
+    for seed in range(3):   # FunctionCallingProgram: a call of Review as a tool, tool_required=True
+        assert isinstance(llm(seed).structured_predict(Review, prompt, film="Alien"), Review)
+    answer = llm(3).as_structured_llm(Review).chat([ChatMessage(role="user", content="Review the film Alien")])
+    assert isinstance(answer.raw, Review) and Review.model_validate_json(answer.message.content) == answer.raw
+    done, ticks = _loop_kept_running(llm(4).astructured_predict(Review, prompt, film="Alien"))
+    assert isinstance(done, Review) and ticks > 0
+    response = llm(5).chat_with_tools([_review_tool()], user_msg="Review the film Alien", tool_required=True)
+    calls = llm(5).get_tool_calls_from_response(response)
+    assert [c.tool_name for c in calls] == ["Review"] and Review(**calls[0].tool_kwargs)
+
+
+def _review_tool():
+    from llama_index.core.program.function_program import get_function_tool
+
+    return get_function_tool(Review)
 
 
 # ==================================================================================================

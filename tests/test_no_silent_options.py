@@ -80,6 +80,23 @@ APPLIED_GENERATE = {
     "stream": "test_generate_config_stream_keys_are_applied",
     "stream_options": "test_generate_config_stream_keys_are_applied",
     "lora_name": "test_lora.py::test_concurrent_requests_with_different_adapters_each_equal_their_solo_output",
+    "n": "test_structured_outputs.py::test_n_choices_are_rows_of_one_request",
+    "logprobs": "test_sampling.py::test_logprobs_are_the_models_own_log_softmax",
+    "top_logprobs": "test_sampling.py::test_logprobs_are_the_models_own_log_softmax",
+    "presence_penalty": "test_sampling.py::test_presence_and_frequency_penalties_follow_openais_formula",
+    "frequency_penalty": "test_sampling.py::test_presence_and_frequency_penalties_follow_openais_formula",
+    "logit_bias": "test_sampling.py::test_logit_bias_removes_and_forces_a_token",
+    "min_p": "test_sampling.py::test_min_p_one_samples_the_greedy_token",
+    "response_format": "test_structured_outputs.py::test_pydantic_response_format_gives_a_validated_instance_for_every_seed",
+    "guided_json": "test_structured_outputs.py::test_json_schema_response_format_and_guided_fields",
+    "guided_regex": "test_structured_outputs.py::test_json_schema_response_format_and_guided_fields",
+    "guided_choice": "test_structured_outputs.py::test_json_schema_response_format_and_guided_fields",
+    "guided_json_object": "test_structured_outputs.py::test_json_schema_response_format_and_guided_fields",
+    "guided_grammar": "test_structured_outputs.py::test_json_schema_response_format_and_guided_fields",
+    "guided_whitespace_pattern": "test_structured_outputs.py::test_vllm_guided_options_are_applied_or_refused",
+    "guided_decoding_backend": "test_structured_outputs.py::test_vllm_guided_options_are_applied_or_refused",
+    "tool_choice": "test_structured_outputs.py::test_tool_choice_required_and_named_make_a_valid_call",
+    "parallel_tool_calls": "test_structured_outputs.py::test_tool_choice_required_and_named_make_a_valid_call",
 }
 
 
@@ -458,16 +475,26 @@ openai = pytest.importorskip("xinference_nb.server.openai")
 
 # for every field of OPENAI_DEFAULTS, a value it refuses
 REFUSED_VALUES = {
-    "n": 2, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5, "frequency_penalty": -1,
-    "logit_bias": {"1": 5}, "response_format": {"type": "json_object"}, "parallel_tool_calls": False,
-    "tool_choice": "required", "service_tier": "flex", "echo": True, "best_of": 3, "suffix": "end",
+    "service_tier": "flex", "echo": True, "best_of": 3, "suffix": "end",
     "extra_body": {"x": 1}, "reasoning_effort": "high",
 }
+# the OpenAI sampling surface: generate_config keys (chat.GenerateConfig checks them, engines apply them)
+APPLIED_FIELDS = {"n": 2, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5, "frequency_penalty": -1,
+                  "logit_bias": {"1": 5}, "response_format": {"type": "json_object"}, "parallel_tool_calls": False,
+                  "tool_choice": "required", "min_p": 0.1, "guided_regex": "a+", "guided_choice": ["a", "b"],
+                  "guided_json": {"type": "object"}, "guided_grammar": "start: \"a\"", "guided_json_object": True}
 
 
 def test_every_openai_field_has_a_fate():
     assert set(REFUSED_VALUES) == set(openai.OPENAI_DEFAULTS), sorted(set(REFUSED_VALUES) ^ set(openai.OPENAI_DEFAULTS))
     assert not set(openai.OPENAI_BOOKKEEPING) & set(openai.OPENAI_DEFAULTS)
+    from xinference_nb.chat import GENERATE_CONFIG_KEYS
+
+    for key, value in APPLIED_FIELDS.items():   # passed on as generate_config keys, never refused or dropped
+        assert key in GENERATE_CONFIG_KEYS and key not in openai.OPENAI_DEFAULTS
+        assert openai.generate_config({key: value})[0] == {key: value}
+    # the legacy completions form: an integer logprobs is how many alternatives
+    assert openai.generate_config({"logprobs": 2}, chat=False)[0] == {"logprobs": True, "top_logprobs": 2}
 
 
 @pytest.mark.parametrize("key", sorted(openai.OPENAI_BOOKKEEPING))
@@ -501,9 +528,6 @@ def test_fields_that_map_onto_the_call_are_applied():
         openai.generate_config({"enable_thinking": False}, chat=False)
     assert openai.generate_config({"stream_options": {"include_usage": True}, "stream": True})[0] == \
         {"stream_options": {"include_usage": True}, "stream": True}
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert openai.chat_tools({"tools": tools, "tool_choice": "none"}) is None
-    assert openai.chat_tools({"tools": tools, "tool_choice": "auto"}) == tools
     assert openai.generate_config({"request_id": "r1"}) == ({"request_id": "r1"}, None)   # the handle refuses it
 
 
@@ -534,8 +558,9 @@ def test_openai_fields_over_rest(tiny_llama_dir, nb_home):
         ok = post({"user": "u-1", "metadata": {"a": "b"}, "store": True, "safety_identifier": "s",
                    "prompt_cache_key": "k", "service_tier": "auto", "parallel_tool_calls": True})
         assert ok.status_code == 200, ok.text
-        for extra, field in (({"n": 2}, "n="), ({"reasoning_effort": "low"}, "reasoning_effort"),
-                             ({"request_id": "r1"}, "request_id"), ({"logprobs": True}, "logprobs")):
+        for extra, field in (({"n": 17}, "'n'"), ({"reasoning_effort": "low"}, "reasoning_effort"),
+                             ({"request_id": "r1"}, "request_id"), ({"top_logprobs": 2}, "top_logprobs"),
+                             ({"response_format": {"type": "xml"}}, "response_format")):
             r = post(extra)
             assert r.status_code == 400 and field in r.json()["detail"], (extra, r.text)
         r = httpx.post(running.url + "/v1/completions", timeout=60,

@@ -42,6 +42,10 @@ EXPECT = {
         "needs a model with the 'vision' ability", "   base:", " pirate:", "   poet:", "'pirate', 'poet'",
         "finish_reason: tool_calls", "content: 'Sure.'", "get_weather", "streamed tool call:", "Oslo", "Rome",
         "running models: 0"]),
+    "08-structured-outputs": (("transformers", "torch", "pandas", "llguidance"), [
+        "labels within the enum: True", "columns: ['product', 'stars', 'would_buy_again']",
+        "stars within 1..5: True", "would_buy_again=", "first run: {'rows': 6, 'cached': 0, 'ran': 6}",
+        "second run: {'rows': 6, 'cached': 6, 'ran': 0} same replies: True", "running models: 0"]),
 }
 
 

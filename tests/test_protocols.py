@@ -206,6 +206,7 @@ def _calls(png, mask, wav):
         ("llm", "generate_batch"): ((["Hello"],), {"generate_config": {"max_tokens": 2}, "progress": False}),
         ("llm", "chat_batch"): (([[{"role": "user", "content": "hi"}]],), {"generate_config": {"max_tokens": 2},
                                                                            "progress": False}),
+        ("llm", "map"): ((["hi"],), {"generate_config": {"max_tokens": 2}, "progress": False}),
         ("emb", "create_embedding"): (("hello world",), {}),
         ("emb", "convert_ids_to_tokens"): (([101, 7592, 2088, 102],), {}),
         ("rr", "rerank"): ((["a cat", "a car"], "cats"), {"top_n": 1}),

@@ -123,12 +123,19 @@ def test_no_function_in_the_server_is_over_80_lines():
 # OpenAI request -> generate_config (no app)
 # ------------------------------------------------------------------------------------------------
 
-def test_openai_defaults_are_dropped_and_unset_sampling_left_out():
-    fields = {"model": "m", "messages": [], "n": 1, "user": "u", "logprobs": False, "presence_penalty": 0,
-              "frequency_penalty": 0.0, "tool_choice": "auto", "response_format": {"type": "text"},
-              "stream": False, "max_tokens": None, "temperature": None, "top_p": None, "stop": None,
-              "top_k": None, "seed": None}
-    assert generate_config(fields, ("model", "messages")) == ({"stream": False}, None)
+def test_openai_defaults_are_applied_and_unset_sampling_left_out():
+    from xinference_nb.chat import GenerateConfig
+
+    applied = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0.0, "tool_choice": "auto",
+               "response_format": {"type": "text"}}
+    fields = {"model": "m", "messages": [], "user": "u", **applied, "stream": False, "max_tokens": None,
+              "temperature": None, "top_p": None, "stop": None, "top_k": None, "seed": None, "n": 1,
+              "logit_bias": None, "top_logprobs": None, "min_p": None, "parallel_tool_calls": None}
+    cfg, _ = generate_config(fields, ("model", "messages"))
+    assert cfg == {**applied, "stream": False}
+    config = GenerateConfig.check(cfg)
+    params, _ = config.to_sampling_params()
+    assert params.constraint is None and not params.logprobs and params.presence_penalty is None
 
 
 def test_openai_translation_of_a_chat_body():
@@ -146,14 +153,17 @@ def test_openai_translation_of_a_chat_body():
 
 
 @pytest.mark.parametrize("fields, named", [
-    ({"n": 2}, "n=2"), ({"n": True}, "n=True"), ({"logprobs": True}, "logprobs"),
-    ({"tool_choice": "required"}, "tool_choice"), ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"n": 17}, "'n'"), ({"n": True}, "'n'"), ({"top_logprobs": 2}, "top_logprobs"),
+    ({"tool_choice": "maybe"}, "tool_choice"), ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"logit_bias": {"x": 1}}, "logit_bias"), ({"response_format": {"type": "yaml"}}, "response_format"),
     ({"chat_template_kwargs": {"foo": 1}}, "chat_template_kwargs"), ({"chat_template_kwargs": "{"}, "kwargs"),
-    ({"enable_thinking": "yes"}, "enable_thinking"),
+    ({"enable_thinking": "yes"}, "enable_thinking"), ({"best_of": 2}, "best_of"),
 ])
 def test_openai_values_we_cannot_honour_are_refused_by_name(fields, named):
+    from xinference_nb.chat import GenerateConfig
+
     with pytest.raises(InferenceError, match=named) as err:
-        generate_config(fields)
+        GenerateConfig.check(generate_config(fields)[0])
     assert error_parts(err.value, "test")[:1] == (400,)
 
 

@@ -93,11 +93,12 @@ MODEL_TYPE_TABLE: tuple[ModelType, ...] = (
     ModelType(
         "LLM", (), "xinference_nb.spec.llm:LLMSpec", "LLMHandle", "RemoteLLMHandle", "LLMHandleProtocol",
         routes={"generate": "/v1/completions", "chat": "/v1/chat/completions",
-                "generate_batch": "/v1/completions", "chat_batch": "/v1/chat/completions"},
+                "generate_batch": "/v1/completions", "chat_batch": "/v1/chat/completions",
+                "map": "/v1/chat/completions"},
         has_model_specs=True, catalog="llm.json", launch_fields=_SPEC_FIELDS,
         parse_dir="xinference_nb.parse.llm:llm_from_dir", parses_gguf=True,
         engine_methods={"generate": ("complete", "stream"), "chat": ("complete", "stream"),
-                        "generate_batch": ("complete",), "chat_batch": ("complete",)},
+                        "generate_batch": ("complete",), "chat_batch": ("complete",), "map": ("complete",)},
     ),
     ModelType(
         "embedding", (), "xinference_nb.spec.embedding:EmbeddingSpec", "EmbeddingHandle", "RemoteEmbeddingHandle",

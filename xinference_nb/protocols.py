@@ -39,6 +39,9 @@ class LLMHandleProtocol(ModelHandleProtocol, Protocol):
     def chat_batch(self, messages_list: list[Messages], generate_config: Optional[dict[str, Any]] = None,
                    progress: bool = True) -> list[dict[str, Any]]: ...
 
+    def map(self, items: Any, prompt: Any = None, *, response_format: Any = None, system: Optional[str] = None,
+            generate_config: Optional[dict[str, Any]] = None, cache: Any = False, progress: bool = True) -> Any: ...
+
 
 @runtime_checkable
 class EmbeddingHandleProtocol(ModelHandleProtocol, Protocol):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..engines import EngineModel
 from ..errors import InferenceError
 from ..errors import kind_of as _kind
+from .structured import CONSTRAINT_KEYS, Constraint, check_constraint_field, constraint_of
 from .tool_parsers import (TOOL_CALL_TAGS, QwenParser, ToolParser, detect_tool_parser, get_tool_parser,
                            partial_suffix)
 
@@ -396,6 +397,10 @@ GREEDY_TEMPERATURE = 1e-20
 MAX_STOPS = 64
 MAX_STOP_CHARS = 1000
 REPETITION_PENALTY_RANGE = (1e-20, 1e20)
+MAX_N = 16                 # choices one request may ask for (each is a row of the batch)
+MAX_TOP_LOGPROBS = 20      # OpenAI's limit
+MAX_LOGIT_BIAS = 1024      # tokens one request may bias
+TOOL_CHOICES = ("none", "auto", "required")
 
 
 @dataclass
@@ -413,6 +418,15 @@ class SamplingParams:
     # set by the chat handle when a request has tools, never a generate_config key: the special tokens
     # a tool-call format writes ([TOOL_CALLS], <|python_tag|>, DeepSeek's) stay in the decoded text
     keep_special_tokens: bool = False
+    # OpenAI's sampling surface (engines apply each; None / empty: off)
+    logprobs: bool = False                  # each new token's log-probability (of the model's own logits)
+    top_logprobs: int = 0                   # and the most likely alternatives at each position
+    presence_penalty: Optional[float] = None    # subtracted once from every token already generated
+    frequency_penalty: Optional[float] = None   # subtracted per occurrence in the generated tokens
+    logit_bias: dict[int, float] = field(default_factory=dict)   # token id -> added to its logit
+    min_p: Optional[float] = None           # drop tokens below min_p x the top token's probability
+    # structured output (chat/structured.py), enforced by the engine while decoding
+    constraint: Optional["Constraint"] = None
 
     @property
     def greedy(self) -> bool:
@@ -464,6 +478,62 @@ class GenerateConfig(BaseModel):
     stream_options: Optional[StreamOptions] = Field(None, description="an object such as {'include_usage': true}")
     lora_name: Optional[str] = Field(None, min_length=1,
                                      description="the name of a LoRA adapter loaded at launch (a string)")
+    n: Optional[int] = _whole(1, MAX_N, note=" (the choices to return)")
+    logprobs: Optional[bool] = Field(None, description="true or false")
+    top_logprobs: Optional[int] = _whole(0, MAX_TOP_LOGPROBS, note=" (needs logprobs=true)")
+    presence_penalty: Optional[float] = _finite(ge=-2.0, le=2.0)
+    frequency_penalty: Optional[float] = _finite(ge=-2.0, le=2.0)
+    logit_bias: Optional[dict[Union[int, str], float]] = Field(
+        None, description=f"an object of at most {MAX_LOGIT_BIAS} token ids (as strings or numbers) to a bias "
+                          "from -100 to 100")
+    min_p: Optional[float] = _finite(ge=0.0, le=1.0)
+    response_format: Optional[Any] = Field(None, description="an object such as {'type': 'json_object'} or "
+                                           "{'type': 'json_schema', 'json_schema': {...}}, or a pydantic model class")
+    guided_json: Optional[Any] = Field(None, description="a JSON schema (an object or its JSON text)")
+    guided_regex: Optional[str] = Field(None, description="a regular expression (a string)")
+    guided_choice: Optional[list[str]] = Field(None, description="a list of strings")
+    guided_grammar: Optional[str] = Field(None, description="a Lark or GBNF grammar (a string)")
+    guided_json_object: Optional[bool] = Field(None, description="true or false")
+    guided_whitespace_pattern: Optional[str] = Field(None, description="a regular expression (a string)")
+    guided_decoding_backend: Optional[str] = Field(None, description="'auto', 'guidance' or 'llguidance'")
+    tool_choice: Optional[Union[str, dict[str, Any]]] = Field(
+        None, description="'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}")
+    parallel_tool_calls: Optional[bool] = Field(None, description="true or false")
+
+    @field_validator(*CONSTRAINT_KEYS)
+    @classmethod
+    def _constraint_well_formed(cls, value: Any, info: Any) -> Any:
+        return check_constraint_field(info.field_name, value)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias_ids(cls, value: Optional[dict]) -> Optional[dict]:
+        if value is None:
+            return None
+        if len(value) > MAX_LOGIT_BIAS:
+            raise InferenceError(f"generate_config['logit_bias'] biases {len(value)} tokens; at most {MAX_LOGIT_BIAS}")
+        out: dict[int, float] = {}
+        for key, bias in value.items():
+            tid = key if isinstance(key, int) else int(key) if isinstance(key, str) and key.isdigit() else None
+            if tid is None or tid < 0:
+                raise InferenceError(f"generate_config['logit_bias'] keys are token ids (whole numbers >= 0, as "
+                                     f"strings or numbers), got {key!r:.40}")
+            if not -100.0 <= bias <= 100.0 or bias != bias:
+                raise InferenceError(f"generate_config['logit_bias'][{key!r:.40}] must be from -100 to 100, got {bias!r}")
+            out[tid] = float(bias)
+        return out
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_shape(cls, value: Any) -> Any:
+        if value is None or value in TOOL_CHOICES:
+            return value
+        fn = value.get("function") if isinstance(value, dict) else None
+        if (isinstance(value, dict) and value.get("type") == "function" and set(value) <= {"type", "function"}
+                and isinstance(fn, dict) and set(fn) == {"name"} and isinstance(fn["name"], str) and fn["name"]):
+            return value
+        raise InferenceError("generate_config['tool_choice'] must be 'none', 'auto', 'required' or "
+                             f"{{'type': 'function', 'function': {{'name': ...}}}}, got {value!r:.80}")
 
     @field_validator("temperature")
     @classmethod
@@ -491,6 +561,9 @@ class GenerateConfig(BaseModel):
     def _stream_options_need_a_stream(self) -> "GenerateConfig":
         if self.stream_options is not None and self.stream_options.model_fields_set and not self.stream:
             raise InferenceError("generate_config['stream_options'] is only allowed with stream=True")
+        if self.top_logprobs and not self.logprobs:
+            raise InferenceError("generate_config['top_logprobs'] needs logprobs=true")
+        constraint_of(self)   # two constraints in one request
         return self
 
     @classmethod
@@ -542,7 +615,11 @@ class GenerateConfig(BaseModel):
                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                 repetition_penalty=self.repetition_penalty, stop=[s for s in stop if s],
                                 seed=self.seed, include_usage=True if usage is None else usage,
-                                lora_name=self.lora_name)
+                                lora_name=self.lora_name, logprobs=bool(self.logprobs),
+                                top_logprobs=self.top_logprobs or 0, presence_penalty=self.presence_penalty or None,
+                                frequency_penalty=self.frequency_penalty or None,
+                                logit_bias=dict(self.logit_bias or {}), min_p=self.min_p or None,
+                                constraint=constraint_of(self))
         if chat_format is not None:
             params.stop = list(dict.fromkeys(params.stop + chat_format.stop))
             params.stop_token_ids = list(chat_format.stop_token_ids)
@@ -742,6 +819,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str   # "stop" | "length"
+    # with params.logprobs: one entry per generated token (the stop token left out), OpenAI's shape:
+    # {"token": str, "logprob": float, "bytes": [int], "top_logprobs": [{"token", "logprob", "bytes"}]}
+    logprobs: Optional[list[dict[str, Any]]] = None
 
 
 def decode_text(tokenizer: Any, ids: list[int], keep_special: bool = False, drop_ids: Iterable[int] = ()) -> str:
@@ -812,6 +892,9 @@ class TokenStream:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    # with params.logprobs: the entries of Completion.logprobs, appended as tokens come (an engine sets
+    # it to a list; a reader takes the new ones after each delta)
+    logprobs: Optional[list[dict[str, Any]]] = None
     _iter: Iterator[str]      # set by each engine's stream: the generator of text deltas
 
     def __iter__(self) -> Iterator[str]:

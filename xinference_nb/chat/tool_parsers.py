@@ -453,6 +453,16 @@ class QwenParser(ToolParser):
         return [_named(obj, "arguments", "parameters")]
 
 
+def tool_call_shape(parser: Optional[ToolParser]) -> Optional[tuple[Optional[str], Optional[str], str]]:
+    """(open tag, close tag, arguments key) of a format whose calls are JSON objects, which a grammar
+    can write (tool_choice "required" or a named function); None for the other formats."""
+    if isinstance(parser, QwenParser):
+        return parser.blocks[0].open, parser.blocks[0].close, "arguments"
+    if isinstance(parser, Llama3Parser):
+        return None, None, "parameters"
+    return None
+
+
 class Llama3Parser(ToolParser):
     """``{"name": .., "parameters": ..}`` objects, after ``<|python_tag|>`` or bare."""
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from ..chat import (
     ChatLLM,
+    GenerateConfig,
+    first_choice,
     ReasoningSplitter,
     StopFilter,
     chat_chunk,
@@ -28,11 +30,14 @@ from ..chat import (
     validate_messages,
     validate_tools,
 )
+from ..chat.choices import (chat_logprobs, choice_params, completion_logprobs, merge_results, merge_streams,
+                            parsed_fields, trim_logprobs)
 from ..chat.images import take_images
+from ..chat.structured import parse_reply, tool_call_constraint
 from ..errors import InferenceError
 from ..progress import map_in_order
 from ..protocols import SpeechToTextMethods
-from ..chat.tool_parsers import ToolCallStream
+from ..chat.tool_parsers import ToolCallStream, tool_call_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..manager import ModelManager
@@ -115,30 +120,51 @@ class LLMHandle(ModelHandle):
     # ------------------------------------------------------------------ generate
     def generate(self, prompt: str, generate_config: Optional[dict[str, Any]] = None
                  ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
-        """A completion for ``prompt`` (an iterator of chunks with ``{"stream": True}``)."""
+        """A completion for ``prompt`` (an iterator of chunks with ``{"stream": True}``); ``n``
+        choices, ``logprobs`` (the legacy completions shape) and the sampling keys of
+        ``chat.GenerateConfig``. Tools, tool_choice and response_format belong to ``chat``... except
+        the guided_* / response_format constraints, which apply to a completion too."""
         if not isinstance(prompt, str):
             raise InferenceError(f"prompt must be a string, got {type(prompt).__name__}")
         model = self._llm()
-        params, stream = parse_generate_config(generate_config, model.chat_format)
+        config = GenerateConfig.check(generate_config)
+        _refuse_chat_only(config)
+        params, stream = config.to_sampling_params(model.chat_format)
+        each = choice_params(params, config.n or 1)
         if stream:
-            return self._generate_stream(prompt, params)
+            return merge_streams([self._generate_stream(prompt, p) for p in each], params.include_usage)
+        return merge_results(_run_choices(lambda p: self._generate_once(prompt, p), each))
+
+    def _generate_once(self, prompt: str, params) -> dict[str, Any]:
         with self._use() as model:
             res = model.complete(prompt, params)
         text, hit = cut_at_stop(res.text, params.stop)
-        return completion_result(self.model_uid, text, "stop" if hit else res.finish_reason, res.prompt_tokens,
-                                 res.completion_tokens)
+        result = completion_result(self.model_uid, text, "stop" if hit else res.finish_reason, res.prompt_tokens,
+                                   res.completion_tokens)
+        first_choice(result)["logprobs"] = completion_logprobs(trim_logprobs(res.logprobs, text))
+        return result
 
     def _generate_stream(self, prompt: str, params) -> Iterator[dict[str, Any]]:
         cid, created, uid = new_id("cmpl"), int(time.time()), self.model_uid
         with self._use() as model:
             tokens = model.stream(prompt, params)
-            finish = None
+            finish, sent, offset = None, 0, 0
+
+            def chunk(text: str, *args: Any) -> dict[str, Any]:
+                nonlocal sent, offset
+                out = completion_chunk(cid, created, uid, text, *args)
+                if params.logprobs and tokens.logprobs is not None:
+                    new = tokens.logprobs[sent:]
+                    sent += len(new)
+                    first_choice(out)["logprobs"] = completion_logprobs(new, offset)
+                    offset += sum(len(e["token"]) for e in new)
+                return out
             try:
                 stop = StopFilter(params.stop)
                 for delta in tokens:
                     safe, hit = stop.feed(delta)
                     if safe:
-                        yield completion_chunk(cid, created, uid, safe)
+                        yield chunk(safe)
                     if hit:
                         finish = "stop"
                         tokens.close()
@@ -146,7 +172,7 @@ class LLMHandle(ModelHandle):
                 else:
                     tail = stop.flush()
                     if tail:
-                        yield completion_chunk(cid, created, uid, tail)
+                        yield chunk(tail)
             finally:
                 tokens.close()
             yield completion_chunk(cid, created, uid, "", finish or tokens.finish_reason,
@@ -190,7 +216,11 @@ class LLMHandle(ModelHandle):
     def chat(self, messages: Messages, tools: Optional[list[dict[str, Any]]] = None,
              enable_thinking: Optional[bool] = None, generate_config: Optional[dict[str, Any]] = None
              ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
-        """An OpenAI chat completion for ``messages`` (an iterator of chunks with ``{"stream": True}``)."""
+        """An OpenAI chat completion for ``messages`` (an iterator of chunks with ``{"stream": True}``).
+        ``generate_config`` takes the keys of ``chat.GenerateConfig``: sampling, ``n`` choices,
+        ``logprobs`` / ``top_logprobs``, a structured output (``response_format``: a dict or a pydantic
+        class; ``guided_*``), whose value is at ``choices[i]["message"]["parsed"]``, and ``tool_choice`` /
+        ``parallel_tool_calls``."""
         model = self._llm()
         messages = validate_messages(messages, model_uid=self.model_uid, abilities=self._abilities(model),
                                      media=model.abilities)
@@ -201,33 +231,51 @@ class LLMHandle(ModelHandle):
             raise InferenceError(f"enable_thinking must be true, false or None, got {type(enable_thinking).__name__} "
                                  f"{enable_thinking!r:.60}")
         fmt = model.chat_format
-        params, stream = parse_generate_config(generate_config, fmt)
+        config = GenerateConfig.check(generate_config)
+        params, stream = config.to_sampling_params(fmt)
+        tools, params, max_calls = _tool_choice(config, tools, params, fmt)
         extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         prompt = fmt.render(messages, tools=tools, add_generation_prompt=True, **extra)
         opened = fmt.reasoning_opened_by(prompt)
+        if params.constraint is not None and opened:   # the thinking stays free, the reply is constrained
+            params = dataclasses.replace(params, constraint=dataclasses.replace(
+                params.constraint, start_after=fmt.reasoning_end_tag))
         use_tools = bool(tools) and fmt.tool_parser is not None
         if use_tools:   # the markers of many tool-call formats are special tokens
             params = dataclasses.replace(params, keep_special_tokens=True)
+        each = choice_params(params, config.n or 1)
         if stream:
-            return self._chat_stream(prompt, params, opened, tools if use_tools else None, media)
+            return merge_streams([self._chat_stream(prompt, p, opened, tools if use_tools else None, media, max_calls)
+                                  for p in each], params.include_usage)
+        return merge_results(_run_choices(lambda p: self._chat_once(prompt, p, opened, tools if use_tools else None,
+                                                                    media, max_calls), each))
+
+    def _chat_once(self, prompt: str, params, opened: bool, tools: Optional[list], media: dict,
+                   max_calls: Optional[int] = None) -> dict[str, Any]:
         with self._use() as model:
+            fmt = model.chat_format
             res = model.complete(prompt, params, chat=True, **media)
         text, hit = cut_at_stop(res.text, params.stop)
         finish = "stop" if hit else res.finish_reason
         reasoning = None
+        entries = trim_logprobs(res.logprobs, text)
         if fmt.has_reasoning:
             reasoning, text = split_reasoning(text, fmt.reasoning_start_tag, fmt.reasoning_end_tag, opened)
         content: Optional[str] = text
         calls: list = []
-        if use_tools:
+        if tools:
             content, calls = fmt.tool_parser.parse(text, tools)  # type: ignore[union-attr]
+            calls = calls[:max_calls] if max_calls else calls   # parallel_tool_calls=false: the first call
             if calls:
                 finish = "tool_calls"
         message = chat_message(content, reasoning, calls, with_reasoning=fmt.has_reasoning)
-        return chat_result(self.model_uid, message, finish, res.prompt_tokens, res.completion_tokens)
+        parsed_fields(message, params.constraint, finish, parse_reply)
+        result = chat_result(self.model_uid, message, finish, res.prompt_tokens, res.completion_tokens)
+        first_choice(result)["logprobs"] = chat_logprobs(entries)
+        return result
 
-    def _chat_stream(self, prompt: str, params, opened: bool, tools: Optional[list], media: Optional[dict] = None
-                     ) -> Iterator[dict[str, Any]]:
+    def _chat_stream(self, prompt: str, params, opened: bool, tools: Optional[list], media: Optional[dict] = None,
+                     max_calls: Optional[int] = None) -> Iterator[dict[str, Any]]:
         cid, created, uid = new_id("chatcmpl"), int(time.time()), self.model_uid
         with self._use() as model:
             fmt = model.chat_format
@@ -239,6 +287,16 @@ class LLMHandle(ModelHandle):
             hold = ToolCallStream(fmt.tool_parser, tools) if tools else None  # type: ignore[arg-type]
             stop = StopFilter(params.stop)
             finish = None
+            sent = 0
+
+            def chunk(delta: dict[str, Any], *args: Any) -> dict[str, Any]:
+                nonlocal sent
+                out = chat_chunk(cid, created, uid, delta, *args)
+                if params.logprobs and tokens.logprobs is not None:
+                    new = tokens.logprobs[sent:]
+                    sent += len(new)
+                    first_choice(out)["logprobs"] = chat_logprobs(new)
+                return out
 
             def pieces(text: str, final: bool = False):
                 parts = [("content", text)] if splitter is None else splitter.feed(text)
@@ -248,11 +306,11 @@ class LLMHandle(ModelHandle):
                     if kind == "content" and hold is not None:
                         piece = hold.feed(piece)
                     if piece:
-                        yield chat_chunk(cid, created, uid, {kind: piece})
+                        yield chunk({kind: piece})
                 if final and hold is not None:
                     tail = hold.flush()
                     if tail:
-                        yield chat_chunk(cid, created, uid, {"content": tail})
+                        yield chunk({"content": tail})
 
             try:
                 for delta in tokens:
@@ -268,13 +326,92 @@ class LLMHandle(ModelHandle):
             finish = finish or tokens.finish_reason
             if hold is not None and hold.held is not None:
                 leftover, calls = hold.finish()
+                calls = calls[:max_calls] if max_calls else calls
                 if leftover:
-                    yield chat_chunk(cid, created, uid, {"content": leftover})
+                    yield chunk({"content": leftover})
                 if calls:
                     finish = "tool_calls"
-                    yield chat_chunk(cid, created, uid, {"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]})
-            yield chat_chunk(cid, created, uid, {}, finish, usage(tokens.prompt_tokens, tokens.completion_tokens)
-                             if params.include_usage else None)
+                    yield chunk({"tool_calls": [dict(c, index=i) for i, c in enumerate(calls)]})
+            yield chunk({}, finish, usage(tokens.prompt_tokens, tokens.completion_tokens)
+                        if params.include_usage else None)
+
+    # ------------------------------------------------------------------ map over a table
+    def map(self, items: Any, prompt: Any = None, *, response_format: Any = None, system: Optional[str] = None,
+            generate_config: Optional[dict[str, Any]] = None, cache: Any = False, progress: bool = True) -> Any:
+        """Run a prompt over each row of ``items`` (a list of strings / dicts, a pandas Series, or a
+        DataFrame: each row a dict of its columns), the rows together (continuous batching: as many at
+        once as the model's ``max_num_seqs``), results in the rows' order, with a progress bar.
+
+        ``prompt``: a template filled per row with ``str.format_map`` (``"Classify: {text}"``; a
+        scalar row is ``{item}``, a Series' values also go by its name), a function of the row that
+        returns a prompt or a messages list, or None (each row is the prompt). A placeholder a row
+        lacks is an InferenceError naming it and the columns there are, before anything runs.
+        ``system``: a system message put first. ``response_format``: a JSON schema form
+        (``{"type": "json_schema", ...}``) or a pydantic class, enforced while decoding.
+
+        Returns: for a list, a list (each reply's text, or its parsed value: a dict / pydantic
+        instance, None where it did not parse, with a warning); for a Series or DataFrame, with a
+        JSON schema a DataFrame of the parsed fields (one column per schema property, the input's
+        index, NaN and an ``_error`` column where a row did not parse), else a Series of replies.
+
+        Interrupting (or an error in one row) keeps the rows that finished: the same call again
+        runs only the others. ``cache=True`` also keeps every row on disk under
+        ``$XINFERENCE_NB_HOME/map_cache`` (or the folder given), keyed on the model (its files' sizes
+        and mtimes included: a changed file is a miss), the row's messages, generate_config and
+        the schema; a cached sampled row returns the same reply."""
+        from .table import local_identity, run_map
+
+        model = self._llm()
+        return run_map(self.chat, items, prompt, response_format=response_format, system=system,
+                       generate_config=generate_config, cache=cache, progress=progress, workers=self._workers(model),
+                       identity=lambda: local_identity(self._manager, self.model_uid), owner=self._manager,
+                       name=self.model_uid, check=lambda cfg: parse_generate_config(cfg, model.chat_format))
+
+
+def _run_choices(fn: Any, each: list[Any]) -> list[dict[str, Any]]:
+    """``[fn(p) for p in each]``, the choices at once (rows of one batch on a batching engine)."""
+    if len(each) == 1:
+        return [fn(each[0])]
+    return map_in_order(fn, each, workers=len(each), progress=False)
+
+
+def _refuse_chat_only(config: GenerateConfig) -> None:
+    """generate(): a completion has no tools to choose."""
+    for key in ("tool_choice", "parallel_tool_calls"):
+        if key in config:
+            raise InferenceError(f"generate_config[{key!r}] applies to chat() with tools; generate() has none")
+
+
+def _tool_choice(config: GenerateConfig, tools: Optional[list], params, fmt
+                 ) -> tuple[Optional[list], Any, Optional[int]]:
+    """(the tools the template gets, the params, the most calls a reply keeps) after ``tool_choice`` / ``parallel_tool_calls``:
+    "none" sends no tools; "required" or a named function constrains the reply to calls in the
+    model's own format whose arguments follow the tool's parameters schema; parallel_tool_calls=false
+    allows one call."""
+    choice = config.tool_choice
+    if (choice is not None or config.parallel_tool_calls is not None) and not tools:
+        if choice not in (None, "none", "auto"):
+            raise InferenceError(f"tool_choice={choice!r:.80} needs tools; the request has none")
+        return tools, params, None
+    if choice == "none":
+        return None, params, None
+    parallel = config.parallel_tool_calls is not False
+    if choice in (None, "auto") and parallel:
+        return tools, params, None
+    parser = fmt.tool_parser
+    forced = choice not in (None, "auto")   # else parallel_tool_calls=false: text, or the first call only
+    if not forced:
+        return tools, params, 1
+    if params.constraint is not None:
+        raise InferenceError(f"tool_choice={choice!r:.80} and {params.constraint.source} both constrain the reply; "
+                             "send one of them")
+    shape = tool_call_shape(parser)
+    if shape is None:
+        raise InferenceError(f"tool_choice={choice!r:.80} / parallel_tool_calls=false: this model's tool-call format "
+                             f"({getattr(parser, 'name', None) or 'none'}) cannot be constrained here; the formats that can "
+                             "are the <tool_call> JSON blocks (qwen, hermes) and llama3's JSON calls")
+    return tools, dataclasses.replace(params, constraint=tool_call_constraint(
+        tools, choice, parallel, open_tag=shape[0], close_tag=shape[1], args_key=shape[2])), None if parallel else 1
 
 
 # ----------------------------------------------------------------------------------------------

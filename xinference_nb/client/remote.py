@@ -417,7 +417,7 @@ class RemoteLLMHandle(RemoteModelHandle):
     def generate(self, prompt: str, generate_config: Optional[dict[str, Any]] = None
                  ) -> Union[dict[str, Any], Iterator[dict[str, Any]]]:
         body: dict[str, Any] = {"model": self.model_uid, "prompt": prompt}
-        body.update(generate_config or {})
+        _wire_constraints(body, generate_config)
         if body.get("stream"):
             return self._http.stream_sse(self._route("generate"), body)
         return self._http.json("POST", self._route("generate"), json=body)
@@ -433,14 +433,17 @@ class RemoteLLMHandle(RemoteModelHandle):
         body: dict[str, Any] = {"model": self.model_uid, "messages": for_remote(messages)}
         if tools is not None:
             body["tools"] = tools
-        body.update(generate_config or {})
+        model_class = _wire_constraints(body, generate_config)
         if enable_thinking is not None:
             kw = dict(body.get("chat_template_kwargs") or {})
             kw["enable_thinking"] = enable_thinking
             body["chat_template_kwargs"] = kw
         if body.get("stream"):
             return self._http.stream_sse(self._route("chat"), body)
-        return self._http.json("POST", self._route("chat"), json=body)
+        result = self._http.json("POST", self._route("chat"), json=body)
+        if model_class is not None:   # the server parsed a dict; the caller asked for its pydantic class
+            _parse_as(result, model_class)
+        return result
 
 
     def generate_batch(self, prompts: list[str], generate_config: Optional[dict[str, Any]] = None,
@@ -462,6 +465,51 @@ class RemoteLLMHandle(RemoteModelHandle):
         items, cfg = check_batch(messages_list, "messages_list", generate_config, progress)
         return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=BATCH_WORKERS,
                             progress=progress, desc=f"chat {self.model_uid}")
+
+    def map(self, items: Any, prompt: Any = None, *, response_format: Any = None, system: Optional[str] = None,
+            generate_config: Optional[dict[str, Any]] = None, cache: Any = False, progress: bool = True) -> Any:
+        """The in-kernel handle's ``map`` (see ``LLMHandle.map``), each row a chat request sent
+        concurrently (the server batches them). Rows of a call that did not complete are kept on
+        this connection. The cache key names the endpoint, the uid and what the server's describe()
+        says (asked afresh with the cache on): a model file changed on the server is not seen."""
+        from .handles import BATCH_WORKERS
+        from .table import remote_identity, run_map
+
+        def identity() -> dict[str, Any]:
+            desc = self.describe() if cache or not self._description else self._description
+            return remote_identity(desc, self.model_uid, self._http.endpoint)
+
+        return run_map(self.chat, items, prompt, response_format=response_format, system=system,
+                       generate_config=generate_config, cache=cache, progress=progress, workers=BATCH_WORKERS,
+                       identity=identity, owner=self._http, name=self.model_uid)
+
+
+def _wire_constraints(body: dict[str, Any], generate_config: Optional[dict[str, Any]]) -> Any:
+    """``generate_config`` into a request body, a pydantic class (response_format / guided_json) as its
+    JSON schema; returns that class (None without one), to read the reply back as it."""
+    from ..chat.structured import is_pydantic_model, model_schema, wire_form
+
+    model_class = None
+    for key, value in (generate_config or {}).items():
+        if is_pydantic_model(value):
+            model_class = value
+            value = model_schema(value) if key == "guided_json" else wire_form(value)
+        body[key] = value
+    return model_class
+
+
+def _parse_as(result: dict[str, Any], model_class: Any) -> None:
+    """Each choice's ``parsed`` (the server's dict) made an instance of ``model_class``."""
+    from ..chat.structured import Constraint, parse_reply
+
+    constraint = Constraint("json_schema", None, name=model_class.__name__, model=model_class)
+    for choice in result.get("choices") or []:
+        message = choice.get("message") or {}
+        if "parsed" in message:
+            parsed, why = parse_reply(message.get("content"), constraint, choice.get("finish_reason") or "stop")
+            message["parsed"] = parsed
+            if why is not None:
+                message["parse_error"] = why
 
 
 class RemoteEmbeddingHandle(RemoteModelHandle):

@@ -21,11 +21,14 @@ or a LoRA adapter, a failing logits processor or sampling step, a stop-string ch
 ends that request alone with an InferenceError, at the step it happened, and the other rows go on
 exactly as they would alone. Each row's next token is picked inside ``_pick_row`` behind that
 boundary: the model's logits are checked, then the row's logits processors run in order (the
-repetition penalty, then ``BatchRequest.logits_processors``: the place for per-request processors
-such as logit_bias or structured outputs), then greedy or sampling (``sample_token``), which stays
-finite for any accepted temperature, top_p and top_k. A prefill that raises is retried one joiner
-at a time, so only the joiner that cannot run fails; a decode step that raises fails every row
-(their cache is shared).
+repetition penalty, OpenAI's presence / frequency penalties, logit_bias and a structured output's mask:
+``BatchRequest.logits_processors``, built by ``sampling.row_processors``), then greedy or sampling
+(``sampling.sample_token``), which stays finite for any accepted temperature, top_p, top_k and min_p.
+The logprobs of a row (``BatchRequest.logprobs``) come from its raw logits, before any processor. A
+constrained row (``BatchRequest.constraint``) consumes each token it emits and finishes with "stop"
+once its structure is complete; constrained and free rows, with different constraints, share a batch.
+A prefill that raises is retried one joiner at a time, so only the joiner that cannot run fails; a
+decode step that raises fails every row (their cache is shared).
 
 Cancellation: a reader that goes away (``TokenStream.close``) drops its row at the next step;
 ``terminate_model`` (``InFlight.cancel``) ends every running and waiting request with
@@ -49,6 +52,7 @@ from typing import Any, Callable, Iterator, Optional
 from ..chat import SamplingParams, TokenStream, incremental_deltas
 from ..errors import InferenceError
 from .options import BASE_ADAPTER
+from .sampling import logprob_entry, sample_token
 from ..threads import scope_event
 from . import CANCELLED, InFlight
 
@@ -122,10 +126,19 @@ class BatchRequest:
     top_k: Optional[int] = None
     generator: Any = None
     adapter: Optional[str] = None     # the LoRA adapter of this request (None: the base model)
-    # per-request logits processors, run in order after the repetition penalty: ``fn(ids, logits) ->
-    # logits`` with ``ids`` the prompt and generated ids so far and ``logits`` this row's float32
-    # scores (1-D, the vocabulary); an exception or NaN scores fail this request alone
+    min_p: Optional[float] = None
+    # the request's logits processors, run in order (``sampling.row_processors``: repetition penalty,
+    # presence / frequency penalties, logit_bias, the constraint's mask): ``fn(ids, logits) -> logits``
+    # with ``ids`` the prompt and generated ids so far and ``logits`` this row's float32 scores (1-D,
+    # the vocabulary); an exception or NaN scores fail this request alone
     logits_processors: list[Callable[[list[int], Any], Any]] = field(default_factory=list)
+    # the request's structured-output state (``structured.RowConstraint``): it consumes each token, and
+    # the request finishes ("stop") once the structure is complete
+    constraint: Any = None
+    # with params.logprobs: one OpenAI-shaped entry per generated token (the stop token left out), from
+    # the raw logits; ``piece(id)`` is a token's (text alone, bytes): ``sampling.token_piece``
+    logprobs: Optional[list[dict[str, Any]]] = None
+    piece: Optional[Callable[[int], tuple[str, bytes]]] = None
     out: "queue.Queue[Any]" = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
     ids: list[int] = field(default_factory=list)
@@ -372,22 +385,25 @@ class BatchScheduler:
         self._drop(leaving)
 
     def _pick_row(self, r: BatchRequest, logits: Any, greedy: int) -> int:
-        """The row's next token: the batch's argmax for a plain greedy row, else its logits
-        processors and then greedy or sampling. Raises for this row alone."""
+        """The row's next token: its logprobs recorded from the raw logits, then the batch's argmax for a
+        plain greedy row, else its logits processors and then greedy or sampling. Raises for this row
+        alone."""
         if greedy < 0:
             raise broken_logits_error(len(r.ids) + 1, r.adapter)
-        processors = self._processors(r)
-        if not r.sample and not processors:
-            return greedy
-        scores = logits
-        for fn in processors:
-            scores = fn(r.prompt_ids + r.ids, scores)
-        return sample_token(scores, r.temperature if r.sample else 0.0, r.top_p, r.top_k, r.generator)
+        if not r.sample and not r.logits_processors:
+            tid = greedy
+        else:
+            scores = logits
+            for fn in r.logits_processors:
+                scores = fn(r.prompt_ids + r.ids, scores)
+            tid = sample_token(scores, r.temperature if r.sample else 0.0, r.top_p, r.top_k, r.generator, r.min_p)
+        if r.logprobs is not None and tid not in r.stop_ids:
+            r.logprobs.append(logprob_entry(logits, tid, r.params.top_logprobs, r.piece or self._piece))
+        return tid
 
-    def _processors(self, r: BatchRequest) -> list[Callable[[list[int], Any], Any]]:
-        penalty = r.params.repetition_penalty
-        out = [] if penalty in (None, 1.0) else [lambda ids, scores: repetition_penalty(ids, scores, penalty)]
-        return out + list(r.logits_processors)
+    def _piece(self, tid: int) -> tuple[str, bytes]:
+        text = self.tokenizer.decode([tid], skip_special_tokens=False)
+        return text, text.encode("utf-8", errors="replace")
 
     def _finished(self, r: BatchRequest, tid: int) -> Optional[str]:
         if tid in r.stop_ids:
@@ -396,6 +412,10 @@ class BatchScheduler:
             longest = max(len(s) for s in r.stop_strings)
             tail = self.tokenizer.decode(r.ids[-(longest + 1):], skip_special_tokens=True)
             if any(s in tail for s in r.stop_strings):
+                return "stop"
+        if r.constraint is not None:   # the structure consumes the token; complete: the reply ends here
+            r.constraint.accept(r.ids)
+            if r.constraint.stopped:
                 return "stop"
         if len(r.ids) >= r.max_new:
             return "length"
@@ -416,52 +436,6 @@ def row_error(exc: BaseException) -> InferenceError:
     return InferenceError(f"generation failed for this request: {type(exc).__name__}: {exc}")
 
 
-def repetition_penalty(ids: list[int], scores: Any, penalty: float) -> Any:
-    """``scores`` with the tokens of ``ids`` penalised as transformers does (a positive logit divided by
-    ``penalty``, a negative one multiplied)."""
-    import torch
-
-    scores = scores.clone()
-    seen = torch.tensor(ids, dtype=torch.long, device=scores.device).unique()
-    picked = scores.index_select(0, seen)
-    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
-    scores.index_copy_(0, seen, picked)
-    return scores
-
-
-def sample_token(scores: Any, temperature: float, top_p: Optional[float] = None, top_k: Optional[int] = None,
-                 generator: Any = None) -> int:
-    """The next token from one row's processed float32 scores (1-D): argmax when ``temperature`` is 0,
-    else temperature, top_k, top_p and a draw from ``generator``. Finite for every value: NaN scores
-    (a processor's) are an InferenceError, a +inf score wins outright, no allowed token is an
-    InferenceError, and a temperature at which the scores overflow float32 picks the argmax (its
-    limit: every other token's probability underflows to 0)."""
-    import torch
-
-    best = float(scores.max())
-    if best != best:   # NaN
-        raise InferenceError("the logits of this request became NaN in its logits processing")
-    if best == float("-inf"):
-        raise InferenceError("no token is allowed for this request (every logit is -inf after its logits processing)")
-    if best == float("inf") or not temperature:
-        return int(scores.argmax())
-    scaled = scores / min(float(temperature), torch.finfo(scores.dtype).max)
-    if not bool(torch.isfinite(scaled.max())):   # overflowed (or a temperature that is 0 in float32)
-        return int(scores.argmax())
-    scores = scaled
-    if top_k is not None and 0 < top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=False)
-        cum = ordered.softmax(-1).cumsum(-1)
-        remove = cum <= (1 - top_p)
-        remove[-1] = False
-        scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
-    probs = scores.softmax(-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
 class BatchTokenStream(TokenStream):
     """A request's tokens as text deltas, decoded incrementally as the worker produces them;
     ``close()`` drops the request from the batch at the next step."""
@@ -473,6 +447,7 @@ class BatchTokenStream(TokenStream):
         self._req = req
         self._tok = tokenizer
         self._inflight = inflight
+        self.logprobs = req.logprobs   # the request's list: its entries appear as the worker picks tokens
         self._iter = self._decode()
 
     def _decode(self) -> Iterator[str]:

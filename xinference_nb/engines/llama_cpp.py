@@ -10,6 +10,13 @@ LoRA: ``peft_model_config``'s adapters are GGUF LoRA files, loaded once on the m
 (none = the base model), set on the context before its prompt is evaluated (at scale ``lora_scale``,
 default 1.0). Calls take turns on one context, and a change of adapter drops the cached prompt.
 ``Llama(lora_path=...)`` still applies one adapter to every request.
+
+Sampling (the same semantics as the transformers engine, chat/__init__.SamplingParams): logprobs,
+presence / frequency penalties (over the generated tokens only, OpenAI's definition, not llama.cpp's
+window of the last 64 tokens), logit_bias, min_p (after temperature) and structured outputs (a
+llguidance token mask, engines/structured.py) run in one logits processor, ``_Sampling``, which
+llama-cpp-python calls first in its sampler chain with the raw logits of the last position; its own
+repetition penalty, top_k / top_p, temperature and greedy / random pick follow.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
 from ..errors import FieldIssue, InferenceError, LaunchError, LaunchOptionError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
 from .options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters
+from .structured import Grammars, RowConstraint, llama_lltokenizer
 from . import InFlight, LoadRequest
 
 
@@ -46,6 +54,90 @@ def token_bytes(llm: Any, tid: int, special: bool = False) -> bytes:
             return buf.raw[:n]
         size = -n
     raise InferenceError(f"llama.cpp could not read the text of token {tid}")  # pragma: no cover
+
+
+def logprob_entry(llm: Any, tid: int, logprobs: Any, top: int) -> dict[str, Any]:
+    """OpenAI's entry of one generated token: its text, log-probability and bytes, and the ``top``
+    most likely tokens at its position (highest first, ties by id), from ``logprobs`` (numpy, the
+    log-softmax of the raw logits)."""
+    import numpy as np
+
+    def one(t: int) -> dict[str, Any]:
+        data = token_bytes(llm, t, special=True)
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": float(logprobs[t]), "bytes": list(data)}
+
+    entry = one(tid)
+    k = min(top, logprobs.shape[0])
+    best: list[int] = []
+    if k > 0:
+        idx = np.argpartition(-logprobs, k - 1)[:k]
+        best = [int(t) for t in idx[np.lexsort((idx, -logprobs[idx]))]]
+    entry["top_logprobs"] = [one(t) for t in best]
+    return entry
+
+
+class _Sampling:
+    """One request's logits processor (llama-cpp-python's ``logits_processor``), called with the raw
+    logits of the last position before each token: records their log-softmax (logprobs), then applies
+    presence / frequency penalties over the generated ids, logit_bias, the constraint's mask and min_p
+    (after temperature; only when sampling). ``take(tid)`` is told each token generate yields."""
+
+    def __init__(self, llm: Any, params: SamplingParams, n_vocab: int, row: Optional[RowConstraint], temp: float):
+        import math
+
+        import numpy as np
+
+        self._llm = llm
+        self.generated: list[int] = []
+        self.row = row
+        self._presence = params.presence_penalty or 0.0
+        self._frequency = params.frequency_penalty or 0.0
+        self._counts = np.zeros(n_vocab, dtype=np.float32) if (self._presence or self._frequency) else None
+        self._bias_ids = np.array(sorted(params.logit_bias), dtype=np.int64)
+        self._bias = np.array([params.logit_bias[t] for t in self._bias_ids.tolist()], dtype=np.float32)
+        # min_p: p / p_max >= min_p after temperature  <=>  logit >= max logit + temp * log(min_p)
+        sampling = not params.greedy and temp > 0
+        self._min_p = temp * math.log(params.min_p) if params.min_p and sampling else None
+        self._logprobs = params.logprobs
+        self._top = params.top_logprobs
+        self._lp: Any = None
+        self.entries: list[dict[str, Any]] = []
+
+    @staticmethod
+    def wanted(params: SamplingParams) -> bool:
+        return bool(params.logprobs or params.presence_penalty or params.frequency_penalty or params.logit_bias
+                    or params.min_p or params.constraint is not None)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+
+        raw = np.asarray(scores, dtype=np.float32)
+        if self._logprobs:
+            x = raw.astype(np.float64)
+            top = x.max()
+            self._lp = x - top - np.log(np.exp(x - top).sum())
+        out = raw.copy()
+        if self._counts is not None:
+            out -= self._presence * (self._counts > 0) + self._frequency * self._counts
+        if self._bias_ids.size:
+            out[self._bias_ids] += self._bias
+        if self.row is not None:
+            out = self.row.mask(self.generated, out)
+        if self._min_p is not None:
+            out[out < out.max() + self._min_p] = -np.inf
+        return out
+
+    def take(self, tid: int) -> bool:
+        """Record the token generate chose; True when it completed the constraint's structure."""
+        self.generated.append(tid)
+        if self._counts is not None:
+            self._counts[tid] += 1
+        if self._logprobs:
+            self.entries.append(logprob_entry(self._llm, tid, self._lp, self._top))
+        if self.row is None:
+            return False
+        self.row.accept(self.generated)
+        return self.row.stopped
 
 
 def _format_name(template: str, quantization: str) -> str:
@@ -216,6 +308,23 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
     return model
 
 
+def _sampler_args(params: SamplingParams) -> tuple[float, float, int, float]:
+    """(temp, top_p, top_k, min_p) for llama-cpp-python's sampler chain. Without a temperature, its
+    defaults (0.8, 0.95, 40, min_p 0.05); with one, only what the request asks. A request's min_p is
+    applied by ``_Sampling`` after temperature (llama.cpp's runs before it), so llama.cpp's is then 0."""
+    if params.temperature is None:
+        temp, top_p, top_k, min_p = 0.8, 0.95, 40, 0.05     # llama-cpp-python's defaults
+    else:
+        temp, top_p, top_k, min_p = params.temperature, 1.0, 0, 0.0
+    if params.top_p is not None:
+        top_p = params.top_p
+    if params.top_k is not None:
+        top_k = max(0, params.top_k)
+    if params.min_p is not None:
+        min_p = 0.0
+    return temp, top_p, top_k, min_p
+
+
 class LlamaCppLLM(ChatLLM):
     def __init__(self, llm: Any, request: LoadRequest, file: Path, info: Optional[GGUFInfo] = None,
                  loras: Optional[dict[str, Any]] = None):
@@ -243,10 +352,19 @@ class LlamaCppLLM(ChatLLM):
         self._add_bos = info.add_bos_token is not False
         self.chat_format = build_chat_format(request.spec, own, family_spec=request.family_spec, eos_token_ids=eos_ids,
                                              template_vars=variables, token_of=self._token_of)
-        n_vocab = llm.n_vocab()
+        self._n_vocab = n_vocab = llm.n_vocab()
         self.chat_format.stop_token_ids = [i for i in self.chat_format.stop_token_ids if 0 <= i < n_vocab]
         self.chat_format.lora_names = tuple(self._loras)
         self._estimate = None
+        # structured outputs: llguidance's view of the vocabulary, built on the first constrained request
+        self.grammars = Grammars(self._lltokenizer)
+
+    def _lltokenizer(self) -> Any:
+        import warnings
+
+        with warnings.catch_warnings():   # llguidance reads each token's attributes by a deprecated name
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return llama_lltokenizer(self.llm, sorted(self._eog_ids))
 
     def _piece(self, tid: int, special: bool = False) -> str:
         return token_bytes(self.llm, tid, special).decode("utf-8", errors="replace")
@@ -313,6 +431,21 @@ class LlamaCppLLM(ChatLLM):
             raise InferenceError(f"llama.cpp could not switch to LoRA adapter {name!r} (error {failed})")
         self._active_lora = name
 
+    def _check_request(self, params: SamplingParams) -> None:
+        """InferenceError, before any token, for a logit_bias id past the vocabulary or a constraint
+        llguidance cannot enforce (compiled here once, then cached for the request's start)."""
+        bad = sorted(t for t in params.logit_bias if t >= self._n_vocab)
+        if bad:
+            raise InferenceError(f"generate_config['logit_bias'] names token id{'s' if len(bad) > 1 else ''} "
+                                 f"{', '.join(map(str, bad[:8]))}, but this model's vocabulary has {self._n_vocab} "
+                                 f"tokens (ids 0 to {self._n_vocab - 1})")
+        if params.constraint is not None:
+            with self._inflight.step():
+                self.grammars.matcher(params.constraint)
+
+    def _decode_ids(self, ids: list[int]) -> str:
+        return b"".join(token_bytes(self.llm, t, special=True) for t in ids).decode("utf-8", errors="replace")
+
     def _start(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream):
         self._use_lora(llm, params.lora_name)
         ids = self._prompt_ids(prompt, chat)
@@ -323,22 +456,21 @@ class LlamaCppLLM(ChatLLM):
         longest = max((len(s) for s in stop_strings), default=0)
         if params.seed is not None:
             llm.set_seed(params.seed)
-        if params.temperature is None:
-            temp, top_p, top_k = 0.8, 0.95, 40     # llama-cpp-python's defaults
-        else:
-            temp, top_p, top_k = params.temperature, 1.0, 0
-        if params.top_p is not None:
-            top_p = params.top_p
-        if params.top_k is not None:
-            top_k = max(0, params.top_k)
+        temp, top_p, top_k, min_p = _sampler_args(params)
+        proc = None
+        if _Sampling.wanted(params):
+            row = self.grammars.start(params.constraint, self._decode_ids) if params.constraint is not None else None
+            proc = _Sampling(llm, params, self._n_vocab, row, temp)
+            state.logprobs = proc.entries if params.logprobs else None
         state.finish_reason = "length"
-        gen = llm.generate(ids, top_k=top_k, top_p=top_p, temp=temp,
-                           repeat_penalty=params.repetition_penalty or 1.0, reset=True)
-        return gen, (max_new, stop_ids, stop_strings, longest, params.keep_special_tokens)
+        gen = llm.generate(ids, top_k=top_k, top_p=top_p, min_p=min_p, temp=temp,
+                           repeat_penalty=params.repetition_penalty or 1.0, reset=True,
+                           logits_processor=None if proc is None else [proc])
+        return gen, (max_new, stop_ids, stop_strings, longest, params.keep_special_tokens, proc)
 
     def _tokens(self, llm: Any, gen: Iterator[int], setup: tuple, state: TokenStream,
                 check_stops: bool) -> Iterator[str]:
-        max_new, stop_ids, stop_strings, longest, keep_special = setup
+        max_new, stop_ids, stop_strings, longest, keep_special, proc = setup
         # bytes of a character split over tokens wait in the decoder; when the reply ends they come out
         # as "\ufffd" (final=True), in a whole reply and a stream alike
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -368,6 +500,7 @@ class LlamaCppLLM(ChatLLM):
                 if tid in stop_ids or tid in self._eog_ids:
                     state.finish_reason = "stop"
                     break
+                done = proc is not None and proc.take(tid)   # the constraint's structure is complete
                 # a request with tools keeps the special tokens its tool-call format writes
                 piece = decoder.decode(token_bytes(llm, tid, keep_special))
             if piece:
@@ -377,6 +510,9 @@ class LlamaCppLLM(ChatLLM):
                 if hit:
                     state.finish_reason = "stop"
                     return
+            if done:
+                state.finish_reason = "stop"
+                break
             if state.completion_tokens >= max_new:
                 break
         piece, hit = cut(decoder.decode(b"", final=True))
@@ -386,11 +522,14 @@ class LlamaCppLLM(ChatLLM):
             state.finish_reason = "stop"
 
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
+        self._check_request(params)
         state = TokenStream()
         text = "".join(self._run(prompt, params, chat, state, check_stops=True))
-        return Completion(text, state.prompt_tokens, state.completion_tokens, state.finish_reason)
+        return Completion(text, state.prompt_tokens, state.completion_tokens, state.finish_reason,
+                          logprobs=state.logprobs)
 
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
+        self._check_request(params)
         return _LlamaTokenStream(self, prompt, params, chat)
 
     def memory_bytes(self) -> Optional[int]:
@@ -415,6 +554,7 @@ class _LlamaTokenStream(TokenStream):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finish_reason = "stop"
+        self.logprobs = None
         self._iter = model._run(prompt, params, chat, self, check_stops=False)
 
     def close(self) -> None:

@@ -11,6 +11,13 @@ with ``generate_config={"lora_name": ...}``, none = the base model with the adap
 
 Concurrent requests are batched continuously by ``batching_llm.BatchScheduler`` (requests with
 different adapters share forward passes: peft applies each row's own adapter).
+
+OpenAI's sampling surface (logprobs / top_logprobs, presence / frequency penalties, logit_bias, min_p)
+and structured outputs (``SamplingParams.constraint``, compiled by ``self.grammars``: llguidance,
+imported by the first constrained request) pick each token with ``sampling``'s code on both paths: the
+batch's rows, and, one request at a time, a ``_RowPick`` logits processor that makes the whole pick
+inside ``generate`` (whose greedy search then takes it). A constraint or logit_bias that cannot apply
+is an InferenceError when the request starts, before any token.
 """
 from __future__ import annotations
 
@@ -339,6 +346,81 @@ class _FiniteLogits:
         return scores
 
 
+class _RowPick:
+    """A logits processor of ``generate`` (after ``_FiniteLogits``) that makes the whole pick of a
+    one-request generation with the batch's code (``sampling``): the logprobs of the raw logits, the
+    request's processors (penalties, logit_bias, the constraint's mask), then greedy or sampling with
+    the request's seeded generator. It returns -inf everywhere but the picked token, which
+    ``generate``'s greedy search then takes. ``complete``: the constraint's structure is complete
+    (``_ConstraintDone`` stops the generation there)."""
+
+    def __init__(self, llm: "TransformersLLM", params: SamplingParams, n_prompt: int, stop_ids: list[int]):
+        self.processors, self.constraint, self.logprobs = llm._row_state(params, n_prompt)
+        self.sampling = llm._row_sampling(params)
+        self.top_logprobs = params.top_logprobs
+        self.n_prompt = n_prompt
+        self.stop_ids = llm._ending_ids(stop_ids)
+        self.piece = llm._piece
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        from .sampling import logprob_entry, sample_token
+
+        ids, raw = input_ids[0].tolist(), scores[0]
+        row = raw
+        for fn in self.processors:
+            row = fn(ids, row)
+        s = self.sampling
+        tid = sample_token(row, s["temperature"] if s["sample"] else 0.0, s["top_p"], s["top_k"], s["generator"],
+                           s["min_p"])
+        if self.logprobs is not None and tid not in self.stop_ids:
+            self.logprobs.append(logprob_entry(raw, tid, self.top_logprobs, self.piece))
+        out = torch.full_like(scores, float("-inf"))
+        out[:, tid] = 0.0
+        return out
+
+    @property
+    def complete(self) -> bool:
+        return self.constraint is not None and self.constraint.stopped
+
+    def consume(self, input_ids: Any) -> bool:
+        """The constraint takes the tokens picked so far; True once its structure is complete."""
+        if self.constraint is None:
+            return False
+        self.constraint.accept(input_ids[0, self.n_prompt:].tolist())
+        return self.constraint.stopped
+
+
+class _ConstraintDone:
+    """A StoppingCriteria that ends the generation when the request's constraint is complete."""
+
+    def __init__(self, pick: _RowPick):
+        self.pick = pick
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = self.pick.consume(input_ids)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def _picked_criteria(pick: Optional[_RowPick]) -> list[Any]:
+    return [_ConstraintDone(pick)] if pick is not None and pick.constraint is not None else []
+
+
+def _logits_width(model: Any, tokenizer: Any) -> int:
+    """How many scores the model gives each step: its output embeddings' rows, else the (text) config's
+    vocab_size, else the tokenizer's length."""
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    rows = getattr(getattr(head, "weight", None), "shape", None)
+    if rows:
+        return int(rows[0])
+    cfg = getattr(model, "config", None)
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    return int(getattr(text, "vocab_size", None) or len(tokenizer))
+
+
 def _generation_error(exc: BaseException) -> InferenceError:
     return exc if isinstance(exc, InferenceError) else InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
 
@@ -417,6 +499,7 @@ class TransformersLLM(ChatLLM):
         wait = opts.get("batch_wait_ms")
         self.batch_wait_ms = float(DEFAULT_BATCH_WAIT_MS if wait is None else wait)
         self._gen_defaults = gen_cfg
+        self._setup_sampling(eos_ids)
         self.scheduler = None
         if self.max_num_seqs > 1:
             from .batching_llm import BatchScheduler, supports_batching
@@ -426,6 +509,20 @@ class TransformersLLM(ChatLLM):
                                                 max_num_seqs=self.max_num_seqs, batch_wait_ms=self.batch_wait_ms,
                                                 pad_token_id=self.pad_token_id, device=self.device,
                                                 adapters=bool(self.lora_names))
+
+    def _setup_sampling(self, eos_ids: list[int]) -> None:
+        """The request-level sampling state of the model: its logits width, each token's text alone
+        (logprobs) and its compiled constraints (``self.grammars``: llguidance is imported by the first
+        request with a constraint)."""
+        from .sampling import token_piece
+        from .structured import Grammars, hf_lltokenizer
+
+        tokenizer = self.tokenizer
+        self.n_logits = _logits_width(self.model, tokenizer)
+        self._piece = token_piece(tokenizer)
+        ends = list(dict.fromkeys([*self.chat_format.stop_token_ids, *eos_ids]))
+        n_logits = self.n_logits
+        self.grammars = Grammars(lambda: hf_lltokenizer(tokenizer, ends, n_logits))
 
     # ------------------------------------------------------------------ helpers
     def _token_of(self, text: str) -> Optional[int]:
@@ -506,25 +603,36 @@ class TransformersLLM(ChatLLM):
         return kw, stop_ids
 
     @staticmethod
-    def _finish(new_ids: list[int], stop_ids: list[int], max_new: int) -> str:
+    def _finish(new_ids: list[int], stop_ids: list[int], max_new: int, pick: Optional["_RowPick"] = None) -> str:
         if new_ids and new_ids[-1] in stop_ids:
+            return "stop"
+        if pick is not None and pick.complete:   # the constraint's structure ended the reply
             return "stop"
         return "length" if len(new_ids) >= max_new else "stop"
 
-    def _batch_request(self, prompt: str, params: SamplingParams, chat: bool):
-        """The scheduler's request for one call: prompt ids, limits, stops, sampling and seed."""
+    def _row_pick(self, params: SamplingParams, kw: dict[str, Any], n_prompt: int,
+                  stop_ids: list[int]) -> Optional["_RowPick"]:
+        """With a field only ``sampling`` applies (logprobs, penalties, logit_bias, min_p, a constraint):
+        the ``_RowPick`` that makes each pick of this ``generate`` as the batch does (``kw`` is changed:
+        greedy over its one-hot scores, none of ``generate``'s own sampling or penalties). None otherwise."""
+        from .sampling import uses_row_pick
+
+        if not uses_row_pick(params):
+            return None
+        pick = _RowPick(self, params, n_prompt, stop_ids)
+        for key in ("temperature", "top_p", "top_k"):
+            kw.pop(key, None)
+        # the generation config's own sampling and repetition penalty stay off: the pick applies them
+        kw.update(do_sample=False, repetition_penalty=1.0)
+        kw["logits_processor"].append(pick)
+        return pick
+
+    def _row_sampling(self, params: SamplingParams) -> dict[str, Any]:
+        """How one request samples (the batch's and the one-request pick's keywords): sample or greedy,
+        temperature, top_p, top_k and min_p (the generation config's where the request has none), and
+        its seeded ``torch.Generator``."""
         import torch
 
-        from .batching_llm import BatchRequest
-
-        ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
-        self._check_ids(ids)
-        max_new = check_prompt_fits(len(ids), params, self.context_length)
-        ids_list, strings = split_stops(params, self._token_of)
-        stop_ids = set(ids_list)
-        if not stop_ids:   # as generate(): the generation config's end-of-sequence ids
-            eos = getattr(self._gen_defaults, "eos_token_id", None)
-            stop_ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         gen = self._gen_defaults
         sample = self._sample_by_default if params.temperature is None else params.temperature > 0
         temperature = params.temperature if params.temperature is not None else getattr(gen, "temperature", None)
@@ -534,10 +642,45 @@ class TransformersLLM(ChatLLM):
         if sample and params.seed is not None:
             device = self.device if self.device is not None and str(self.device) != "cpu" else "cpu"
             generator = torch.Generator(device=device).manual_seed(params.seed)
-        return BatchRequest(list(ids), params, max_new, stop_ids, strings, sample,
-                            temperature=float(temperature or 1.0), top_p=top_p,
-                            top_k=top_k if top_k and top_k > 0 else None, generator=generator,
-                            adapter=self._adapter(params))
+        return {"sample": sample, "temperature": float(temperature or 1.0), "top_p": top_p,
+                "top_k": top_k if top_k and top_k > 0 else None, "generator": generator, "min_p": params.min_p}
+
+    def _row_state(self, params: SamplingParams, n_prompt: int) -> tuple[list[Any], Any, Optional[list]]:
+        """(logits processors, constraint state, logprobs list) of one request, before it starts: a
+        logit_bias id past the vocabulary or a constraint that cannot be enforced is an InferenceError
+        here, before any token."""
+        from .sampling import row_processors
+
+        constraint = None
+        if params.constraint is not None:
+            tokenizer = self.tokenizer
+            constraint = self.grammars.start(params.constraint,
+                                             lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
+        processors = row_processors(params, n_prompt, self.n_logits, constraint)
+        return processors, constraint, ([] if params.logprobs else None)
+
+    def _ending_ids(self, stop_ids: list[int]) -> set[int]:
+        """The ids that end a request: its stop ids, else (as generate()) the generation config's eos ids."""
+        if stop_ids:
+            return set(stop_ids)
+        eos = getattr(self._gen_defaults, "eos_token_id", None)
+        return set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+    def _batch_request(self, prompt: str, params: SamplingParams, chat: bool):
+        """The scheduler's request for one call: prompt ids, limits, stops, sampling, seed, processors
+        and constraint."""
+        from .batching_llm import BatchRequest
+
+        ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+        self._check_ids(ids)
+        max_new = check_prompt_fits(len(ids), params, self.context_length)
+        ids_list, strings = split_stops(params, self._token_of)
+        stop_ids = self._ending_ids(ids_list)
+        adapter = self._adapter(params)
+        processors, constraint, logprobs = self._row_state(params, len(ids))
+        return BatchRequest(list(ids), params, max_new, stop_ids, strings, adapter=adapter,
+                            logits_processors=processors, constraint=constraint, logprobs=logprobs,
+                            piece=self._piece, **self._row_sampling(params))
 
     # ------------------------------------------------------------------ ChatLLM
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
@@ -550,7 +693,7 @@ class TransformersLLM(ChatLLM):
             req = self.scheduler.submit(self._batch_request(prompt, params, chat))
             wait_result(req)
             text = decode_text(self.tokenizer, req.ids, params.keep_special_tokens, req.stop_ids)
-            return Completion(text, len(req.prompt_ids), len(req.ids), req.finish_reason)
+            return Completion(text, len(req.prompt_ids), len(req.ids), req.finish_reason, logprobs=req.logprobs)
         from transformers import StoppingCriteriaList
 
         inflight = self._inflight
@@ -561,11 +704,12 @@ class TransformersLLM(ChatLLM):
             n_prompt = int(input_ids.shape[1])
             max_new = check_prompt_fits(n_prompt, params, self.context_length)
             kw, stop_ids = self._gen_kwargs(params, max_new)
+            pick = self._row_pick(params, kw, n_prompt, stop_ids)
             try:
                 with self._adapter_turn(), torch.inference_mode():
                     out = model.generate(input_ids=input_ids, attention_mask=attention,
                                          stopping_criteria=StoppingCriteriaList(
-                                             [_EventCriteria(inflight.event, *scoped)]),
+                                             [_EventCriteria(inflight.event, *scoped), *_picked_criteria(pick)]),
                                          **kw)
             except Exception as exc:  # noqa: BLE001 - the generation failed: say how, as an InferenceError
                 inflight.check()   # terminated meanwhile: say so
@@ -573,7 +717,8 @@ class TransformersLLM(ChatLLM):
             inflight.check()  # terminated while generating: the text was cut short
             new_ids = out[0, n_prompt:].tolist()
             text = decode_text(tokenizer, new_ids, params.keep_special_tokens, stop_ids)
-        return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new))
+        return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new, pick),
+                          logprobs=pick.logprobs if pick is not None else None)
 
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> TokenStream:
         if self.scheduler is not None:
@@ -587,8 +732,9 @@ class TransformersLLM(ChatLLM):
             n_prompt = int(input_ids.shape[1])
             max_new = check_prompt_fits(n_prompt, params, self.context_length)
             kw, stop_ids = self._gen_kwargs(params, max_new)
+            pick = self._row_pick(params, kw, n_prompt, stop_ids)
             return _HFTokenStream(self, input_ids, attention, kw, n_prompt, max_new, stop_ids,
-                                  params.keep_special_tokens)
+                                  params.keep_special_tokens, pick)
 
     def memory_bytes(self) -> Optional[int]:
         try:
@@ -610,7 +756,7 @@ class _HFTokenStream(TokenStream):
     _DONE = object()
 
     def __init__(self, llm: TransformersLLM, input_ids: Any, attention: Any, kw: dict[str, Any], n_prompt: int,
-                 max_new: int, stop_ids: list[int], keep_special: bool = False):
+                 max_new: int, stop_ids: list[int], keep_special: bool = False, pick: Optional[_RowPick] = None):
         from transformers import StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
@@ -627,6 +773,8 @@ class _HFTokenStream(TokenStream):
         self._max_new = max_new
         self._stop_ids = stop_ids
         self._keep_special = keep_special
+        self._pick = pick
+        self.logprobs = pick.logprobs if pick is not None else None   # appended as tokens are picked
         q = self._q
 
         class _Streamer(BaseStreamer):
@@ -648,7 +796,8 @@ class _HFTokenStream(TokenStream):
                 with llm._adapter_turn(), inflight.step(), torch.inference_mode():
                     llm.model.generate(input_ids=input_ids, attention_mask=attention, streamer=_Streamer(),
                                        stopping_criteria=StoppingCriteriaList(
-                                           [_EventCriteria(self._stop, inflight.event)]), **kw)
+                                           [_EventCriteria(self._stop, inflight.event), *_picked_criteria(pick)]),
+                                       **kw)
             except BaseException as exc:  # handed to the consumer
                 self._error = exc
             finally:
@@ -675,7 +824,7 @@ class _HFTokenStream(TokenStream):
                                       drop_ids=self._stop_ids)
         self._thread.join()  # a terminated model's generation stops at its next token
         self._finished = True
-        self.finish_reason = TransformersLLM._finish(ids, self._stop_ids, self._max_new)
+        self.finish_reason = TransformersLLM._finish(ids, self._stop_ids, self._max_new, self._pick)
         if self._inflight.cancelled and not self._stop.is_set():
             raise self._inflight.error()
         if self._error is not None and not self._stop.is_set():

@@ -71,15 +71,31 @@ def generate_config(defaults: Optional[dict], stop: Optional[list[str]] = None, 
     return cfg
 
 
-def check_tool_choice(tool_choice: Any, tools: Optional[list]) -> Optional[list]:
-    """The tools to send for ``tool_choice``: None / "auto" keep them, "none" drops them; anything
-    else is refused (the models choose for themselves whether to call a tool)."""
+def check_tool_choice(tool_choice: Any, tools: Optional[list]) -> tuple[Optional[list], Any]:
+    """(the tools to send, the OpenAI ``tool_choice`` to send: None for the model's own choice) for a
+    LangChain / LlamaIndex ``tool_choice``: None / "auto" keep the tools and let the model decide;
+    "none" drops them; "any" / "required" force a call of one of them (``True`` too, or a call of the
+    only tool); a tool's name or ``{"type": "function", "function": {"name": ...}}`` forces a call
+    of that tool (the model's handle constrains the reply to it). Anything else is refused."""
     if tool_choice in (None, "auto"):
-        return tools
+        return tools, None
     if tool_choice == "none":
-        return None
-    raise InferenceError(f"tool_choice={tool_choice!r:.60} is not supported; use None or 'auto' (the model "
-                         "decides) or 'none' (no tools)")
+        return None, None
+    names = [(t.get("function") or {}).get("name") for t in tools or [] if isinstance(t, dict)]
+    if not names:
+        raise InferenceError(f"tool_choice={tool_choice!r:.60} needs tools; none were given")
+    if tool_choice is True:
+        tool_choice = names[0] if len(names) == 1 else "required"
+    if tool_choice in ("any", "required"):
+        return tools, "required"
+    name = tool_choice
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        name = (tool_choice.get("function") or {}).get("name")
+    if isinstance(name, str) and name in names:
+        return tools, {"type": "function", "function": {"name": name}}
+    raise InferenceError(f"tool_choice={tool_choice!r:.80} is not supported; use None or 'auto' (the model decides), "
+                         f"'none' (no tools), 'any' / 'required' (a call of one of the tools) or the name of one "
+                         f"of them ({', '.join(map(repr, names))})")
 
 
 def parse_arguments(arguments: Any) -> dict[str, Any]:

@@ -7,13 +7,15 @@
     Settings.embed_model = XinfEmbedding(model_uid="my-minilm", client=client)
 
 ``XinfLLM`` is a ``FunctionCallingLLM``: ``chat`` / ``complete`` and their ``stream_`` forms, tools
-(``chat_with_tools``, ``predict_and_call``, agents), and the ``a``-prefixed async forms, which run the
-blocking call on a worker thread so the kernel's event loop never blocks (as a stream underneath:
-cancelling the await stops generation; but ``achat`` with tools makes the non-stream call, as Xinference
-parses tool calls only in non-stream answers: cancelling it stops an in-kernel model at its next token,
-while a remote server finishes that answer). ``XinfEmbedding`` is a ``BaseEmbedding`` (one model call
-per batch). Needs ``pip install "xinference-nb[llamaindex]"``
-(llama-index-core).
+(``chat_with_tools``, ``predict_and_call``, agents; ``tool_required=True`` or a ``tool_choice`` forces
+the call, its arguments valid for the tool's schema), structured prediction (``structured_predict``,
+``as_structured_llm``: LlamaIndex's FunctionCallingProgram, a forced call of the output class), and the
+``a``-prefixed async forms, which run the blocking call on a worker thread so the kernel's event loop
+never blocks (as a stream underneath: cancelling the await stops generation; but ``achat`` with tools
+makes the non-stream call, as Xinference parses tool calls only in non-stream answers: cancelling it
+stops an in-kernel model at its next token, while a remote server finishes that answer).
+``XinfEmbedding`` is a ``BaseEmbedding`` (one model call per batch). Needs ``pip install
+"xinference-nb[llamaindex]"`` (llama-index-core).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from ._common import (  # noqa: E402
     cached_handle,
     call_in_thread_cancellable,
     check_stream,
+    check_tool_choice,
     gather_stream,
     generate_config,
     parse_arguments,
@@ -88,6 +91,20 @@ def _message(content: Optional[str], calls: Optional[list], reasoning: Optional[
     if reasoning:
         extra["reasoning_content"] = reasoning
     return ChatMessage(role=MessageRole.ASSISTANT, content=content or "", additional_kwargs=extra)
+
+
+def _openai_tool(tool: Any) -> dict[str, Any]:
+    """``tool`` as an OpenAI tool, its parameters the schema a pydantic ``fn_schema`` generates with
+    (``chat.structured.model_schema``: objects closed to other keys, as OpenAI's strict mode; LlamaIndex's
+    ``to_openai_tool`` drops ``additionalProperties``): a forced call's arguments (tool_choice) then have
+    no keys the tool does not take."""
+    from ..chat.structured import is_pydantic_model, model_schema
+
+    spec = tool.metadata.to_openai_tool()
+    fn_schema = getattr(tool.metadata, "fn_schema", None)
+    if is_pydantic_model(fn_schema):
+        spec["function"]["parameters"] = model_schema(fn_schema)
+    return spec
 
 
 class XinfLLM(FunctionCallingLLM):
@@ -135,10 +152,10 @@ class XinfLLM(FunctionCallingLLM):
     def _chat_call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any], stream: bool,
                    gathered: bool = False) -> Any:
         """``chat``; ``gathered``: a non-stream call made as a stream (``gather_stream``)."""
-        tools = kwargs.get("tools")
-        if kwargs.get("tool_choice") not in (None, "auto"):
-            raise InferenceError(f"tool_choice={kwargs['tool_choice']!r:.60} is not supported; use None or 'auto'")
+        tools, choice = check_tool_choice(kwargs.get("tool_choice"), kwargs.get("tools"))
         cfg = as_stream(self._config(kwargs, False)) if gathered else self._config(kwargs, stream)
+        if choice is not None:   # "required" or a named tool: the handle constrains the reply to the call
+            cfg["tool_choice"] = choice
         return self._model().chat(to_openai_messages(messages), tools=tools or None, generate_config=cfg)
 
     @staticmethod
@@ -235,15 +252,28 @@ class XinfLLM(FunctionCallingLLM):
     def _prepare_chat_with_tools(self, tools: Sequence[Any], user_msg: Optional[Union[str, ChatMessage]] = None,
                                  chat_history: Optional[list[ChatMessage]] = None, verbose: bool = False,
                                  allow_parallel_tool_calls: bool = False, tool_required: bool = False,
-                                 **kwargs: Any) -> dict[str, Any]:
-        if tool_required:
-            raise InferenceError("tool_required=True is not supported: the model decides whether to call a tool")
+                                 tool_choice: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """The chat call for ``chat_with_tools`` / ``predict_and_call`` (and so ``structured_predict``,
+        ``as_structured_llm``: a call of the output class as a tool, ``tool_required=True``):
+        ``tool_required`` or a ``tool_choice`` ("required", a tool's name) constrains the reply to a
+        call whose arguments follow the tool's schema, one call unless ``allow_parallel_tool_calls``."""
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
         if user_msg is not None:
             messages.append(user_msg)
-        return {"messages": messages, "tools": [t.metadata.to_openai_tool() for t in tools] or None, **kwargs}
+        openai_tools = [_openai_tool(t) for t in tools] or None
+        if tool_choice is None and tool_required:
+            tool_choice = "required"
+        _, choice = check_tool_choice(tool_choice, openai_tools)
+        call = {"messages": messages, "tools": openai_tools, **kwargs}
+        if choice is not None:
+            call["tool_choice"] = choice
+            if not allow_parallel_tool_calls:
+                call["parallel_tool_calls"] = False
+        elif tool_choice is not None:
+            call["tool_choice"] = tool_choice      # "none" / "auto", read again by _chat_call
+        return call
 
     def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True,
                                      **kwargs: Any) -> list[ToolSelection]:

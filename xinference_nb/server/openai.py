@@ -8,8 +8,9 @@ values that ask for what this server does (OPENAI_DEFAULTS) and refused at any o
 key goes into generate_config, which ``chat.GenerateConfig`` checks (once: the handle is given the
 checked config and applies it) or refuses. ``max_completion_tokens``
 becomes ``max_tokens``; ``chat_template_kwargs: {"enable_thinking": bool}``, ``enable_thinking`` and
-``reasoning_effort: "none"`` become the chat call's ``enable_thinking``; ``tool_choice: "none"``
-sends no tools (``chat_tools``). Unset sampling fields (None) are left out, so the model's own
+``reasoning_effort: "none"`` become the chat call's ``enable_thinking``; /v1/completions' integer
+``logprobs`` (its legacy form) becomes ``logprobs: true, top_logprobs: N``; ``n``, ``logprobs``,
+``response_format``, vLLM's ``guided_*``, ``tool_choice`` and the rest are generate_config keys. Unset sampling fields (None) are left out, so the model's own
 defaults apply. Pure functions: no app, no model. Refusals are ``InferenceError`` (a 400).
 """
 from __future__ import annotations
@@ -35,14 +36,15 @@ OPENAI_BOOKKEEPING: dict[str, str] = {
 # dropped: tool_choice "none" sends no tools to the chat template, reasoning_effort "none" turns
 # thinking off (enable_thinking=False).
 OPENAI_DEFAULTS: dict[str, tuple] = {
-    "n": (1, None), "logprobs": (False, None), "top_logprobs": (None, 0),
-    "presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.0, None), "logit_bias": (None, {}),
-    "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None, True),
-    "tool_choice": (None, "auto", "none"), "service_tier": (None, "auto", "default"), "echo": (False, None),
+    "service_tier": (None, "auto", "default"), "echo": (False, None),
     "best_of": (1, None), "suffix": (None, ""), "extra_body": (None, {}), "reasoning_effort": (None, "none"),
 }
+# fields whose None means "not sent" (OpenAI's clients send some as null): left out of generate_config
+# (n, logprobs, response_format, tool_choice, ... are generate_config keys, chat.GenerateConfig checks them)
 # declared sampling fields whose None means "not sent": left out of generate_config
-UNSET_WHEN_NONE = frozenset({"max_tokens", "temperature", "top_p", "stop", "top_k", "seed"})
+UNSET_WHEN_NONE = frozenset({"max_tokens", "temperature", "top_p", "stop", "top_k", "seed", "n", "logprobs",
+                             "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "min_p",
+                             "response_format", "tool_choice", "parallel_tool_calls"})
 THINKING_FIELDS = ("chat_template_kwargs", "enable_thinking", "reasoning_effort")
 
 
@@ -95,6 +97,9 @@ def generate_config(fields: Mapping[str, Any], skip: tuple[str, ...] = (), chat:
         elif key == "stream_options":
             if value is not None:
                 cfg[key] = value            # checked by chat.GenerateConfig
+        elif key == "logprobs" and not chat and type(value) is int:
+            # the legacy completions field: how many alternatives per token (0 to 5), the chosen token's too
+            cfg["logprobs"], cfg["top_logprobs"] = True, value
         elif not (value is None and key in UNSET_WHEN_NONE):
             cfg[key] = value                # chat.GenerateConfig refuses keys it does not know
     if enable_thinking is not None and not isinstance(enable_thinking, bool):
@@ -119,11 +124,6 @@ def _check_default(key: str, value: Any) -> None:
         accepted = ", ".join(json.dumps(a) for a in allowed if a is not None)
         raise InferenceError(f"{key}={value!r:.80} is not supported by this server; it accepts {accepted} "
                              "(or leave the field out)")
-
-
-def chat_tools(fields: Mapping[str, Any]) -> Optional[list]:
-    """The tools a chat request hands the model: none when ``tool_choice`` is "none"."""
-    return None if fields.get("tool_choice") == "none" else fields.get("tools")
 
 
 def single_prompt(prompt: Any) -> Any:

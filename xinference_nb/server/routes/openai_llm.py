@@ -15,7 +15,7 @@ from ...chat.images import local_paths
 from ...model_types import model_type
 from ..bodies import ChatBody, CompletionBody, request_fields
 from ..deps import ClientDep, SettingsDep, StateDep, call_model, handle_for, llm_slots
-from ..openai import chat_tools, single_prompt, to_generate_config
+from ..openai import single_prompt, to_generate_config
 from ..sse import sse_response
 
 router = APIRouter(tags=["openai"])
@@ -57,7 +57,7 @@ async def chat_completions(request: Request, body: ChatBody, client: ClientDep, 
     for where, path in local_paths(body.messages):   # image files: inside the allowed roots, like model paths
         settings.check_path(path, f"{where} image path", walk=False)
     cfg, enable_thinking = to_generate_config(body)
-    kw: dict[str, Any] = {"tools": chat_tools(request_fields(body))}   # tool_choice "none": no tools
+    kw: dict[str, Any] = {"tools": body.tools}   # tool_choice is in cfg: the handle applies it
     if enable_thinking is not None:
         kw["enable_thinking"] = enable_thinking
     return await llm_call(state, body.model, handle, "chat", body.messages, cfg, **kw)
