@@ -46,6 +46,8 @@ APPLIED_LAUNCH = {
     "quantization_config": "test_quantization_config_is_applied_and_its_keys_checked",
     "max_num_seqs": "test_llm_batching.py::test_options_and_fallback",
     "batch_wait_ms": "test_llm_batching.py::test_options_and_fallback",
+    "enable_prefix_caching": "test_prefix_cache.py::test_shared_prefixes_of_every_length_give_identical_greedy_output",
+    "prefix_cache_max_tokens": "test_prefix_cache.py::test_an_entry_evicted_mid_batch_changes_nothing",
     "peft_model_config": "test_lora.py::test_adapter_logits_equal_peft_merged_logits",
     "n_ctx": "test_llama_cpp_options_are_applied",
     "model_kwargs": "test_embedding_launch_options_are_applied",

@@ -296,3 +296,26 @@ def test_a_pydantic_tagged_union_is_enforced(llm):
         kinds.add(message["parsed"].pet.kind)
     with pytest.raises(InferenceError, match="oneOf|coerce_one_of"):   # an untagged oneOf is refused, not loosened
         llm.chat("x", generate_config={"guided_json": {"oneOf": [{"type": "integer"}, {"type": "number"}]}})
+
+
+def test_n_streamed_tool_calls_over_rest_stay_with_their_choice(server, llm):
+    """Over REST a stream's tool calls travel in its final chunk (Xinference's shape); with n choices
+    each choice's calls go in that choice's own final chunk."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+    stream = client.chat.completions.create(model=llm.model_uid, messages=[{"role": "user", "content": "Add"}],
+                                            tools=TOOLS, tool_choice="required", n=3, temperature=1.0, seed=2,
+                                            max_tokens=80, stream=True)
+    calls: dict[int, list] = {}
+    finish: dict[int, str] = {}
+    for chunk in stream:
+        for c in chunk.choices:
+            if c.delta.tool_calls:
+                calls.setdefault(c.index, []).extend(c.delta.tool_calls)
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    assert finish == {0: "tool_calls", 1: "tool_calls", 2: "tool_calls"}
+    for i in range(3):
+        for call in calls[i]:
+            schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == call.function.name)
+            jsonschema.validate(json.loads(call.function.arguments), schema)

@@ -21,7 +21,8 @@ from typing import Any, Iterator, Optional, Union
 
 from .engines import DevicePlan, Engine, EngineModel, LoadRequest, engines_for, find_engine
 from .errors import EngineUnavailable, LaunchError, ModelNotFound, XinfError
-from .engines.options import check_engine_options, check_launch_args, check_path_value, lora_adapters, parse_launch_options
+from .engines.options import (check_engine_options, check_launch_args, check_path_value, lora_adapters,
+                              parse_launch_options, prefix_cache_tokens)
 from .memory import (
     MemoryEstimate,
     cuda_available,
@@ -366,7 +367,8 @@ class ModelManager:
         try:
             estimate = estimate_model(path, model_type, fmt, quant, ctx,
                                       dtype=options.get("dtype") or options.get("torch_dtype"),
-                                      adapters=[a.path for a in lora_adapters(options)])
+                                      adapters=[a.path for a in lora_adapters(options)],
+                                      prefix_cache_tokens=prefix_cache_tokens(options))
         except Exception:  # an estimate is advice: unreadable metadata must not block a launch
             estimate = None
         request = LoadRequest(model_uid=uid, model_type=model_type, model_name=model_name, spec=spec,

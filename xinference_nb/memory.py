@@ -3,7 +3,8 @@
 Estimates read only headers, through :mod:`xinference_nb.metadata` (the package's one reader of
 model files): safetensors headers (or the index's ``total_size``), config.json (dtype, layers,
 heads) and the GGUF header; weights are never loaded. The KV cache is counted for the whole context
-length; LoRA adapters (``peft_model_config``) add the size of their weight files. The metadata
+length, plus the transformers engine's prefix cache (``prefix_cache_tokens``, by default
+``PREFIX_CACHE_DEFAULT_TOKENS``); LoRA adapters (``peft_model_config``) add the size of their weight files. The metadata
 readers stay importable from here under their old names.
 
 "free" here is a probe (:func:`free_memory`: how many bytes are free); giving memory back after a
@@ -27,6 +28,9 @@ from .metadata.weights import weight_files_bytes
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
+# the transformers engine's prefix cache: how many prompt tokens of key/values it keeps by default
+# (launch option prefix_cache_max_tokens; enable_prefix_caching=False: none). Counted in the estimate.
+PREFIX_CACHE_DEFAULT_TOKENS = 8192
 
 
 @dataclass
@@ -34,18 +38,21 @@ class MemoryEstimate:
     weights_bytes: int
     kv_cache_bytes: int = 0
     overhead_bytes: int = 0
+    prefix_cache_bytes: int = 0            # the transformers engine's prefix cache at its size limit
     parameters: Optional[int] = None
     source: str = ""                       # what the estimate was read from
     notes: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
-        return int(self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes)
+        return int(self.weights_bytes + self.kv_cache_bytes + self.prefix_cache_bytes + self.overhead_bytes)
 
     def describe(self) -> str:
         parts = [f"weights {format_bytes(self.weights_bytes)}"]
         if self.kv_cache_bytes:
             parts.append(f"KV cache {format_bytes(self.kv_cache_bytes)}")
+        if self.prefix_cache_bytes:
+            parts.append(f"prefix cache {format_bytes(self.prefix_cache_bytes)}")
         if self.overhead_bytes:
             parts.append(f"overhead {format_bytes(self.overhead_bytes)}")
         return f"{format_bytes(self.total_bytes)} ({', '.join(parts)})"
@@ -112,10 +119,11 @@ def kv_cache_bytes(layers: Optional[int], kv_heads: Optional[int], head_dim: Opt
 # ----------------------------------------------------------------------------------------------
 
 def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_length: Optional[int] = None,
-                    dtype: Any = None) -> MemoryEstimate:
+                    dtype: Any = None, prefix_cache_tokens: Optional[int] = None) -> MemoryEstimate:
     """A Hugging Face causal LM folder: weights in the dtype they load in (``dtype`` as given to the
     launch, else config.json's; or 4-bit / 8-bit with bitsandbytes) + the KV cache for
-    ``context_length`` + a small overhead."""
+    ``context_length`` and for the prefix cache's ``prefix_cache_tokens`` (None: the default size;
+    0: caching off) + a small overhead."""
     folder = Path(folder)
     cfg = read_config(folder)
     stats = safetensors_stats(folder)
@@ -151,7 +159,11 @@ def estimate_hf_llm(folder: Path, quantization: Optional[str] = None, context_le
     context = min(known) if known else None
     kv_dtype = dtype_bytes if dtype_bytes >= 2 else 2
     kv = kv_cache_bytes(layers, kv_heads, head_dim, context, kv_dtype)
-    return MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, overhead_bytes=int(weights * 0.05) + 32 * MiB,
+    cached = PREFIX_CACHE_DEFAULT_TOKENS if prefix_cache_tokens is None else prefix_cache_tokens
+    prefix = kv_cache_bytes(layers, kv_heads, head_dim, cached, kv_dtype)
+    if prefix:
+        notes.append(f"prefix cache of {cached} tokens")
+    return MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, prefix_cache_bytes=prefix, overhead_bytes=int(weights * 0.05) + 32 * MiB,
                           parameters=params or None, source=source, notes=notes)
 
 
@@ -204,10 +216,12 @@ def estimate_files(path: Path) -> MemoryEstimate:
 
 def estimate_model(path: Optional[Path], model_type: str, model_format: Optional[str] = None,
                    quantization: Optional[str] = None, context_length: Optional[int] = None,
-                   dtype: Any = None, adapters: Optional[list[Any]] = None) -> Optional[MemoryEstimate]:
+                   dtype: Any = None, adapters: Optional[list[Any]] = None,
+                   prefix_cache_tokens: Optional[int] = None) -> Optional[MemoryEstimate]:
     """The estimate for a model about to be launched, or None when its files are not local.
     ``dtype`` is the launch's dtype / torch_dtype option (Hugging Face LLM folders); ``adapters``
-    the local paths of its LoRA adapters (peft_model_config's lora_list)."""
+    the local paths of its LoRA adapters (peft_model_config's lora_list); ``prefix_cache_tokens`` the
+    size of the transformers engine's prefix cache (``options.prefix_cache_tokens``; None: the default)."""
     if path is None or not Path(path).exists():
         return None
     path = Path(path)
@@ -217,7 +231,8 @@ def estimate_model(path: Optional[Path], model_type: str, model_format: Optional
                 return estimate_gguf(path, context_length, adapters)
             return add_adapters(estimate_files(path), adapters)
         if path.is_dir():
-            return add_adapters(estimate_hf_llm(path, quantization, context_length, dtype), adapters)
+            return add_adapters(estimate_hf_llm(path, quantization, context_length, dtype, prefix_cache_tokens),
+                                adapters)
     return add_adapters(estimate_files(path), adapters)
 
 

@@ -1011,24 +1011,26 @@ def tool_calls_in_final_chunk(chunks: Iterable[dict[str, Any]]) -> Iterator[dict
     ``finish_reason="tool_calls"`` (langchain-xinference reads tool calls only from the chunk that
     finishes with "tool_calls"; the openai package accepts both shapes). Other chunks pass unchanged.
     Closing this iterator closes ``chunks`` (a dropped stream stops generation)."""
-    held: list[dict[str, Any]] = []   # tool-call chunks not yet followed by the final chunk
+    held: dict[Any, list[dict[str, Any]]] = {}   # per choice: tool-call chunks not yet followed by its final chunk
     try:
         for chunk in chunks:
             choice, delta = first_choice(chunk), chunk_delta(chunk)
+            mine = held.setdefault(choice.get("index", 0), [])
             if choice.get("finish_reason") is None and delta.get("tool_calls") and not delta.get("content"):
-                held.append(chunk)
+                mine.append(chunk)
                 continue
-            if held and choice.get("finish_reason") is not None:
-                calls = [call for h in held for call in chunk_delta(h)["tool_calls"]]
+            if mine and choice.get("finish_reason") is not None:
+                calls = [call for h in mine for call in chunk_delta(h)["tool_calls"]]
                 final = dict(chunk, choices=[dict(choice, delta={**delta, "content": delta.get("content") or "",
                                                                "tool_calls": calls})])
-                held = []
+                mine.clear()
                 yield final
                 continue
-            yield from held
-            held = []
+            yield from mine
+            mine.clear()
             yield chunk
-        yield from held
+        for rest in held.values():
+            yield from rest
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:

@@ -199,9 +199,11 @@ ENGINES: list[Engine] = [
            ("torch", "transformers", "accelerate"), "transformers", "transformers",
            vision_loader="transformers_vision:load",
            options=("trust_remote_code", "dtype", "torch_dtype", "context_length", "attn_implementation",
-                    "quantization_config", "enable_thinking", "max_num_seqs", "batch_wait_ms", "peft_model_config")),
+                    "quantization_config", "enable_thinking", "max_num_seqs", "batch_wait_ms", "peft_model_config",
+                    "enable_prefix_caching", "prefix_cache_max_tokens")),
     Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp",
-           options=("n_ctx", "context_length", "enable_thinking", "peft_model_config")),  # + Llama() keywords
+           options=("n_ctx", "context_length", "enable_thinking", "peft_model_config", "enable_prefix_caching",
+                    "prefix_cache_max_tokens")),  # + Llama() keywords
     Engine("sentence_transformers", "embedding", ("pytorch",), "sentence_transformers:load_embedding",
            ("torch", "sentence_transformers"), "sentence-transformers", "embedding",
            options=("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",

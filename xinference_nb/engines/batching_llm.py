@@ -11,6 +11,12 @@ max_tokens, sampling parameters and seed (a ``torch.Generator`` per request; arg
 - the cache's layers grow in place (``growing_layer``): key/value views of buffers with room to
   grow, so a step writes one column instead of copying the whole cache (``DynamicLayer``'s
   ``torch.cat``: 20 % of a step at 16 rows and ~45 tokens, more with longer prompts);
+- prefix caching (``prefix_cache.PrefixCache``, the engine's ``enable_prefix_caching``): a joiner's
+  prompt prefix found in the store is not computed: its key/values are copied into the prefill's cache
+  (left-padded to the longest cached prefix, the row's mask 1 over its prefix and its suffix) and the
+  forward pass runs over the un-cached suffixes only, positions going on from each prefix's length;
+  joiners that share a prefix of ``SHARED_MIN`` tokens or more compute it once first (``_share_prefixes``);
+  after a prefill every row's prompt key/values (its own columns, copied) go into the store;
 - a step: one forward pass of the last token of every running sequence, with a per-row attention
   mask (0 over each row's left padding) and per-row position ids;
 - leaving: the finished rows are dropped from the cache (``index_select``) and the columns that are
@@ -52,11 +58,14 @@ from typing import Any, Callable, Iterator, Optional
 from ..chat import SamplingParams, TokenStream, incremental_deltas
 from ..errors import InferenceError
 from .options import BASE_ADAPTER
+from .prefix_cache import common_prefix
 from .sampling import logprob_entry, sample_token
 from ..threads import scope_event
 from . import CANCELLED, InFlight
 
 _DONE = object()
+# joiners whose prompts share at least this many tokens (beyond the prefix cache's) compute them once
+SHARED_MIN = 16
 
 
 _GROWING: list[Any] = []
@@ -165,7 +174,7 @@ class BatchScheduler:
 
     def __init__(self, model: Any, tokenizer: Any, inflight: InFlight, model_uid: str, *, max_num_seqs: int = 16,
                  batch_wait_ms: float = 2.0, pad_token_id: Optional[int] = None, device: Any = None,
-                 adapters: bool = False):
+                 adapters: bool = False, prefix_cache: Any = None):
         import torch
 
         self.model = model
@@ -190,6 +199,8 @@ class BatchScheduler:
         self._cache: Any = None
         self._mask: Any = None
         self.steps = 0            # forward passes run (prefills + decode steps), for tests and benches
+        self.prefill_tokens = 0   # prompt tokens computed by prefills (the prefix cache's reuse left out)
+        self.prefix_cache = prefix_cache   # a prefix_cache.PrefixCache, or None: every prompt token computed
 
     # ------------------------------------------------------------------ requests
     def submit(self, req: BatchRequest) -> BatchRequest:
@@ -268,6 +279,8 @@ class BatchScheduler:
         """Prefill the joiners together; when that forward pass raises (an input the model cannot run),
         again one at a time, so that only the joiner that fails gets the error. A prefill fills a cache
         of its own: the running rows are untouched until its rows merge."""
+        if self.prefix_cache is not None and len(joiners) > 1:
+            self._share_prefixes(joiners)
         try:
             logits, cache, mask = self._prefill(joiners)
         except Exception as exc:  # noqa: BLE001 - told to the joiner it belongs to
@@ -283,22 +296,81 @@ class BatchScheduler:
         self._advance(logits, start=len(self._rows) - len(joiners))
 
     def _prefill(self, joiners: list[BatchRequest]) -> tuple[Any, Any, Any]:
-        """(last logits, cache, attention mask) of the joiners' prompts, left-padded together."""
+        """(last logits, cache, attention mask) of the joiners' prompts (each prompt's cached prefix
+        taken from the prefix cache, the rest computed), stored in the prefix cache after."""
+        return self._prefill_ids([r.prompt_ids for r in joiners], joiners)
+
+    def _prefill_ids(self, prompts: list[list[int]], rows: list[BatchRequest],
+                     force_store: bool = False) -> tuple[Any, Any, Any]:
+        """One forward pass over the prompts' un-cached suffixes, left-padded together, after their
+        cached prefixes (copied from the prefix cache, left-padded to the longest: a row's mask is
+        [0.. 1 × its prefix | 0.. 1 × its suffix]); positions go on from each prefix's length. Without
+        a prefix cache (or a hit) this is the plain left-padded prefill. ``rows[i]``: the request whose
+        adapter applies to ``prompts[i]``."""
         import torch
         from transformers import DynamicCache
 
-        longest = max(len(r.prompt_ids) for r in joiners)
-        ids = torch.full((len(joiners), longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(joiners), longest), dtype=torch.long)
-        for i, r in enumerate(joiners):
-            n = len(r.prompt_ids)
-            ids[i, longest - n:] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, longest - n:] = 1
+        store = self.prefix_cache
+        adapters = [r.adapter for r in rows]
+        hits = [store.lookup(a, p) if store is not None else (None, 0) for p, a in zip(prompts, adapters)]
+        pre = max(n for _, n in hits)
+        suf = max(len(p) - n for p, (_, n) in zip(prompts, hits))
+        ids = torch.full((len(prompts), suf), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), pre + suf), dtype=torch.long)
+        for i, (p, (_, n)) in enumerate(zip(prompts, hits)):
+            s = len(p) - n
+            ids[i, suf - s:] = torch.tensor(p[n:], dtype=torch.long)
+            mask[i, pre - n:pre] = 1
+            mask[i, pre + suf - s:] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, pre:]
         cache = DynamicCache(config=self.model.config)
         cache.layers = [growing_layer() for _ in cache.layers]
-        return self._forward(ids, mask, positions, cache, joiners), cache, mask
+        if pre:
+            _fill_prefixes(cache, hits, pre)
+        self.prefill_tokens += sum(len(p) - n for p, (_, n) in zip(prompts, hits))
+        logits = self._forward(ids, mask, positions, cache, rows)
+        if store is not None:
+            self._store(prompts, adapters, cache, mask, force_store)
+        return logits, cache, mask
+
+    def _store(self, prompts: list[list[int]], adapters: list[Optional[str]], cache: Any, mask: Any,
+               force: bool) -> None:
+        """Each row's prompt key/values (its own columns, no padding: copies) into the prefix cache."""
+        store = self.prefix_cache
+        for i, (p, a) in enumerate(zip(prompts, adapters)):
+            if not store.wants(a, p, force):
+                continue
+            cols = mask[i].nonzero().squeeze(-1)
+            kv = [(layer.keys[i:i + 1].index_select(2, cols), layer.values[i:i + 1].index_select(2, cols))
+                  for layer in cache.layers]
+            store.put(a, p, kv, force)
+
+    def _share_prefixes(self, joiners: list[BatchRequest]) -> None:
+        """Joiners with the same adapter whose prompts share a prefix of at least ``SHARED_MIN`` tokens
+        more than the prefix cache holds: that prefix is prefilled once (one row each, together) and
+        stored, so the joiners' prefill reuses it instead of computing it once per row."""
+        store = self.prefix_cache
+        shared: dict[tuple[Optional[str], tuple[int, ...]], BatchRequest] = {}   # (adapter, prefix): a row of it
+        by_adapter: dict[Optional[str], list[BatchRequest]] = {}
+        for r in joiners:
+            by_adapter.setdefault(r.adapter, []).append(r)
+        for adapter, rows in by_adapter.items():
+            rows = sorted(rows, key=lambda r: r.prompt_ids)
+            for r, o in zip(rows, rows[1:]):
+                a, b = r.prompt_ids, o.prompt_ids
+                n = min(common_prefix(a, b), len(a) - 1, len(b) - 1)
+                if n >= SHARED_MIN and n - store.lookup_length(adapter, a[:n]) >= SHARED_MIN:
+                    shared.setdefault((adapter, tuple(a[:n])), r)
+        # the shortest of prefixes that extend one another is enough: the rows then extend it
+        keys = [k for k in shared if not any(o != k and o[0] == k[0] and k[1][:len(o[1])] == o[1] for o in shared)]
+        if not keys:
+            return
+        try:
+            self._prefill_ids([list(ids) for _, ids in keys], [shared[k] for k in keys], force_store=True)
+        except Exception:  # noqa: BLE001 - the rows' own prefill runs (and fails for the row at fault)
+            if self.inflight.cancelled:
+                raise
 
     def _decode(self) -> None:
         import torch
@@ -420,6 +492,21 @@ class BatchScheduler:
         if len(r.ids) >= r.max_new:
             return "length"
         return None
+
+
+def _fill_prefixes(cache: Any, hits: list[tuple[Any, int]], width: int) -> None:
+    """Put each row's cached prefix (``hits``: (entry, length) per row) into the empty ``cache``, left-
+    padded to ``width`` columns: one new tensor per layer (the entries are read, never written)."""
+    ref = next(e for e, n in hits if n)
+    for li, layer in enumerate(cache.layers):
+        k0, v0 = ref.kv[li]
+        keys = k0.new_zeros((len(hits), k0.shape[1], width, k0.shape[3]))
+        values = v0.new_zeros((len(hits), v0.shape[1], width, v0.shape[3]))
+        for i, (e, n) in enumerate(hits):
+            if n:
+                keys[i, :, width - n:] = e.kv[li][0][0, :, :n]
+                values[i, :, width - n:] = e.kv[li][1][0, :, :n]
+        layer.update(keys, values)
 
 
 def broken_logits_error(token: int, adapter: Optional[str] = None) -> InferenceError:

@@ -11,6 +11,15 @@ LoRA: ``peft_model_config``'s adapters are GGUF LoRA files, loaded once on the m
 default 1.0). Calls take turns on one context, and a change of adapter drops the cached prompt.
 ``Llama(lora_path=...)`` still applies one adapter to every request.
 
+Prefix reuse (launch option ``enable_prefix_caching``, on unless ``False``): llama-cpp-python's
+``generate(tokens, reset=True)`` keeps the longest common prefix of the context and the new prompt and
+evaluates only the rest (the next turn of a chat, the rows of a chat_batch sharing an instruction). A
+request that would overwrite a long context (another conversation) first saves it (llama.cpp's
+sequence state: its KV, with its tokens and adapter) in ``_StateCache``, an LRU of
+``prefix_cache_max_tokens`` tokens in all (the transformers engine's option and default); a later request that continues one of those saved contexts further than the live
+one loads it back (conversations A, B, A, B each resume where they were). A saved state is only reused
+with the adapter it was computed with; ``False`` evaluates every prompt whole.
+
 Sampling (the same semantics as the transformers engine, chat/__init__.SamplingParams): logprobs,
 presence / frequency penalties (over the generated tokens only, OpenAI's definition, not llama.cpp's
 window of the last 64 tokens), logit_bias, min_p (after temperature) and structured outputs (a
@@ -29,7 +38,7 @@ from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat
                     check_prompt_fits, split_stops)
 from ..errors import FieldIssue, InferenceError, LaunchError, LaunchOptionError, ParseError
 from ..metadata.gguf import GGUFInfo, read_gguf
-from .options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters
+from .options import MAX_LORA_SCALE, LoraAdapter, Opt, check_value, lora_adapters, prefix_cache_tokens
 from .structured import Grammars, RowConstraint, llama_lltokenizer
 from . import InFlight, LoadRequest
 
@@ -308,6 +317,90 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
     return model
 
 
+_MIN_STATE_TOKENS = 64                  # a context shorter than this is cheaper to evaluate again than to keep
+
+
+def _common_prefix(a: Any, b: Any) -> int:
+    """The length of the common prefix of two int sequences (numpy)."""
+    import numpy as np
+
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+class _StateCache:
+    """llama.cpp contexts saved when a request would overwrite them: (tokens, adapter, sequence state)
+    in LRU order, ``limit`` tokens in all (``bytes``: their size). ``best`` finds the one sharing the longest prefix with a
+    prompt, computed with the same adapter; it leaves the cache when loaded (the live context holds it)."""
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.entries: list[tuple[Any, Optional[str], Any]] = []   # oldest first
+        self.bytes = 0
+        self.tokens = 0
+
+    def save(self, llm: Any, lora: Optional[str]) -> bool:
+        import ctypes
+
+        import llama_cpp
+
+        n = llm.n_tokens
+        if n > self.limit:
+            return False
+        tokens = llm.input_ids[:n].copy()
+        if any(e[1] == lora and len(e[0]) >= n and _common_prefix(e[0], tokens) == n for e in self.entries):
+            return False   # already kept (this context is a prefix of a saved one)
+        size = int(llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0))
+        if size <= 0:
+            return False
+        buf = (ctypes.c_uint8 * size)()
+        if int(llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buf, size, 0)) != size:
+            return False
+        self.entries.append((tokens, lora, buf))
+        self.bytes += size
+        self.tokens += n
+        while self.tokens > self.limit:
+            self.take(0)
+        return True
+
+    def best(self, ids: list[int], lora: Optional[str]) -> tuple[int, int]:
+        """(index, common prefix length) of the saved context that shares most with ``ids`` (-1, 0: none)."""
+        best, length = -1, 0
+        for i, (tokens, name, _) in enumerate(self.entries):
+            if name == lora:
+                n = _common_prefix(tokens, ids)
+                if n > length:
+                    best, length = i, n
+        return best, length
+
+    def take(self, index: int) -> tuple[Any, Optional[str], Any]:
+        entry = self.entries.pop(index)
+        self.bytes -= len(entry[2])
+        self.tokens -= len(entry[0])
+        return entry
+
+    @staticmethod
+    def load(llm: Any, entry: tuple[Any, Optional[str], Any]) -> bool:
+        """Put a saved context (``take``n from the cache) in sequence 0; False (context cleared) when
+        llama.cpp refuses it."""
+        import llama_cpp
+
+        tokens, _, buf = entry
+        if int(llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(buf), 0)) == 0:
+            llm.reset()
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            return False
+        llm.input_ids[:len(tokens)] = tokens
+        llm.n_tokens = len(tokens)
+        llm._requires_eval = True   # the logits are not the loaded context's: generate replays a token
+        return True
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = self.tokens = 0
+
+
 def _sampler_args(params: SamplingParams) -> tuple[float, float, int, float]:
     """(temp, top_p, top_k, min_p) for llama-cpp-python's sampler chain. Without a temperature, its
     defaults (0.8, 0.95, 40, min_p 0.05); with one, only what the request asks. A request's min_p is
@@ -332,6 +425,10 @@ class LlamaCppLLM(ChatLLM):
         self._loras = dict(loras or {})    # lora_name → llama.cpp adapter, chosen per request
         self._lora_scale = float(request.options.get("lora_scale", 1.0))
         self._active_lora: Optional[str] = None
+        self._prefix_caching = request.options.get("enable_prefix_caching") is not False
+        # a recurrent model's state cannot be cut back to a prefix: generate evaluates it whole anyway
+        recurrent = getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)
+        self._states = _StateCache(0 if recurrent else prefix_cache_tokens(request.options))
         self.file = file
         self.model_uid = request.model_uid
         self.context_length = int(llm.n_ctx())
@@ -419,6 +516,7 @@ class LlamaCppLLM(ChatLLM):
 
         import llama_cpp
 
+        self._keep_context(llm)   # computed with the adapter being replaced: kept under its name
         if name is None:
             failed = llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
         else:
@@ -430,6 +528,31 @@ class LlamaCppLLM(ChatLLM):
             self._active_lora = "?"   # unknown: the next request sets its own again
             raise InferenceError(f"llama.cpp could not switch to LoRA adapter {name!r} (error {failed})")
         self._active_lora = name
+
+    def _keep_context(self, llm: Any) -> None:
+        """Save the live context in the state cache before it is overwritten (when long enough)."""
+        if self._states.limit > 0 and self._active_lora != "?" and llm.n_tokens >= _MIN_STATE_TOKENS:
+            self._states.save(llm, self._active_lora)
+
+    def _reuse_prefix(self, llm: Any, ids: list[int]) -> None:
+        """Before ``generate(ids, reset=True)``, which keeps the longest common prefix of the live context
+        and ``ids``: load the saved context that shares a longer one (saving the live one first when
+        ``ids`` would overwrite much of it). With prefix caching off, the context is dropped."""
+        if not self._prefix_caching:
+            llm.reset()
+            return
+        if self._states.limit <= 0 or self._active_lora == "?":
+            return
+        live = _common_prefix(llm.input_ids[:llm.n_tokens], ids) if llm.n_tokens else 0
+        index, saved = self._states.best(ids, self._active_lora)
+        overwrites = llm.n_tokens - live >= _MIN_STATE_TOKENS
+        if saved >= live + _MIN_STATE_TOKENS:
+            entry = self._states.take(index)
+            if overwrites:
+                self._keep_context(llm)
+            self._states.load(llm, entry)
+        elif overwrites:
+            self._keep_context(llm)
 
     def _check_request(self, params: SamplingParams) -> None:
         """InferenceError, before any token, for a logit_bias id past the vocabulary or a constraint
@@ -451,6 +574,7 @@ class LlamaCppLLM(ChatLLM):
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
+        self._reuse_prefix(llm, ids)
         ids_list, stop_strings = split_stops(params, self._token_of)
         stop_ids = set(ids_list)
         longest = max((len(s) for s in stop_strings), default=0)
@@ -533,12 +657,14 @@ class LlamaCppLLM(ChatLLM):
         return _LlamaTokenStream(self, prompt, params, chat)
 
     def memory_bytes(self) -> Optional[int]:
-        return self._estimate
+        """The load's estimate, plus the saved contexts of other conversations now held."""
+        return None if self._estimate is None else self._estimate + self._states.bytes
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is not None:
             del self.llm
+            self._states.clear()
             self._inflight.cancel()
             # free the context now only when no call runs in it (terminate_model waited for them);
             # otherwise the last reference, held by the running call, frees it when that call ends

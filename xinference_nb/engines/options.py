@@ -83,6 +83,9 @@ OPTIONS: dict[str, Opt] = {
     "batch_size": Opt("int", "pipeline batch size", 1),
     "max_num_seqs": Opt("int", "how many requests share one forward pass (continuous batching; 1: off)", 1),
     "batch_wait_ms": Opt("number", "how long an idle LLM waits for more requests before it starts a batch", 0),
+    "enable_prefix_caching": Opt("bool", "reuse the key/values of prompts' shared token prefixes (transformers: on "
+                                         "by default; False computes every prompt token)"),
+    "prefix_cache_max_tokens": Opt("int", "how many prompt tokens of key/values the prefix cache keeps (LRU)", 1),
     "peft_model_config": Opt("peft", "LoRA adapters: {\"lora_list\": [{\"lora_name\": ..., \"local_path\": ...}], "
                                      "\"image_lora_load_kwargs\": {...}, \"image_lora_fuse_kwargs\": {...}}"),
 }
@@ -143,13 +146,24 @@ OTHER_ENGINE_OPTIONS: dict[str, str] = {
         "block_size", "swap_space", "gpu_memory_utilization", "max_num_batched_tokens", "max_model_len",
         "limit_mm_per_prompt", "guided_decoding_backend", "scheduling_policy", "model_quantization",
         "mm_processor_kwargs", "min_pixels", "max_pixels", "enable_expert_parallel", "speculative_config",
-        "rope_scaling", "hf_overrides", "enforce_eager", "enable_prefix_caching", "enable_chunked_prefill",
+        "rope_scaling", "hf_overrides", "enforce_eager", "enable_chunked_prefill",
         "cpu_offload_gb", "kv_cache_dtype", "xinference_vllm_executor_backend"), "vLLM"),
     **dict.fromkeys(("tp_size", "mem_fraction_static", "log_level", "attention_reduce_in_fp32", "dist_init_addr",
                      "chunked_prefill_size"), "SGLang"),
     **dict.fromkeys(("nnodes", "node_rank"), "vLLM and SGLang"),
     **dict.fromkeys(("cache_limit_gb", "max_kv_size"), "MLX"),
 }
+
+def prefix_cache_tokens(options: dict[str, Any]) -> int:
+    """How many prompt tokens the transformers engine's prefix cache keeps for these (parsed) launch
+    options: 0 with enable_prefix_caching=False, else prefix_cache_max_tokens or the default (what the
+    memory estimate counts: ``memory.estimate_model(prefix_cache_tokens=...)``)."""
+    from ..memory import PREFIX_CACHE_DEFAULT_TOKENS
+
+    if options.get("enable_prefix_caching") is False:
+        return 0
+    return int(options.get("prefix_cache_max_tokens") or PREFIX_CACHE_DEFAULT_TOKENS)
+
 
 # names the passthrough engines never hand to their backend (flexible.backend_options drops them)
 NOT_FOR_BACKENDS = frozenset(LAUNCH_LEVEL) | frozenset(UNSUPPORTED) | frozenset(

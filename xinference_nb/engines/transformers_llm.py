@@ -7,7 +7,12 @@ BitsAndBytesConfig), ``enable_thinking`` (the chat template's default), ``max_nu
 requests share one forward pass, default 16; 1 runs one ``generate`` per request) and
 ``batch_wait_ms`` (how long an idle model waits for more requests before it starts a batch),
 ``peft_model_config`` (LoRA adapters loaded with peft on the one base model; each request picks one
-with ``generate_config={"lora_name": ...}``, none = the base model with the adapters off).
+with ``generate_config={"lora_name": ...}``, none = the base model with the adapters off),
+``enable_prefix_caching`` (on by default: the batch scheduler reuses the key/values of prompt
+prefixes it computed before, ``prefix_cache.PrefixCache``; False computes every prompt token) and
+``prefix_cache_max_tokens`` (its size in tokens, LRU; counted in ``memory_bytes``). One request at a
+time (``max_num_seqs=1``, or a model that cannot batch) has no prefix cache: asking for one there is a
+LaunchError.
 
 Concurrent requests are batched continuously by ``batching_llm.BatchScheduler`` (requests with
 different adapters share forward passes: peft applies each row's own adapter).
@@ -112,6 +117,7 @@ def load(request: LoadRequest) -> "TransformersLLM":
     plan = request.device
     adapters = lora_adapters(request.options)
     check_lora_folders(adapters)   # before any weights load: a bad adapter changes nothing
+    check_prefix_options(request.options)
     request.progress("loading tokenizer", 0.05)
     tokenizer = AutoTokenizer.from_pretrained(source, **common)
     request.progress("loading weights", 0.15)
@@ -313,6 +319,53 @@ def attach_lora_adapters(model: Any, adapters: list[LoraAdapter]) -> Any:
     return peft_model
 
 
+def check_prefix_options(options: dict[str, Any], batching: bool = True) -> None:
+    """LaunchError for prefix-cache options that could not apply: enable_prefix_caching=True or
+    prefix_cache_max_tokens without the batch scheduler (``max_num_seqs=1``, or ``batching`` False: a
+    model whose cache cannot batch), prefix_cache_max_tokens with enable_prefix_caching=False."""
+    enabled, size = options.get("enable_prefix_caching"), options.get("prefix_cache_max_tokens")
+    if enabled is False and size is not None:
+        raise LaunchError("prefix_cache_max_tokens sizes the prefix cache, which enable_prefix_caching=False turns "
+                          "off; drop one of them")
+    if enabled is not True and size is None:
+        return
+    named = "enable_prefix_caching=True" if enabled is True else "prefix_cache_max_tokens"
+    if int(options.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS) <= 1:
+        raise LaunchError(f"{named}: the prefix cache belongs to the batch scheduler, which max_num_seqs=1 turns "
+                          "off (one generate per request); drop one of them")
+    if not batching:
+        raise LaunchError(f"{named}: this model's cache (sliding-window or quantized layers) does not batch, so it "
+                          "runs one generate per request without a prefix cache; drop the option")
+
+
+def _prefix_cache(model: Any, options: dict[str, Any]) -> Any:
+    """The model's PrefixCache (None with enable_prefix_caching=False)."""
+    from .options import prefix_cache_tokens
+    from .prefix_cache import PrefixCache
+
+    tokens = prefix_cache_tokens(options)
+    return PrefixCache(tokens) if tokens else None
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """The key/value bytes one token takes in the model's cache (every layer), from its config and dtype."""
+    from ..memory import kv_cache_bytes
+    from ..metadata.hf import layer_count
+
+    cfg = getattr(model, "config", None)
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    hidden = getattr(text, "hidden_size", None)
+    head_dim = getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    try:
+        size = next(model.parameters()).element_size()
+    except (StopIteration, AttributeError):
+        size = 2
+    return kv_cache_bytes(layer_count(text.to_dict()) if text is not None else None, kv_heads, head_dim, 1,
+                          size)
+
+
 class _EventCriteria:
     """A StoppingCriteria that stops when one of its events is set (a consumer closed the stream,
     or the model was terminated)."""
@@ -501,14 +554,18 @@ class TransformersLLM(ChatLLM):
         self._gen_defaults = gen_cfg
         self._setup_sampling(eos_ids)
         self.scheduler = None
+        self.prefix_cache = None
         if self.max_num_seqs > 1:
             from .batching_llm import BatchScheduler, supports_batching
 
-            if supports_batching(model):
+            batching = supports_batching(model)
+            check_prefix_options(opts, batching)
+            if batching:
+                self.prefix_cache = _prefix_cache(model, opts)
                 self.scheduler = BatchScheduler(model, tokenizer, self._inflight, request.model_uid,
                                                 max_num_seqs=self.max_num_seqs, batch_wait_ms=self.batch_wait_ms,
                                                 pad_token_id=self.pad_token_id, device=self.device,
-                                                adapters=bool(self.lora_names))
+                                                adapters=bool(self.lora_names), prefix_cache=self.prefix_cache)
 
     def _setup_sampling(self, eos_ids: list[int]) -> None:
         """The request-level sampling state of the model: its logits width, each token's text alone
@@ -737,13 +794,18 @@ class TransformersLLM(ChatLLM):
                                   params.keep_special_tokens, pick)
 
     def memory_bytes(self) -> Optional[int]:
+        """The weights, plus the prefix cache at its size limit (what it may come to hold)."""
         try:
-            return int(self.model.get_memory_footprint())
+            weights = int(self.model.get_memory_footprint())
         except Exception:
             return None
+        cache = self.prefix_cache
+        return weights + (cache.max_tokens * _kv_bytes_per_token(self.model) if cache is not None else 0)
 
     def close(self) -> None:
         self._inflight.cancel()
+        if getattr(self, "prefix_cache", None) is not None:
+            self.prefix_cache.clear()
         for name in ("model", "tokenizer"):
             if hasattr(self, name):
                 delattr(self, name)
