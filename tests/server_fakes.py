@@ -101,7 +101,8 @@ class FakeLLM:
 
     def _cfg(self, generate_config):
         cfg = dict(generate_config or {})
-        unknown = set(cfg) - {"max_tokens", "temperature", "stream", "stop", "top_p", "stream_options"}
+        unknown = set(cfg) - {"max_tokens", "temperature", "stream", "stop", "top_p", "stream_options",
+                             "n", "logprobs", "presence_penalty"}   # the defaults test_security sends
         if unknown:
             raise InferenceError(f"unknown generate_config keys {sorted(unknown)}")
         return cfg
