@@ -37,3 +37,25 @@ def shared_manager(prefix):
     for uid in list(m.list_models()):
         if uid.startswith(prefix):
             m.terminate_model(uid)
+
+
+def concurrently(fn, items):
+    """``[fn(x) for x in items]``, each in its own thread at once (so a batching engine gets them
+    together); every error is raised as one AssertionError after all have ended."""
+    import threading
+
+    out, errors = [None] * len(items), []
+
+    def run(i):
+        try:
+            out[i] = fn(items[i])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return out

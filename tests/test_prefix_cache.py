@@ -16,7 +16,7 @@ from xinference_nb.chat import SamplingParams
 from xinference_nb.client.handles import handle_of
 from xinference_nb.errors import LaunchError, LaunchOptionError
 
-from public_api import launch_by_path, shared_manager
+from public_api import concurrently, launch_by_path, shared_manager
 
 pytest.importorskip("transformers")
 
@@ -64,22 +64,7 @@ def _computed(engine, fn):
     return out, engine.scheduler.prefill_tokens - before
 
 
-def _concurrently(fn, items):
-    out, errors = [None] * len(items), []
-
-    def run(i):
-        try:
-            out[i] = fn(items[i])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    return out
+_concurrently = concurrently   # tests/public_api.py
 
 
 @pytest.mark.parametrize("shared", [0, 1, 2, 15, 16, 17, 31, 32, 33, 39, 40, 41])

@@ -19,7 +19,7 @@ import pytest
 from xinference_nb.chat import parse_generate_config
 from xinference_nb.errors import InferenceError
 
-from public_api import launch_by_path, shared_manager
+from public_api import concurrently, launch_by_path, shared_manager
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -104,22 +104,7 @@ def _text(engine, ids):
     return engine.tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
 
 
-def _concurrently(fn, items):
-    out, errors = [None] * len(items), []
-
-    def run(i):
-        try:
-            out[i] = fn(items[i])
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    return out
+_concurrently = concurrently   # tests/public_api.py
 
 
 # ------------------------------------------------------------------ logit_bias
