@@ -351,7 +351,9 @@ BAD_REQUESTS = [
     ("POST", CHAT, {"model": "emb", "messages": MSGS}, 400),                 # wrong model type
     ("POST", CHAT, {"model": "llm", "messages": MSGS, "max_tokens": "many"}, 400),
     ("POST", CHAT, {"model": "llm", "messages": MSGS, "stream": "yes please"}, 400),
-    ("POST", CHAT, {"model": "llm", "messages": MSGS, "n": 3}, 400),         # unsupported OpenAI option
+    ("POST", CHAT, {"model": "llm", "messages": MSGS, "n": 17}, 400),        # over the n limit (1-16)
+    ("POST", CHAT, {"model": "llm", "messages": MSGS, "n": "3"}, 400),       # n is an integer
+    ("POST", CHAT, {"model": "llm", "messages": MSGS, "best_of": 3}, 400),   # unsupported OpenAI option
     ("POST", CHAT, {"model": "llm", "messages": MSGS, "bogus_option": 1}, 400),
     ("POST", "/v1/completions", {"model": "llm"}, 400),
     ("POST", "/v1/completions", {"model": "llm", "prompt": ["a", "b"]}, 400),
