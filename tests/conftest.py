@@ -6,6 +6,7 @@ user's home. Tiny real models are built once per session (see tests/tiny_models.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -13,6 +14,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A shell starts a background job (``./scripts/test.sh &``) with SIGINT ignored, and Python then keeps
+# it ignored: the interrupt tests (a notebook's Ctrl-C is a SIGINT to the kernel, which always handles
+# it) would see their signal vanish. Handle it as Python does by default; the subprocesses these tests
+# start inherit a caught signal as the default one, so they install Python's handler themselves.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

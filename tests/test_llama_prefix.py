@@ -158,3 +158,37 @@ def test_enable_prefix_caching_false_evaluates_every_prompt(manager, tiny_gguf_f
         assert text == first and engine._states.limit == 0 and not engine._states.entries
     finally:
         manager.terminate_model(uid)
+
+
+def test_saved_contexts_are_in_the_estimate_and_the_memory_list(manager, tiny_gguf_file):
+    """The saved contexts are f16 key/values of up to prefix_cache_max_tokens tokens: counted in the
+    estimate (the budget sees them before they exist), 0 with the cache off; what one saved context
+    really takes matches the per-token figure."""
+    from xinference_nb.memory import PREFIX_CACHE_DEFAULT_TOKENS, estimate_gguf
+    from xinference_nb.metadata import read_gguf
+
+    info = read_gguf(tiny_gguf_file)
+    per_token = 2 * info.block_count * (info.head_count_kv or info.head_count) * info.head_dim * 2
+    assert estimate_gguf(tiny_gguf_file, 512).prefix_cache_bytes == per_token * PREFIX_CACHE_DEFAULT_TOKENS
+    assert estimate_gguf(tiny_gguf_file, 512, prefix_cache_tokens=300).prefix_cache_bytes == per_token * 300
+    off = estimate_gguf(tiny_gguf_file, 512, prefix_cache_tokens=0)
+    assert off.prefix_cache_bytes == 0
+    assert estimate_gguf(tiny_gguf_file, 512).total_bytes == off.total_bytes + per_token * PREFIX_CACHE_DEFAULT_TOKENS
+    sizes = {}
+    for uid, opts in (("est-on", {"prefix_cache_max_tokens": 3000}), ("est-off", {"enable_prefix_caching": False})):
+        manager.launch_model("qwen2.5-instruct", model_engine="llama.cpp", model_path=str(tiny_gguf_file),
+                             show_progress=False, model_uid=uid, **opts)
+    try:
+        listed = manager.list_models()
+        sizes = {uid: listed[uid]["memory_bytes"] for uid in ("est-on", "est-off")}
+        assert sizes["est-on"] - sizes["est-off"] == per_token * 3000, sizes
+        engine = manager.engine_model("est-on")
+        engine.complete(INSTRUCTION + "Ticket: saved.", _params(engine))
+        engine.complete("Something else entirely, so the first context is saved.", _params(engine))
+        assert engine._states.entries
+        tokens = engine._states.tokens
+        # llama.cpp's sequence state: the f16 key/values of its tokens plus a small header
+        assert per_token * tokens <= engine._states.bytes <= per_token * tokens * 1.1 + 64 * 1024
+    finally:
+        for uid in ("est-on", "est-off"):
+            manager.terminate_model(uid)

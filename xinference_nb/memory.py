@@ -189,21 +189,28 @@ def add_adapters(estimate: MemoryEstimate, adapters: Optional[list[Any]]) -> Mem
     return estimate
 
 
-def estimate_gguf(file: Path, n_ctx: Optional[int] = None, adapters: Optional[list[Any]] = None) -> MemoryEstimate:
-    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from the header), + its LoRA
-    ``adapters``' files."""
+def estimate_gguf(file: Path, n_ctx: Optional[int] = None, adapters: Optional[list[Any]] = None,
+                  prefix_cache_tokens: Optional[int] = None) -> MemoryEstimate:
+    """A GGUF model: its file size(s) + an f16 KV cache for ``n_ctx`` (from the header) + the saved
+    contexts of its prefix cache (llama.cpp's sequence states: f16 key/values of
+    ``prefix_cache_tokens`` tokens; None: the default size, 0: off) + its LoRA ``adapters``' files."""
     file = Path(file)
     weights = sum(p.stat().st_size for p in gguf_files(file))
-    kv = 0
+    kv = prefix = 0
     notes = []
     try:
         info = read_gguf(file)
         known = [c for c in (n_ctx, info.context_length) if c]
         context = min(known) if known else None
-        kv = kv_cache_bytes(info.block_count, info.head_count_kv or info.head_count, info.head_dim, context, 2)
+        kv_heads = info.head_count_kv or info.head_count
+        kv = kv_cache_bytes(info.block_count, kv_heads, info.head_dim, context, 2)
+        cached = PREFIX_CACHE_DEFAULT_TOKENS if prefix_cache_tokens is None else prefix_cache_tokens
+        prefix = kv_cache_bytes(info.block_count, kv_heads, info.head_dim, cached, 2)
+        if prefix:
+            notes.append(f"saved contexts of {cached} tokens")
     except Exception as exc:  # metadata is a bonus; the file size is the main part
         notes.append(f"GGUF metadata unreadable ({type(exc).__name__}); KV cache not counted")
-    return add_adapters(MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv,
+    return add_adapters(MemoryEstimate(weights_bytes=weights, kv_cache_bytes=kv, prefix_cache_bytes=prefix,
                                        overhead_bytes=int(weights * 0.02) + 32 * MiB,
                                        source="GGUF file size and metadata", notes=notes), adapters)
 
@@ -221,14 +228,15 @@ def estimate_model(path: Optional[Path], model_type: str, model_format: Optional
     """The estimate for a model about to be launched, or None when its files are not local.
     ``dtype`` is the launch's dtype / torch_dtype option (Hugging Face LLM folders); ``adapters``
     the local paths of its LoRA adapters (peft_model_config's lora_list); ``prefix_cache_tokens`` the
-    size of the transformers engine's prefix cache (``options.prefix_cache_tokens``; None: the default)."""
+    size of the prefix cache (``options.prefix_cache_tokens``; None: the default; the transformers
+    engine's key/values, llama.cpp's saved contexts)."""
     if path is None or not Path(path).exists():
         return None
     path = Path(path)
     if model_type == "LLM":
         if model_format == "ggufv2" or (path.is_file() and path.suffix == ".gguf"):
             if path.is_file():
-                return estimate_gguf(path, context_length, adapters)
+                return estimate_gguf(path, context_length, adapters, prefix_cache_tokens)
             return add_adapters(estimate_files(path), adapters)
         if path.is_dir():
             return add_adapters(estimate_hf_llm(path, quantization, context_length, dtype, prefix_cache_tokens),

@@ -309,7 +309,8 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
         loras = _load_loras(llm, adapters)
         request.progress("preparing chat", 0.95)
         model = LlamaCppLLM(llm, request, file, info, loras=loras)
-        model._estimate = estimate_gguf(file, llm.n_ctx(), adapters=[a.path for a in adapters]).total_bytes
+        model._estimate = estimate_gguf(file, llm.n_ctx(), [a.path for a in adapters],
+                                        prefix_cache_tokens(request.options)).total_bytes
     except BaseException:
         llm.close()
         raise
