@@ -529,6 +529,10 @@ def test_stream_shapes_match_xinference(ours_server, xinf_server):
     # 15: no "data: [DONE]" at the end of its completion stream
     assert ours[-1] == "[DONE]" and theirs[-1] != "[DONE]"
     theirs.append("[DONE]")
+    # Xinference also sends empty text chunks mid-stream (with or without usage) while a token that decodes
+    # to part of a character is held back (about 1 run in 13 with sampling on the tiny model): not a shape
+    theirs = theirs[:1] + [e for e in theirs[1:-1] if e["choices"][0]["text"] != ""
+                           or e["choices"][0]["finish_reason"] is not None] + ["[DONE]"]
     assert shape(theirs)[0]["text"] == "empty" and shape(theirs)[0]["finish_reason"] is None
     assert all("usage" in s["keys"] for s in shape(theirs)[1:-1])
     same = [dict(s, keys=[k for k in s["keys"] if k != "usage"]) if s != "[DONE]" and not s["finish_reason"] else s
