@@ -50,13 +50,17 @@ BIG_LLAMA = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers":
              "num_key_value_heads": 12, "initializer_range": 0.02}
 
 
-def build_model(workdir: Path, small: bool = False) -> Path:
-    """The ~100M Llama (``small``: tests/tiny_models.py's tiny one, for a quick check of the bench)."""
+def build_model(workdir: Path, small: bool = False, context: Optional[int] = None) -> Path:
+    """The ~100M Llama (``small``: tests/tiny_models.py's tiny one, for a quick check of the bench);
+    ``context``: its max_position_embeddings, when the config's is too short for the bench's prompts."""
     import tiny_models
 
+    overrides = {} if small else dict(BIG_LLAMA)
+    if context:
+        overrides["max_position_embeddings"] = context
     path = workdir / ("tiny-llama" if small else "llama-100m")
     with tiny_models.quiet():
-        tiny_models.build_tiny_llama(path, overrides=None if small else BIG_LLAMA)
+        tiny_models.build_tiny_llama(path, overrides=overrides or None)
     return path
 
 

@@ -24,21 +24,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+# bench/ is the script's folder; importing llm_batching puts the repository, tests/ and bench/ on
+# sys.path and sets the offline environment (its preamble, the one copy)
 from llm_batching import build_model  # noqa: E402
 
 LONG_TEXT = {"type": "object", "properties": {"text": {"type": "string", "minLength": 1500, "maxLength": 2000}},

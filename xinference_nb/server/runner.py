@@ -209,6 +209,12 @@ def serve_forever(host: str = "127.0.0.1", port: int = 9997, api_key: Optional[s
     # cache filled. 128 keeps it flat at no measured speed cost (bench/server_memory.py). Read when
     # torch first runs a model, i.e. after this (torch is imported lazily); a value already set wins.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
+    # torch's OpenMP threads spin between kernels by default; when the server's other threads (the
+    # event loop, the clients on the same machine) take a core, every kernel of a decode step waits
+    # for a spinning thread the OS has descheduled: on 2 busy cores a 100M model's step took 4x as
+    # long (bench/decode_floor.py, "OpenMP passive wait"). Passive waiting sleeps instead. Read when
+    # torch loads, i.e. after this; a value already set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from .app import create_app
