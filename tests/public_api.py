@@ -39,6 +39,17 @@ def shared_manager(prefix):
             m.terminate_model(uid)
 
 
+def own_manager():
+    """For a fixture: a ModelManager of the test's own (not the process-wide one); at teardown the
+    idle TTL is turned off and every model it runs is terminated."""
+    from xinference_nb.manager import ModelManager
+
+    m = ModelManager()
+    yield m
+    m.set_idle_ttl(None)
+    m.terminate_all()
+
+
 def concurrently(fn, items):
     """``[fn(x) for x in items]``, each in its own thread at once (so a batching engine gets them
     together); every error is raised as one AssertionError after all have ended."""

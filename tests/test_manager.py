@@ -25,13 +25,12 @@ from xinference_nb.memory import (
     read_safetensors_header,
 )
 
+from public_api import own_manager
+
 
 @pytest.fixture
 def manager():
-    m = ModelManager()
-    yield m
-    m.set_idle_ttl(None)
-    m.terminate_all()
+    yield from own_manager()
 
 
 class FakeModel(EngineModel):

@@ -33,6 +33,7 @@ HERE = Path(__file__).name
 APPLIED_LAUNCH = {
     "check_memory": "test_manager.py::test_refuses_when_it_cannot_fit",
     "show_progress": "test_launch_level_options_are_applied",
+    "keep_alive": "test_keep_alive.py::test_unused_model_unloads_and_the_next_call_reloads_it",
     "enable_virtual_env": "test_flexible_virtualenv.py::test_enable_virtual_env_and_envs_are_applied",
     "envs": "test_flexible_virtualenv.py::test_enable_virtual_env_and_envs_are_applied",
     "virtual_env_packages": "test_launch_level_options_are_applied",

@@ -9,6 +9,7 @@ bar; and keeps the model under a uid. A failed launch frees what it loaded and l
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import secrets
 import threading
@@ -21,8 +22,8 @@ from typing import Any, Iterator, Optional, Union
 
 from .engines import DevicePlan, Engine, EngineModel, LoadRequest, engines_for, find_engine
 from .errors import EngineUnavailable, LaunchError, ModelNotFound, XinfError
-from .engines.options import (check_engine_options, check_launch_args, check_path_value, lora_adapters,
-                              parse_launch_options, prefix_cache_tokens)
+from .engines.options import (check_engine_options, check_launch_args, check_path_value, duration_seconds,
+                              lora_adapters, parse_launch_options, prefix_cache_tokens)
 from .memory import (
     MemoryEstimate,
     cuda_available,
@@ -40,6 +41,9 @@ from .model_types import spec_types
 from .progress import LaunchProgress
 from .spec import check_model_name, local_path_of, normalize_model_type, same_size, size_to_float, to_document
 
+# keep_alive=0 frees a model when its call ends; one only looked at (engine_model) is freed by the
+# reaper after this long, so the look-up of a call about to start is not undone under it
+KEEP_ALIVE_ZERO_GRACE_S = 1.0
 SPEC_TYPES = spec_types()                           # types whose documents have model_specs (model_types)
 _DESCRIBE_SKIP = {"model_specs", "chat_template", "virtualenv", "cache_config", "stop", "stop_token_ids",
                   "version", "model_uri", "controlnet", "gguf_model_file_name_template", "lightning_model_file_name_template",
@@ -60,13 +64,23 @@ class RunningModel:
     model_path: Optional[Path]
     device: DevicePlan
     options: dict[str, Any]
-    model: EngineModel
+    model: Optional[EngineModel]         # None while keep_alive has it unloaded (status UNLOADED)
     memory_bytes: Optional[int] = None
     estimate: Optional[MemoryEstimate] = None
     launched_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     busy: int = 0
     load_seconds: float = 0.0
+    plan: Optional["LaunchPlan"] = None  # what loads it again after keep_alive freed it
+    keep_alive: Optional[float] = None   # seconds unused before its weights are freed (None: never)
+    check_memory: bool = True
+    show_progress: Optional[bool] = None
+    context_length: Optional[int] = None
+    load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def unused_limit(self) -> float:
+        """How long the reaper lets it sit unused before freeing its weights (keep_alive set)."""
+        return max(self.keep_alive or 0.0, KEEP_ALIVE_ZERO_GRACE_S if self.keep_alive == 0 else 0.0)
 
     def describe(self) -> dict[str, Any]:
         doc = to_document(self.spec) if self.spec is not None else {}
@@ -87,13 +101,14 @@ class RunningModel:
             "model_path": str(self.model_path) if self.model_path is not None else None,
             "memory_bytes": self.memory_bytes,
             "memory_estimate_bytes": self.estimate.total_bytes if self.estimate else None,
-            "status": "READY",
+            "status": "READY" if self.model is not None else "UNLOADED",
             "busy": self.busy > 0,
             "launched_at": self.launched_at,
             "last_used_at": self.last_used,
             "load_seconds": round(self.load_seconds, 3),
+            "keep_alive": self.keep_alive,
         })
-        ctx = getattr(self.model, "context_length", None)
+        ctx = getattr(self.model, "context_length", None) or self.context_length
         if self.model_type == "LLM" and ctx:
             out["context_length"] = ctx
         return out
@@ -158,7 +173,8 @@ class ModelManager:
         self.memory_budget: Optional[int] = None
         self.idle_ttl: Optional[float] = None
         self._reaper: Optional[threading.Thread] = None
-        self._reaper_stop = threading.Event()
+        self._reaper_running = False        # set and cleared under self._lock (the loop's exit is decided there)
+        self._reaper_wake = threading.Event()
         env_budget = os.environ.get("XINFERENCE_NB_MEMORY_BUDGET")
         self.set_memory_budget(memory_budget if memory_budget is not None else env_budget)
         env_ttl = os.environ.get("XINFERENCE_NB_IDLE_TTL")
@@ -178,30 +194,54 @@ class ModelManager:
         if seconds is not None and seconds <= 0:
             raise LaunchError(f"idle TTL must be a positive number of seconds, got {seconds}")
         self.idle_ttl = seconds
-        if seconds and (self._reaper is None or not self._reaper.is_alive()):
-            self._reaper_stop.clear()
+        self._start_reaper()
+
+    def _start_reaper(self) -> None:
+        """Wakes the thread that terminates idle models (idle TTL) and unloads those past their
+        keep_alive, starting it when there is something for it to watch; it ends when there is not."""
+        with self._lock:
+            self._reaper_wake.set()
+            if self._reaper_running or self._reap_interval() is None:
+                return
+            self._reaper_running = True
             self._reaper = threading.Thread(target=self._reap_loop, name="xinf-idle-reaper", daemon=True)
             self._reaper.start()
-        elif not seconds:
-            self._reaper_stop.set()
+
+    def _reap_interval(self) -> Optional[float]:
+        """How often the reaper looks: a quarter of the shortest TTL / keep_alive (0.05 to 30 s)."""
+        with self._lock:
+            periods = [m.unused_limit() for m in self._models.values()
+                       if m.keep_alive is not None and m.model is not None]
+        if self.idle_ttl:
+            periods.append(self.idle_ttl)
+        return min(max(min(periods) / 4, 0.05), 30.0) if periods else None
 
     def _reap_loop(self) -> None:
-        while not self._reaper_stop.is_set():
-            ttl = self.idle_ttl
-            if not ttl:
-                return
-            self._reaper_stop.wait(min(max(ttl / 4, 0.05), 30))
+        while True:
+            with self._lock:
+                wait = self._reap_interval()
+                if wait is None:
+                    self._reaper_running = False
+                    return
+                self._reaper_wake.clear()
+            self._reaper_wake.wait(wait)
             try:
                 self.reap_idle()
             except Exception:  # pragma: no cover - never kill the kernel from a daemon thread
                 pass
 
     def reap_idle(self) -> list[str]:
-        """Terminate the models idle for longer than the TTL; returns their uids."""
+        """Unload the models unused for longer than their keep_alive, and terminate those idle for
+        longer than the TTL; returns the uids terminated."""
+        now = time.time()
+        with self._lock:
+            expired = [m for m in self._models.values() if m.keep_alive is not None and m.model is not None
+                       and m.busy == 0 and now - m.last_used > m.unused_limit()]
+        for entry in expired:
+            self._unload(entry)
         ttl = self.idle_ttl
         if not ttl:
             return []
-        now = time.time()
         with self._lock:
             stale = [m.model_uid for m in self._models.values() if m.busy == 0 and now - m.last_used > ttl]
         done = []
@@ -236,6 +276,7 @@ class ModelManager:
                               "(or a Xinference cluster through Client('http://...') for replicas)")
         check_memory = kwargs.pop("check_memory", True)  # parsed: a real boolean
         show_progress = kwargs.pop("show_progress", None)
+        keep_alive = duration_seconds(kwargs.pop("keep_alive", -1))   # parsed: a valid duration
         self.reap_idle()
         uid = self._reserve_uid(model_name, model_uid, show_progress)
         progress = self._launching[uid]
@@ -250,16 +291,18 @@ class ModelManager:
             t0 = time.perf_counter()
             model = self._load(engine, request, plan.use_venv)
             progress("ready", 1.0)
-            measured = self._loaded_bytes(model, request.device, rss0, gpu0)
             running = RunningModel(model_uid=uid, model_type=model_type, model_name=model_name, engine=engine,
                                    spec=request.spec, model_spec=request.model_spec,
                                    model_format=request.model_format, quantization=request.quantization,
                                    model_size_in_billions=plan.size, model_path=request.model_path,
                                    device=request.device, options=request.options, model=model,
-                                   memory_bytes=measured, estimate=estimate,
-                                   load_seconds=time.perf_counter() - t0)
+                                   memory_bytes=self._loaded_bytes(model, request.device, rss0, gpu0),
+                                   estimate=estimate, load_seconds=time.perf_counter() - t0, plan=plan,
+                                   keep_alive=keep_alive, check_memory=check_memory, show_progress=show_progress,
+                                   context_length=getattr(model, "context_length", None))
             self._add_running(running, progress)
             model = None
+            self._start_reaper()   # when keep_alive gives it something to watch
             return uid
         except BaseException:
             if model is not None:
@@ -582,7 +625,8 @@ class ModelManager:
         if self.memory_budget is not None:
             evicted = []
             with self._lock:
-                idle = sorted((m for m in self._models.values() if m.busy == 0), key=lambda m: m.last_used)
+                idle = sorted((m for m in self._models.values() if m.busy == 0 and m.model is not None),
+                              key=lambda m: m.last_used)
             while self.used_bytes() + needed > self.memory_budget and idle:
                 victim = idle.pop(0)
                 try:
@@ -707,21 +751,88 @@ class ModelManager:
             entry.busy += 1
             entry.last_used = time.time()
         try:
-            yield entry.model
+            yield self._loaded(entry)
         finally:
             with self._lock:
                 entry.busy -= 1
                 entry.last_used = time.time()
+                after_each = entry.keep_alive == 0 and entry.busy == 0
+            if after_each:
+                self._unload(entry)
 
     def engine_model(self, model_uid: str) -> EngineModel:
-        """The engine model of ``model_uid`` (marked recently used, not busy): for reading its
-        properties (chat format, abilities); calls into it go through ``use_model``."""
+        """The engine model of ``model_uid`` (marked recently used, not busy, loaded again if
+        keep_alive had freed it): for reading its properties (chat format, abilities); calls into it
+        go through ``use_model``."""
         with self._lock:
             entry = self._models.get(model_uid)
             if entry is None:
                 raise ModelNotFound(self._missing(model_uid))
             entry.last_used = time.time()
-            return entry.model
+        return self._loaded(entry)
+
+    # ------------------------------------------------------------------ keep_alive
+    def _loaded(self, entry: RunningModel) -> EngineModel:
+        """``entry``'s engine model, loaded again first (once, whoever asks meanwhile waits) when
+        keep_alive freed it."""
+        model = entry.model
+        if model is not None:
+            return model
+        with entry.load_lock:
+            if entry.model is None:
+                self._reload(entry)
+            return entry.model  # type: ignore[return-value]
+
+    def _reload(self, entry: RunningModel) -> None:
+        """Loads ``entry`` again from its launch plan (room made as at launch, a progress bar); a model
+        terminated meanwhile is closed again and ModelNotFound."""
+        plan, uid = entry.plan, entry.model_uid
+        assert plan is not None
+        progress = LaunchProgress(uid, entry.show_progress)
+        model: Optional[EngineModel] = None
+        try:
+            self._make_room(uid, entry.model_name, plan.estimate, plan.request.device, entry.check_memory)
+            progress("loading", 0.01)
+            rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(plan.request.device.gpu_ids)
+            t0 = time.perf_counter()
+            model = self._load(plan.engine, dataclasses.replace(plan.request, progress=progress), plan.use_venv)
+            progress("ready", 1.0)
+            measured = self._loaded_bytes(model, plan.request.device, rss0, gpu0)
+            with self._lock:
+                if self._models.get(uid) is not entry:
+                    raise ModelNotFound(self._missing(uid))
+                entry.model, entry.memory_bytes = model, measured
+                entry.load_seconds = time.perf_counter() - t0
+            model = None
+        finally:
+            progress.close()
+            if model is not None:
+                model.close()
+                del model
+                release_memory()
+        if entry.keep_alive is not None:
+            self._start_reaper()
+
+    def _unload(self, entry: RunningModel) -> bool:
+        """Frees ``entry``'s weights (keep_alive): only when no call is in it; it stays listed, UNLOADED,
+        and the next call loads it again. False when it was busy, already unloaded or loading."""
+        if not entry.load_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if entry.busy or entry.model is None or self._models.get(entry.model_uid) is not entry:
+                    return False
+                model, entry.model, entry.memory_bytes = entry.model, None, 0
+            try:
+                model.close()
+            except Exception as exc:  # the weights are dropped either way; say what the backend said
+                warnings.warn(f"keep_alive: closing {entry.model_uid!r} failed: {type(exc).__name__}: {exc}",
+                              stacklevel=2)
+            del model
+        finally:
+            entry.load_lock.release()
+            release_memory()
+        return True
 
 
     def list_models(self) -> dict[str, dict[str, Any]]:
@@ -745,7 +856,9 @@ class ModelManager:
                 return
             raise ModelNotFound(self._missing(model_uid))
         model = entry.model
-        entry.model = None  # type: ignore[assignment]
+        entry.model = None
+        if model is None:             # unloaded by keep_alive: nothing is held
+            return
         try:
             # calls running on it stop at their next token with InferenceError("model terminated ...");
             # the backend is freed only once they have left it (or, past the wait, by the last of them)

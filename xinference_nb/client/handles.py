@@ -193,8 +193,9 @@ class LLMHandle(ModelHandle):
                 raise InferenceError(f"prompts[{i}] must be a string, got {type(p).__name__}")
         model = self._llm()
         parse_generate_config(cfg, model.chat_format)
-        return map_in_order(lambda p: self.generate(p, cfg), prompts, workers=self._workers(model),
-                            progress=progress, desc=f"generate {self.model_uid}")
+        with self._use():   # held across the batch: keep_alive=0 frees the weights once, at its end
+            return map_in_order(lambda p: self.generate(p, cfg), prompts, workers=self._workers(model),
+                                progress=progress, desc=f"generate {self.model_uid}")
 
     def chat_batch(self, messages_list: list[Messages], generate_config: Optional[dict[str, Any]] = None,
                    progress: bool = True) -> list[dict[str, Any]]:
@@ -209,8 +210,9 @@ class LLMHandle(ModelHandle):
             except InferenceError as exc:
                 raise InferenceError(f"messages_list[{i}]: {exc}") from None
         parse_generate_config(cfg, model.chat_format)
-        return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=self._workers(model),
-                            progress=progress, desc=f"chat {self.model_uid}")
+        with self._use():   # held across the batch: keep_alive=0 frees the weights once, at its end
+            return map_in_order(lambda m: self.chat(m, generate_config=cfg), items, workers=self._workers(model),
+                                progress=progress, desc=f"chat {self.model_uid}")
 
     # ------------------------------------------------------------------ chat
     def chat(self, messages: Messages, tools: Optional[list[dict[str, Any]]] = None,
@@ -362,10 +364,12 @@ class LLMHandle(ModelHandle):
         from .table import local_identity, run_map
 
         model = self._llm()
-        return run_map(self.chat, items, prompt, response_format=response_format, system=system,
-                       generate_config=generate_config, cache=cache, progress=progress, workers=self._workers(model),
-                       identity=lambda: local_identity(self._manager, self.model_uid), owner=self._manager,
-                       name=self.model_uid, check=lambda cfg: parse_generate_config(cfg, model.chat_format))
+        with self._use():   # held across the rows: keep_alive=0 frees the weights once, at the end
+            return run_map(self.chat, items, prompt, response_format=response_format, system=system,
+                           generate_config=generate_config, cache=cache, progress=progress,
+                           workers=self._workers(model), identity=lambda: local_identity(self._manager, self.model_uid),
+                           owner=self._manager, name=self.model_uid,
+                           check=lambda cfg: parse_generate_config(cfg, model.chat_format))
 
 
 def _run_choices(fn: Any, each: list[Any]) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from ..errors import FieldIssue, LaunchOptionError, short_value
 
 @dataclass(frozen=True)
 class Opt:
-    kind: str            # bool, int, number, str, dtype, dict, str_list, str_dict, peft, any
+    kind: str            # bool, int, number, str, dtype, dict, str_list, str_dict, peft, duration, any
     about: str = ""
     minimum: Optional[float] = None
     maximum: Optional[float] = None
@@ -51,6 +51,8 @@ OPTIONS: dict[str, Opt] = {
     "virtual_env_packages": Opt("str_list", "requirement specifiers to install in the model's virtualenv"),
     "virtual_env_find_links": Opt("str_list", "extra --find-links locations for those packages"),
     "envs": Opt("str_dict", "environment variables of the model's virtualenv process"),
+    "keep_alive": Opt("duration", "free the weights after this long unused (seconds, or \"30s\", \"5m\", \"1h\"; "
+                                  "0: after each request; -1: never, the default); the next call reloads them"),
     # engines
     "trust_remote_code": Opt("bool", "import the Python code shipped with the model"),
     "enable_thinking": Opt("bool", "the chat template's default for thinking models"),
@@ -90,7 +92,7 @@ OPTIONS: dict[str, Opt] = {
                                      "\"image_lora_load_kwargs\": {...}, \"image_lora_fuse_kwargs\": {...}}"),
 }
 
-LAUNCH_LEVEL = ("check_memory", "show_progress", "enable_virtual_env", "virtual_env_packages",
+LAUNCH_LEVEL = ("check_memory", "show_progress", "keep_alive", "enable_virtual_env", "virtual_env_packages",
                 "virtual_env_find_links", "envs")
 VIRTUALENV_OPTIONS = ("enable_virtual_env", "virtual_env_packages", "virtual_env_find_links", "envs")
 
@@ -225,7 +227,39 @@ def check_value(name: str, value: Any, opt: Opt) -> Optional[str]:
         return None
     if kind == "peft":
         return peft_problem(value)
+    if kind == "duration":
+        try:
+            duration_seconds(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
     raise AssertionError(kind)  # pragma: no cover
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: Any) -> Optional[float]:
+    """``keep_alive``'s value in seconds, Ollama's forms: a number of seconds, a string of one or more
+    ``<number><unit>`` parts (units ms, s, m, h: "90s", "5m", "1h30m"), 0 (after each request), or any
+    negative number / "-1" (never: None). ValueError says what is accepted."""
+    accepted = ("must be seconds (a number; 0: after each request; -1: never) or a duration such as \"30s\", "
+                "\"5m\", \"1h30m\"")
+    if isinstance(value, bool):
+        raise ValueError(f"{accepted}, {_got(value)}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            value = float(text)          # "300", "-1"
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not text or "".join(a + b for a, b in parts) != text:
+                raise ValueError(f"{accepted}, got {short_value(value)}") from None
+            return sum(float(a) * _DURATION_UNITS[b] for a, b in parts)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{accepted}, {_got(value)}")
+    return None if value < 0 else float(value)
 
 
 # ------------------------------------------------------------------------------------------------
