@@ -51,6 +51,22 @@ class Client:
         model_type = normalize_model_type(model_type)
         return to_document(get_registry().get(model_type, model_name))
 
+    def export_registrations(self, path: Optional[str] = None, model_types: Optional[list[str]] = None
+                             ) -> dict[str, Any]:
+        """Every custom registration (of ``model_types``, default all) as one document, also written to
+        ``path``: ``import_registrations`` on any client (in-kernel, our server, a Xinference cluster)
+        registers them again."""
+        from .registrations import export_registrations
+
+        return export_registrations(self, path, model_types)
+
+    def import_registrations(self, source: Any, overwrite: bool = False, persist: bool = True) -> list[str]:
+        """Registers every model of an export (its path, JSON text or dict); all or nothing (see
+        ``client.registrations``). Returns the names."""
+        from .registrations import import_registrations
+
+        return import_registrations(self, source, overwrite=overwrite, persist=persist)
+
     # ------------------------------------------------------------------ running models (in-kernel manager)
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
                      model_uid: Optional[str] = None, model_size_in_billions: Any = None,

@@ -287,6 +287,19 @@ class RemoteClient:
     def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
         return self._http.json("GET", f"/v1/model_registrations/{_q(model_type)}/{_q(model_name)}")
 
+    def export_registrations(self, path: Optional[str] = None, model_types: Optional[list[str]] = None
+                             ) -> dict[str, Any]:
+        """The server's custom registrations as one document (``Client.export_registrations``)."""
+        from .registrations import export_registrations
+
+        return export_registrations(self, path, model_types)
+
+    def import_registrations(self, source: Any, overwrite: bool = False, persist: bool = True) -> list[str]:
+        """Registers an export's models on the server, all or nothing (``Client.import_registrations``)."""
+        from .registrations import import_registrations
+
+        return import_registrations(self, source, overwrite=overwrite, persist=persist)
+
     def parse_model(self, model_path: str, model_family: Optional[str] = None) -> dict[str, Any]:
         """The auto-parse route: a partial LLM document from the files at ``model_path`` (on the server)."""
         return self._http.json("POST", "/v1/models/llm/auto-register",

@@ -1,0 +1,177 @@
+"""Every custom registration of a client in one file, and that file registered again (issue 24, item 6).
+
+Works through the public registration methods only (``list_model_registrations``,
+``get_model_registration``, ``register_model``, ``unregister_model``), so the same two functions move
+registrations between the kernel, our server and a Xinference cluster: export from one, import into
+another. The file: ``{"format": "xinference_nb.registrations", "version": 1, "models": [{"model_type",
+"model": <the document, as get_model_registration returns it>}, ...]}``.
+
+An import is all or nothing: every document is validated here first (the same rules as a register),
+names already registered are refused unless ``overwrite=True`` (a built-in name always is), and if a
+register fails part-way the ones done are undone (unregistered, or their earlier documents put back).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from ..errors import FieldIssue, SpecError, XinfError
+from ..model_types import model_type as model_type_row
+from ..model_types import type_names
+
+EXPORT_FORMAT = "xinference_nb.registrations"
+EXPORT_VERSION = 1
+MAX_IMPORT_BYTES = 64 * 2**20          # an export file larger than this is refused unread
+
+
+def export_registrations(client: Any, path: Union[str, Path, None] = None,
+                         model_types: Optional[list[str]] = None) -> dict[str, Any]:
+    """The custom registrations of ``client`` (all types, or ``model_types``) as one document; also
+    written to ``path`` (JSON, atomically) when given. Built-in models are not exported."""
+    types = [model_type_row(t).name for t in model_types] if model_types is not None else type_names()
+    models = []
+    for name in types:
+        for row in client.list_model_registrations(name):
+            if row.get("is_builtin"):
+                continue
+            models.append({"model_type": name, "model": client.get_model_registration(name, row["model_name"])})
+    doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "models": models}
+    if path is not None:
+        _write(Path(path), doc)
+    return doc
+
+
+def import_registrations(client: Any, source: Union[str, Path, dict[str, Any]], overwrite: bool = False,
+                         persist: bool = True) -> list[str]:
+    """Registers every model of an export (a path, its JSON text, or the dict) on ``client``; returns
+    their names in order. All or nothing: a SpecError naming each bad entry, or each name already
+    registered (without ``overwrite=True``), before anything is registered; a failure part-way undoes
+    the registrations done."""
+    if not isinstance(overwrite, bool) or not isinstance(persist, bool):
+        raise SpecError([FieldIssue("overwrite" if not isinstance(overwrite, bool) else "persist",
+                                    "must be true or false")])
+    entries = _checked_entries(_read(source))
+    _refuse_taken(client, entries, overwrite)
+    done: list[tuple[str, str, Optional[dict[str, Any]]]] = []   # (type, name, the document it replaced)
+    try:
+        for model_type, name, document in entries:
+            before = _custom_document(client, model_type, name) if overwrite else None
+            client.register_model(model_type, json.dumps(document), persist=persist, overwrite=overwrite)
+            done.append((model_type, name, before))
+    except BaseException:
+        _undo(client, done, persist)
+        raise
+    return [name for _, name, _ in entries]
+
+
+# ------------------------------------------------------------------------------------------------
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".export-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)          # a reader sees the old file or the new one, never half of one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(source: Any) -> Any:
+    """The export document of ``source``: a dict as it is, a string that is JSON text, else a path."""
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        text = source
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            if path.stat().st_size > MAX_IMPORT_BYTES:
+                raise SpecError([FieldIssue("source", f"{path} is larger than {MAX_IMPORT_BYTES // 2**20} MiB; "
+                                            "an export of registrations is a few KiB a model")])
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError([FieldIssue("source", f"cannot read {path}: {exc}")]) from None
+    else:
+        raise SpecError([FieldIssue("source", f"must be a path, JSON text or a dict, got {type(source).__name__}")])
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SpecError([FieldIssue("source", f"is not JSON: {exc}")]) from None
+
+
+def _checked_entries(doc: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model type, model name, document) of each entry, every entry validated; one SpecError listing
+    every problem (entry by entry) otherwise."""
+    from ..spec import load_spec, to_document
+
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise SpecError([FieldIssue("format", f"not an export of registrations (expected \"format\": "
+                                    f"\"{EXPORT_FORMAT}\"; write one with export_registrations)")])
+    if doc.get("version") != EXPORT_VERSION:
+        raise SpecError([FieldIssue("version", f"{doc.get('version')!r} is not supported; use {EXPORT_VERSION}")])
+    unknown = sorted(set(doc) - {"format", "version", "models"})
+    models = doc.get("models")
+    if unknown or not isinstance(models, list):
+        raise SpecError([FieldIssue(unknown[0] if unknown else "models", "an export has the keys format, "
+                                    "version and models (a list of {\"model_type\", \"model\"})")])
+    issues, entries, seen = [], [], set()
+    for i, item in enumerate(models):
+        if not isinstance(item, dict) or set(item) != {"model_type", "model"}:
+            issues.append(FieldIssue(f"models[{i}]", "must be {\"model_type\": ..., \"model\": {...}}"))
+            continue
+        try:
+            model_type = model_type_row(item["model_type"]).name
+            spec = load_spec(model_type, item["model"])
+        except SpecError as exc:
+            issues += [FieldIssue(f"models[{i}].{issue.path}".rstrip("."), issue.message) for issue in exc.issues]
+            continue
+        if (model_type, spec.model_name) in seen:
+            issues.append(FieldIssue(f"models[{i}].model_name", f"{spec.model_name!r} appears twice"))
+        seen.add((model_type, spec.model_name))
+        entries.append((model_type, spec.model_name, to_document(spec)))
+    if issues:
+        raise SpecError(issues)
+    return entries
+
+
+def _refuse_taken(client: Any, entries: list[tuple[str, str, dict[str, Any]]], overwrite: bool) -> None:
+    """A SpecError listing the names already registered (built-in ones always; custom ones without
+    ``overwrite``)."""
+    issues = []
+    for model_type in sorted({t for t, _, _ in entries}):
+        rows = {r["model_name"]: r.get("is_builtin", False) for r in client.list_model_registrations(model_type)}
+        for t, name, _ in entries:
+            if t != model_type or name not in rows:
+                continue
+            if rows[name]:
+                issues.append(FieldIssue("model_name", f"{model_type} {name!r} is a built-in model's name"))
+            elif not overwrite:
+                issues.append(FieldIssue("model_name", f"{model_type} {name!r} is already registered; pass "
+                                         "overwrite=True to replace it"))
+    if issues:
+        raise SpecError(issues)
+
+
+def _custom_document(client: Any, model_type: str, name: str) -> Optional[dict[str, Any]]:
+    rows = client.list_model_registrations(model_type)
+    if any(r["model_name"] == name and not r.get("is_builtin") for r in rows):
+        return client.get_model_registration(model_type, name)
+    return None
+
+
+def _undo(client: Any, done: list[tuple[str, str, Optional[dict[str, Any]]]], persist: bool) -> None:
+    """Takes back the registrations of a failed import, newest first (best effort: the import's own
+    error is what the caller sees)."""
+    for model_type, name, before in reversed(done):
+        try:
+            if before is None:
+                client.unregister_model(model_type, name)
+            else:
+                client.register_model(model_type, json.dumps(before), persist=persist, overwrite=True)
+        except XinfError:
+            pass
