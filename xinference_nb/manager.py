@@ -75,7 +75,7 @@ class RunningModel:
     keep_alive: Optional[float] = None   # seconds unused before its weights are freed (None: never)
     check_memory: bool = True
     show_progress: Optional[bool] = None
-    context_length: Optional[int] = None
+    context_length: Optional[int] = None   # the engine model's, kept while it is unloaded
     load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def unused_limit(self) -> float:
@@ -108,9 +108,8 @@ class RunningModel:
             "load_seconds": round(self.load_seconds, 3),
             "keep_alive": self.keep_alive,
         })
-        ctx = getattr(self.model, "context_length", None) or self.context_length
-        if self.model_type == "LLM" and ctx:
-            out["context_length"] = ctx
+        if self.model_type == "LLM" and self.context_length:
+            out["context_length"] = self.context_length
         return out
 
 
@@ -286,18 +285,13 @@ class ModelManager:
                                  quantization, model_path, n_gpu, gpu_idx, kwargs, progress)
             request, engine, estimate = plan.request, plan.engine, plan.estimate
             self._make_room(uid, model_name, estimate, request.device, check_memory)
-            progress("loading", 0.01)
-            rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(request.device.gpu_ids)
-            t0 = time.perf_counter()
-            model = self._load(engine, request, plan.use_venv)
-            progress("ready", 1.0)
+            model, measured, seconds = self._load_measured(plan, request)
             running = RunningModel(model_uid=uid, model_type=model_type, model_name=model_name, engine=engine,
                                    spec=request.spec, model_spec=request.model_spec,
                                    model_format=request.model_format, quantization=request.quantization,
                                    model_size_in_billions=plan.size, model_path=request.model_path,
                                    device=request.device, options=request.options, model=model,
-                                   memory_bytes=self._loaded_bytes(model, request.device, rss0, gpu0),
-                                   estimate=estimate, load_seconds=time.perf_counter() - t0, plan=plan,
+                                   memory_bytes=measured, estimate=estimate, load_seconds=seconds, plan=plan,
                                    keep_alive=keep_alive, check_memory=check_memory, show_progress=show_progress,
                                    context_length=getattr(model, "context_length", None))
             self._add_running(running, progress)
@@ -331,6 +325,16 @@ class ModelManager:
         # launch imported registered (torch's among them) tear anything down
         atexit.unregister(self.stop_generation)
         atexit.register(self.stop_generation)
+
+    def _load_measured(self, plan: LaunchPlan, request: LoadRequest) -> tuple[EngineModel, int, float]:
+        """(the engine model, the bytes it holds, seconds it took) of loading ``request`` with ``plan``'s
+        engine, its progress going from "loading" to "ready": a launch's and a keep_alive reload's."""
+        request.progress("loading", 0.01)
+        rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(request.device.gpu_ids)
+        t0 = time.perf_counter()
+        model = self._load(plan.engine, request, plan.use_venv)
+        request.progress("ready", 1.0)
+        return model, self._loaded_bytes(model, request.device, rss0, gpu0), time.perf_counter() - t0
 
     @staticmethod
     def _loaded_bytes(model: EngineModel, device: DevicePlan, rss0: int, gpu0: int) -> int:
@@ -792,17 +796,11 @@ class ModelManager:
         model: Optional[EngineModel] = None
         try:
             self._make_room(uid, entry.model_name, plan.estimate, plan.request.device, entry.check_memory)
-            progress("loading", 0.01)
-            rss0, gpu0 = process_rss_bytes(), gpu_allocated_bytes(plan.request.device.gpu_ids)
-            t0 = time.perf_counter()
-            model = self._load(plan.engine, dataclasses.replace(plan.request, progress=progress), plan.use_venv)
-            progress("ready", 1.0)
-            measured = self._loaded_bytes(model, plan.request.device, rss0, gpu0)
+            model, measured, seconds = self._load_measured(plan, dataclasses.replace(plan.request, progress=progress))
             with self._lock:
                 if self._models.get(uid) is not entry:
                     raise ModelNotFound(self._missing(uid))
-                entry.model, entry.memory_bytes = model, measured
-                entry.load_seconds = time.perf_counter() - t0
+                entry.model, entry.memory_bytes, entry.load_seconds = model, measured, seconds
             model = None
         finally:
             progress.close()

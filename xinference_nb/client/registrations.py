@@ -13,13 +13,11 @@ register fails part-way the ones done are undone (unregistered, or their earlier
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import FieldIssue, SpecError, XinfError
-from ..model_types import model_type as model_type_row
+from ..registry.store import atomic_write_text
 from ..model_types import type_names
 
 EXPORT_FORMAT = "xinference_nb.registrations"
@@ -31,7 +29,9 @@ def export_registrations(client: Any, path: Union[str, Path, None] = None,
                          model_types: Optional[list[str]] = None) -> dict[str, Any]:
     """The custom registrations of ``client`` (all types, or ``model_types``) as one document; also
     written to ``path`` (JSON, atomically) when given. Built-in models are not exported."""
-    types = [model_type_row(t).name for t in model_types] if model_types is not None else type_names()
+    from ..spec import normalize_model_type
+
+    types = [normalize_model_type(t) for t in model_types] if model_types is not None else type_names()
     models = []
     for name in types:
         for row in client.list_model_registrations(name):
@@ -54,11 +54,11 @@ def import_registrations(client: Any, source: Union[str, Path, dict[str, Any]], 
         raise SpecError([FieldIssue("overwrite" if not isinstance(overwrite, bool) else "persist",
                                     "must be true or false")])
     entries = _checked_entries(_read(source))
-    _refuse_taken(client, entries, overwrite)
+    taken = _refuse_taken(client, entries, overwrite)
     done: list[tuple[str, str, Optional[dict[str, Any]]]] = []   # (type, name, the document it replaced)
     try:
         for model_type, name, document in entries:
-            before = _custom_document(client, model_type, name) if overwrite else None
+            before = client.get_model_registration(model_type, name) if (model_type, name) in taken else None
             client.register_model(model_type, json.dumps(document), persist=persist, overwrite=overwrite)
             done.append((model_type, name, before))
     except BaseException:
@@ -70,15 +70,7 @@ def import_registrations(client: Any, source: Union[str, Path, dict[str, Any]], 
 # ------------------------------------------------------------------------------------------------
 def _write(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)          # a reader sees the old file or the new one, never half of one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def _read(source: Any) -> Any:
@@ -107,7 +99,7 @@ def _read(source: Any) -> Any:
 def _checked_entries(doc: Any) -> list[tuple[str, str, dict[str, Any]]]:
     """(model type, model name, document) of each entry, every entry validated; one SpecError listing
     every problem (entry by entry) otherwise."""
-    from ..spec import load_spec, to_document
+    from ..spec import load_spec, normalize_model_type, to_document
 
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise SpecError([FieldIssue("format", f"not an export of registrations (expected \"format\": "
@@ -125,7 +117,7 @@ def _checked_entries(doc: Any) -> list[tuple[str, str, dict[str, Any]]]:
             issues.append(FieldIssue(f"models[{i}]", "must be {\"model_type\": ..., \"model\": {...}}"))
             continue
         try:
-            model_type = model_type_row(item["model_type"]).name
+            model_type = normalize_model_type(item["model_type"])
             spec = load_spec(model_type, item["model"])
         except SpecError as exc:
             issues += [FieldIssue(f"models[{i}].{issue.path}".rstrip("."), issue.message) for issue in exc.issues]
@@ -139,10 +131,12 @@ def _checked_entries(doc: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return entries
 
 
-def _refuse_taken(client: Any, entries: list[tuple[str, str, dict[str, Any]]], overwrite: bool) -> None:
-    """A SpecError listing the names already registered (built-in ones always; custom ones without
+def _refuse_taken(client: Any, entries: list[tuple[str, str, dict[str, Any]]], overwrite: bool
+                  ) -> set[tuple[str, str]]:
+    """The (type, name) of the entries already registered as custom models (those ``overwrite``
+    replaces); a SpecError listing the names taken (built-in ones always; custom ones without
     ``overwrite``)."""
-    issues = []
+    issues, taken = [], set()
     for model_type in sorted({t for t, _, _ in entries}):
         rows = {r["model_name"]: r.get("is_builtin", False) for r in client.list_model_registrations(model_type)}
         for t, name, _ in entries:
@@ -153,15 +147,10 @@ def _refuse_taken(client: Any, entries: list[tuple[str, str, dict[str, Any]]], o
             elif not overwrite:
                 issues.append(FieldIssue("model_name", f"{model_type} {name!r} is already registered; pass "
                                          "overwrite=True to replace it"))
+            taken.add((model_type, name))
     if issues:
         raise SpecError(issues)
-
-
-def _custom_document(client: Any, model_type: str, name: str) -> Optional[dict[str, Any]]:
-    rows = client.list_model_registrations(model_type)
-    if any(r["model_name"] == name and not r.get("is_builtin") for r in rows):
-        return client.get_model_registration(model_type, name)
-    return None
+    return taken
 
 
 def _undo(client: Any, done: list[tuple[str, str, Optional[dict[str, Any]]]], persist: bool) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from ..errors import InferenceError
+from ..registry.store import atomic_write_text
 
 MAP_CACHE_FOLDER = "map_cache"      # under the data folder (registry.store.nb_home)
 CACHE_VERSION = 1                   # bumped when a record's shape or the key changes
@@ -286,14 +287,11 @@ class RowStore:
 
     def _write(self, key: str, record: dict[str, Any]) -> None:
         path = self._path(key)
-        tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"version": CACHE_VERSION, "key": key, "record": record}, f, ensure_ascii=False)
-            os.replace(tmp, path)      # a reader sees the old file or the new one, never half of one
+            atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "key": key, "record": record},
+                                               ensure_ascii=False))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"map cache: cannot write under {self.folder} ({exc}); the results are returned but "

@@ -26,6 +26,27 @@ LOCK_TIMEOUT_S = 30
 STALE_TMP_S = 60
 
 
+def atomic_write_text(path: Path, text: str, fsync: bool = False) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``
+    (the folder must exist). On any failure the previous file, if any, is untouched, no temporary
+    file is left, and the error (an OSError for the file system's) is raised. ``fsync``: flushed to
+    disk before the rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def nb_home() -> Path:
     """The data folder: $XINFERENCE_NB_HOME, else ~/.xinference_nb."""
     return Path(os.environ.get("XINFERENCE_NB_HOME") or Path.home() / ".xinference_nb").expanduser()
@@ -180,23 +201,9 @@ class SpecStore:
         except OSError as exc:
             raise store_error("create the folder", folder, exc) from exc
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            atomic_write_text(target, text, fsync=True)
         except OSError as exc:
             raise store_error("write", target, exc) from exc
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise store_error("write", target, exc) from exc
-            raise
         return target
 
     def delete(self, model_type: str, name: str) -> bool:
