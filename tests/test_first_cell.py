@@ -123,20 +123,35 @@ def test_interrupted_chat_batch_stops_and_the_process_exits_cleanly(endless_llam
             time.sleep(0.3)
             print("INTERRUPTED", stopped, steps() - first, first < 4000)
 
+        import torch
+        held = []   # the tensors the frames of each caught error still reference
+
         def forever():
             try:
                 h.chat([{"role": "user", "content": "go on"}], generate_config={"max_tokens": 4000})
-            except Exception:  # stopped at exit: "model terminated"
-                pass
+            except Exception as exc:  # stopped at exit: "model terminated"
+                tb, n = exc.__traceback__, 0
+                while tb is not None:
+                    n += sum(isinstance(v, torch.Tensor) for v in tb.tb_frame.f_locals.values())
+                    tb = tb.tb_next
+                held.append(n)
 
-        for _ in range(3):
-            threading.Thread(target=forever, daemon=True).start()
+        callers = [threading.Thread(target=forever, daemon=True) for _ in range(3)]
+        for t in callers:
+            t.start()
         while inflight.idle:
             time.sleep(0.01)
         time.sleep(0.3)
         print("EXITING", inflight.idle)
+        # what the exit hook does, then: no generation thread is left, and no error carries tensors away
+        get_manager().stop_generation()
+        workers = [t.name for t in threading.enumerate() if t.name.startswith("xinf-generate")]
+        for t in callers:
+            t.join(10)
+        print("STOPPED", workers, held)
         """, str(endless_llama_dir), str(max_num_seqs))
     assert "terminate called" not in out.stderr, out.stderr[-3000:]
     assert out.returncode == 0, out.stderr[-3000:]
     assert "INTERRUPTED True 0 True" in out.stdout, out.stdout
     assert "EXITING False" in out.stdout, out.stdout   # still generating when the interpreter exits
+    assert "STOPPED [] [0, 0, 0]" in out.stdout, out.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,11 @@ class InFlight:
     Engine code runs every stretch that touches the backend inside ``with inflight.step():`` (never
     across a ``yield``: a suspended stream holds no step). ``cancel()`` makes every later ``step()``
     and ``check()`` raise InferenceError("model terminated ..."), so generation stops between two
-    tokens; ``wait_idle(timeout)`` waits until the steps already running have ended, after which the
-    backend can be freed safely. ``event`` is set on cancel (for callbacks such as stopping criteria).
+    tokens; ``wait_idle(timeout)`` waits until the steps already running have ended and the worker
+    threads started by ``spawn`` have exited, after which the backend can be freed safely (and the
+    interpreter can exit: a daemon thread still inside torch when it tears down aborts the process with
+    "terminate called without an active exception"). ``event`` is set on cancel (for callbacks such as
+    stopping criteria).
     """
 
     def __init__(self, model_uid: str):
@@ -110,6 +114,16 @@ class InFlight:
         self.event = threading.Event()
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
+        self._threads: list[threading.Thread] = []
+
+    def spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Start a daemon thread that works on the backend; ``wait_idle`` also waits for it to exit."""
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        with self._cond:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+        return thread
 
     @property
     def cancelled(self) -> bool:
@@ -150,8 +164,29 @@ class InFlight:
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            return self._cond.wait_for(lambda: self._active == 0, timeout)
+            if not self._cond.wait_for(lambda: self._active == 0, timeout):
+                return False
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+
+def detached(exc: BaseException) -> BaseException:
+    """``exc`` without the tracebacks of it and of the exceptions it chains to: their frames hold the
+    tensors of the call that failed, and an exception that leaves an ``InFlight.step`` must not carry
+    them off to be freed on another thread outside the step (at interpreter exit, that aborts)."""
+    seen: set[int] = set()
+    todo: list[Optional[BaseException]] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            e.__traceback__ = None
+            todo += [e.__cause__, e.__context__]
+    return exc
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class BatchScheduler:
             self._pending.append(req)
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._work, name=f"xinf-generate-{self.model_uid}", daemon=True).start()
+                self.inflight.spawn(self._work, f"xinf-generate-{self.model_uid}")
             self._cond.notify_all()
         return req
 
@@ -233,36 +233,48 @@ class BatchScheduler:
             return joiners
 
     def _work(self) -> None:
+        """The worker thread: everything it does, its clean-up included, runs inside one step, so
+        ``wait_idle`` returns only once it has let go of every tensor."""
         try:
             with self.inflight.step():
-                import torch
-
-                with torch.inference_mode():
-                    while True:
-                        joiners = self._take()
-                        if joiners is None:
-                            return
-                        try:
-                            self._drop([r for r in self._rows if r.closed.is_set()], "stop")
-                            if joiners:
-                                self._join(joiners)
-                                joiners = []
-                            if self._rows:
-                                self._decode()
-                        except Exception as exc:  # noqa: BLE001 - every running request gets the error
-                            err = (self.inflight.error() if self.inflight.cancelled else
+                try:
+                    self._loop()
+                except BaseException as exc:  # terminated (or worse): nobody waits forever
+                    self._fail_all(exc if isinstance(exc, InferenceError) else
                                    InferenceError(f"generation failed: {type(exc).__name__}: {exc}"))
-                            for r in self._rows + joiners:
-                                r.finish(error=err)
-                            self._rows, self._cache, self._mask = [], None, None
-        except BaseException as exc:  # terminated (or worse): nobody waits forever
-            err = exc if isinstance(exc, InferenceError) else InferenceError(f"generation failed: {exc}")
-            with self._cond:
-                rest, self._pending = self._pending, []
-                self._running = False
-            for r in self._rows + rest:
-                r.finish(error=err)
-            self._rows, self._cache, self._mask = [], None, None
+        except InferenceError as exc:  # terminated before the step began
+            self._fail_all(exc)
+
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                joiners = self._take()
+                if joiners is None:
+                    return
+                try:
+                    self._drop([r for r in self._rows if r.closed.is_set()], "stop")
+                    if joiners:
+                        self._join(joiners)
+                        joiners = []
+                    if self._rows:
+                        self._decode()
+                except Exception as exc:  # noqa: BLE001 - every running request gets the error
+                    err = (self.inflight.error() if self.inflight.cancelled else
+                           InferenceError(f"generation failed: {type(exc).__name__}: {exc}"))
+                    for r in self._rows + joiners:
+                        r.finish(error=err)
+                    self._rows, self._cache, self._mask = [], None, None
+
+    def _fail_all(self, err: InferenceError) -> None:
+        """End every running and waiting request with ``err`` and free the batch."""
+        with self._cond:
+            rest, self._pending = self._pending, []
+            self._running = False
+        for r in self._rows + rest:
+            r.finish(error=err)
+        self._rows, self._cache, self._mask = [], None, None
 
     # ------------------------------------------------------------------ forward passes
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any, rows: list[BatchRequest]) -> Any:

@@ -42,7 +42,7 @@ from ..errors import InferenceError, LaunchError
 from ..metadata.quant import BNB_QUANTIZATIONS, bnb_quantization
 from .options import BASE_ADAPTER, LoraAdapter, lora_adapters
 from ..threads import scope_event
-from . import InFlight, LoadRequest
+from . import InFlight, LoadRequest, detached
 from .lora_guards import adapter_fits_base, config_patterns_problem, dropped_weights, scaling_problem
 
 DEFAULT_MAX_NUM_SEQS = 16
@@ -751,29 +751,39 @@ class TransformersLLM(ChatLLM):
             wait_result(req)
             text = decode_text(self.tokenizer, req.ids, params.keep_special_tokens, req.stop_ids)
             return Completion(text, len(req.prompt_ids), len(req.ids), req.finish_reason, logprobs=req.logprobs)
+        with self._inflight.step():
+            try:
+                return self._complete_here(prompt, params, chat)
+            except BaseException as exc:
+                if not self._inflight.cancelled:
+                    raise
+                failure = detached(exc)   # the frames (and tensors) it held are freed inside the step
+        raise failure
+
+    def _complete_here(self, prompt: str, params: SamplingParams, chat: bool) -> Completion:
+        """One request's ``generate`` on the calling thread (no scheduler), inside the caller's step."""
+        import torch
         from transformers import StoppingCriteriaList
 
         inflight = self._inflight
         scoped = [e for e in (scope_event(),) if e is not None]   # an interrupted batch method stops it too
-        with inflight.step():
-            model, tokenizer = self.model, self.tokenizer
-            input_ids, attention = self._encode(prompt, chat)
-            n_prompt = int(input_ids.shape[1])
-            max_new = check_prompt_fits(n_prompt, params, self.context_length)
-            kw, stop_ids = self._gen_kwargs(params, max_new)
-            pick = self._row_pick(params, kw, n_prompt, stop_ids)
-            try:
-                with self._adapter_turn(), torch.inference_mode():
-                    out = model.generate(input_ids=input_ids, attention_mask=attention,
-                                         stopping_criteria=StoppingCriteriaList(
-                                             [_EventCriteria(inflight.event, *scoped), *_picked_criteria(pick)]),
-                                         **kw)
-            except Exception as exc:  # noqa: BLE001 - the generation failed: say how, as an InferenceError
-                inflight.check()   # terminated meanwhile: say so
-                raise _generation_error(exc) from None
-            inflight.check()  # terminated while generating: the text was cut short
-            new_ids = out[0, n_prompt:].tolist()
-            text = decode_text(tokenizer, new_ids, params.keep_special_tokens, stop_ids)
+        input_ids, attention = self._encode(prompt, chat)
+        n_prompt = int(input_ids.shape[1])
+        max_new = check_prompt_fits(n_prompt, params, self.context_length)
+        kw, stop_ids = self._gen_kwargs(params, max_new)
+        pick = self._row_pick(params, kw, n_prompt, stop_ids)
+        try:
+            with self._adapter_turn(), torch.inference_mode():
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention,
+                                          stopping_criteria=StoppingCriteriaList(
+                                              [_EventCriteria(inflight.event, *scoped), *_picked_criteria(pick)]),
+                                          **kw)
+        except Exception as exc:  # noqa: BLE001 - the generation failed: say how, as an InferenceError
+            inflight.check()   # terminated meanwhile: say so
+            raise _generation_error(exc) from None
+        inflight.check()  # terminated while generating: the text was cut short
+        new_ids = out[0, n_prompt:].tolist()
+        text = decode_text(self.tokenizer, new_ids, params.keep_special_tokens, stop_ids)
         return Completion(text, n_prompt, len(new_ids), self._finish(new_ids, stop_ids, max_new, pick),
                           logprobs=pick.logprobs if pick is not None else None)
 
@@ -855,18 +865,21 @@ class _HFTokenStream(TokenStream):
             import torch
 
             try:
-                with llm._adapter_turn(), inflight.step(), torch.inference_mode():
-                    llm.model.generate(input_ids=input_ids, attention_mask=attention, streamer=_Streamer(),
-                                       stopping_criteria=StoppingCriteriaList(
-                                           [_EventCriteria(self._stop, inflight.event), *_picked_criteria(pick)]),
-                                       **kw)
-            except BaseException as exc:  # handed to the consumer
+                with llm._adapter_turn(), inflight.step():
+                    try:
+                        with torch.inference_mode():
+                            llm.model.generate(input_ids=input_ids, attention_mask=attention, streamer=_Streamer(),
+                                               stopping_criteria=StoppingCriteriaList(
+                                                   [_EventCriteria(self._stop, inflight.event),
+                                                    *_picked_criteria(pick)]), **kw)
+                    except BaseException as exc:  # handed to the consumer, without the frames (and tensors)
+                        self._error = detached(exc)  # its traceback holds: those are freed inside the step
+            except BaseException as exc:  # terminated before the step began
                 self._error = exc
             finally:
                 q.put(self._DONE)
 
-        self._thread = threading.Thread(target=run, name=f"xinf-generate-{llm.model_uid}", daemon=True)
-        self._thread.start()
+        self._thread = inflight.spawn(run, f"xinf-generate-{llm.model_uid}")
         self._iter = self._decode()
 
     def _decode(self) -> Iterator[str]:
