@@ -51,6 +51,8 @@ APPLIED_LAUNCH = {
     "prefix_cache_max_tokens": "test_prefix_cache.py::test_an_entry_evicted_mid_batch_changes_nothing",
     "peft_model_config": "test_lora.py::test_adapter_logits_equal_peft_merged_logits",
     "n_ctx": "test_llama_cpp_options_are_applied",
+    "multimodal_projector": "test_gguf_vision.py::test_launch_options_choose_the_projector_and_handler",
+    "chat_handler": "test_gguf_vision.py::test_launch_options_choose_the_projector_and_handler",
     "model_kwargs": "test_embedding_launch_options_are_applied",
     "tokenizer_kwargs": "test_embedding_launch_options_are_applied",
     "processor_kwargs": "test_embedding_launch_options_are_applied",

@@ -21,6 +21,7 @@ Summary (see each builder's docstring):
 * :func:`build_cross_encoder` - a MiniLM-based ``BertForSequenceClassification`` reranker.
 * :func:`build_local_package` - the source tree of a tiny pip-installable package.
 * :func:`build_tiny_llava` - tiny ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` (vision chat).
+* :func:`build_tiny_mmproj` - a tiny llama.cpp vision projector (mmproj GGUF) for :func:`build_tiny_gguf`.
 """
 from __future__ import annotations
 
@@ -1018,3 +1019,72 @@ def build_tiny_llava(path: Path) -> Path:
                                chat_template=VISION_TEMPLATE, image_token=IMAGE_TOKEN)
     processor.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny llama.cpp vision projector (mmproj GGUF) for the tiny GGUF
+# --------------------------------------------------------------------------------------------------
+MMPROJ_IMAGE_SIZE, MMPROJ_PATCH = 32, 8
+MMPROJ_IMAGE_TOKENS = (MMPROJ_IMAGE_SIZE // MMPROJ_PATCH) ** 2   # LLaVA's projector drops the class token
+
+
+def build_tiny_mmproj(out_file: Path, text_embd: int = TINY_LLAMA_CONFIG["hidden_size"], seed: int = SEED) -> Path:
+    """A random-weight LLaVA-1.5 style projector that llama.cpp's clip loader (libmtmd) accepts:
+    ``general.architecture = "clip"``, ``clip.projector_type = "mlp"``, a one-block CLIP ViT (32x32
+    images, 8x8 patches, width 32, 2 heads) and the two-layer MLP ``mm.0`` / ``mm.2`` into
+    ``text_embd`` (the text model's embedding width: 64 for :func:`build_tiny_gguf`; another width is a
+    projector llama.cpp refuses for that model). Each image becomes :data:`MMPROJ_IMAGE_TOKENS` tokens.
+    The tensor names and keys are llama.cpp's (``tools/mtmd/clip-impl.h``)."""
+    import gguf
+    import numpy as np
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if out_file.exists():
+        out_file.unlink()
+    n_embd, n_ff, n_head = 32, 64, 2
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int):
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    w = gguf.GGUFWriter(str(out_file), arch="clip")
+    w.add_name("tiny-mmproj")
+    w.add_uint32("general.file_type", 0)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_llava_projector", True)
+    w.add_string("clip.projector_type", "mlp")
+    w.add_bool("clip.use_gelu", True)
+    for key, value in (("image_size", MMPROJ_IMAGE_SIZE), ("patch_size", MMPROJ_PATCH), ("embedding_length", n_embd),
+                       ("feed_forward_length", n_ff), ("block_count", 1), ("attention.head_count", n_head),
+                       ("projection_dim", text_embd)):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    ones, zeros = np.ones(n_embd, np.float32), np.zeros(n_embd, np.float32)
+    # numpy shapes are ggml's ne reversed: a (out, in) matrix
+    w.add_tensor("v.class_embd", rand(n_embd))
+    w.add_tensor("v.patch_embd.weight", rand(n_embd, 3, MMPROJ_PATCH, MMPROJ_PATCH))
+    w.add_tensor("v.position_embd.weight", rand(MMPROJ_IMAGE_TOKENS + 1, n_embd))
+    w.add_tensor("v.pre_ln.weight", ones)
+    w.add_tensor("v.pre_ln.bias", zeros)
+    for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+        w.add_tensor(f"v.blk.0.{name}.weight", rand(n_embd, n_embd))
+        w.add_tensor(f"v.blk.0.{name}.bias", rand(n_embd))
+    for name in ("ln1", "ln2"):
+        w.add_tensor(f"v.blk.0.{name}.weight", ones)
+        w.add_tensor(f"v.blk.0.{name}.bias", zeros)
+    w.add_tensor("v.blk.0.ffn_up.weight", rand(n_ff, n_embd))
+    w.add_tensor("v.blk.0.ffn_up.bias", rand(n_ff))
+    w.add_tensor("v.blk.0.ffn_down.weight", rand(n_embd, n_ff))
+    w.add_tensor("v.blk.0.ffn_down.bias", rand(n_embd))
+    w.add_tensor("mm.0.weight", rand(text_embd, n_embd))
+    w.add_tensor("mm.0.bias", rand(text_embd))
+    w.add_tensor("mm.2.weight", rand(text_embd, text_embd))
+    w.add_tensor("mm.2.bias", rand(text_embd))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_file

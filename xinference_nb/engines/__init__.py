@@ -50,7 +50,7 @@ class LoadRequest:
     model_name: str
     spec: Any                          # the whole document (LLMSpec, EmbeddingSpec, …)
     model_spec: Any = None             # the chosen model_specs entry (LLM, embedding, rerank), else None
-    model_path: Optional[Path] = None  # local file/folder to load; None means load model_id from the hub cache
+    model_path: Optional[Path] = None  # local file/folder to load (hub files are fetched first); None: flexible only
     model_format: Optional[str] = None
     quantization: Optional[str] = None
     device: DevicePlan = field(default_factory=DevicePlan)
@@ -60,7 +60,8 @@ class LoadRequest:
 
     @property
     def source(self) -> str:
-        """What to pass to from_pretrained: the local path, else the hub id."""
+        """What to pass to from_pretrained: the local path. The manager fetches a model_id's files into the
+        Hugging Face cache before the load (hub.fetch), so only a flexible model's launcher gets a hub id."""
         if self.model_path is not None:
             return str(self.model_path)
         model_id = getattr(self.model_spec, "model_id", None) or getattr(self.spec, "model_id", None)
@@ -237,8 +238,9 @@ ENGINES: list[Engine] = [
                     "quantization_config", "enable_thinking", "max_num_seqs", "batch_wait_ms", "peft_model_config",
                     "enable_prefix_caching", "prefix_cache_max_tokens")),
     Engine("llama.cpp", "LLM", ("ggufv2",), "llama_cpp:load", ("llama_cpp",), "llama-cpp-python", "llama-cpp",
+           vision_loader="llama_cpp_vision:load",
            options=("n_ctx", "context_length", "enable_thinking", "peft_model_config", "enable_prefix_caching",
-                    "prefix_cache_max_tokens")),  # + Llama() keywords
+                    "prefix_cache_max_tokens", "multimodal_projector", "chat_handler")),  # + Llama() keywords
     Engine("sentence_transformers", "embedding", ("pytorch",), "sentence_transformers:load_embedding",
            ("torch", "sentence_transformers"), "sentence-transformers", "embedding",
            options=("trust_remote_code", "model_kwargs", "tokenizer_kwargs", "processor_kwargs", "config_kwargs",

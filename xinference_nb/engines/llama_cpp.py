@@ -2,8 +2,10 @@
 
 ``n_ctx`` comes from the launch option ``n_ctx`` / ``context_length``, else the spec's context length
 capped by the file's; ``n_gpu_layers`` from the device plan (n_gpu). Other launch options that are
-``llama_cpp.Llama`` parameters (n_threads, n_batch, flash_attn, …) are passed to it. When the model
-path is a folder, the file is picked with the spec's ``model_file_name_template``.
+``llama_cpp.Llama`` parameters (n_threads, n_batch, flash_attn, …) are passed to it (``chat_format``, read
+only by llama-cpp-python's own chat completion, is refused). When the model path is a folder, the file is
+picked with the spec's ``model_file_name_template``. A registration with the ``vision`` ability loads
+here too, with its projector: ``llama_cpp_vision.py`` (``load_gguf`` is the load they share).
 
 LoRA: ``peft_model_config``'s adapters are GGUF LoRA files, loaded once on the model
 (``llama_adapter_lora_init``); each request picks one with ``generate_config={"lora_name": ...}``
@@ -32,7 +34,7 @@ from __future__ import annotations
 import codecs
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..chat import (ChatLLM, Completion, SamplingParams, TokenStream, build_chat_format, check_lora_name,
                     check_prompt_fits, split_stops)
@@ -265,15 +267,41 @@ def _load_loras(llm: Any, adapters: list[LoraAdapter]) -> dict[str, Any]:
     return out
 
 
+def model_file(request: LoadRequest) -> Path:
+    """The .gguf file a launch loads; LaunchError when it has none."""
+    if request.model_path is None:
+        raise LaunchError(f"{request.model_name}: the llama.cpp engine needs a local .gguf file; pass "
+                          "model_path=... or set model_uri in the registration")
+    return resolve_gguf_file(request.model_path, request.model_spec, request.quantization)
+
+
+# launch options that load a vision GGUF's projector (engines/llama_cpp_vision.py reads them)
+VISION_OPTIONS = ("multimodal_projector", "chat_handler")
+
+
 def load(request: LoadRequest) -> "LlamaCppLLM":
+    """A text GGUF (a registration without the vision ability)."""
+    given = [k for k in VISION_OPTIONS if k in request.options]
+    if given:
+        raise LaunchOptionError([FieldIssue(k, f"loads a vision GGUF's projector, and {request.model_name!r} is "
+                                               "registered without the 'vision' ability: add \"vision\" to its "
+                                               "model_ability (with multimodal_projectors on its ggufv2 spec), or drop "
+                                               "it") for k in given])
+    return load_gguf(request, LlamaCppLLM)
+
+
+def load_gguf(request: LoadRequest, make: Callable[..., "LlamaCppLLM"]) -> "LlamaCppLLM":
+    """Load the GGUF of ``request`` and wrap it: ``make(llm, request, file, info, loras=...)`` builds the
+    engine model; if anything fails after ``Llama()``, the model is freed before the error leaves."""
     from llama_cpp import Llama
 
     from ..memory import estimate_gguf
 
-    if request.model_path is None:
-        raise LaunchError(f"{request.model_name}: the llama.cpp engine needs a local .gguf file; pass "
-                          "model_path=... or set model_uri in the registration")
-    file = resolve_gguf_file(request.model_path, request.model_spec, request.quantization)
+    if "chat_format" in request.options:   # read only by llama-cpp-python's create_chat_completion
+        raise LaunchOptionError([FieldIssue("chat_format", "llama-cpp-python's chat formats are not used here: the "
+                                                           "prompt comes from the registration's chat_template (or "
+                                                           "the GGUF's tokenizer.chat_template); drop it")])
+    file = model_file(request)
     opts = request.options
     adapters = lora_adapters(opts)
     check_gguf_loras(adapters, opts)
@@ -289,7 +317,7 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
         kwargs["main_gpu"] = request.device.gpu_ids[0]
     accepted = _llama_params()
     for key, value in opts.items():
-        if key in accepted and key not in ("n_ctx",):
+        if key in accepted and key not in ("n_ctx",) + VISION_OPTIONS:
             kwargs[key] = value
     if kwargs.get("lora_path"):
         kwargs["lora_path"] = str(Path(kwargs["lora_path"]).expanduser())
@@ -308,7 +336,7 @@ def load(request: LoadRequest) -> "LlamaCppLLM":
             request.progress("loading LoRA adapters", 0.9)
         loras = _load_loras(llm, adapters)
         request.progress("preparing chat", 0.95)
-        model = LlamaCppLLM(llm, request, file, info, loras=loras)
+        model = make(llm, request, file, info, loras=loras)
         model._estimate = estimate_gguf(file, llm.n_ctx(), [a.path for a in adapters],
                                         prefix_cache_tokens(request.options)).total_bytes
     except BaseException:
@@ -432,7 +460,9 @@ class LlamaCppLLM(ChatLLM):
         self._states = _StateCache(0 if recurrent else prefix_cache_tokens(request.options))
         self.file = file
         self.model_uid = request.model_uid
-        self.context_length = int(llm.n_ctx())
+        # llama.cpp pads its context (n_ctx=24 gives 256), but llama-cpp-python's token buffers hold the
+        # n_ctx asked for: a longer prompt would overflow them (ValueError in eval)
+        self.context_length = int(min(llm.n_ctx(), len(getattr(llm, "input_ids", ())) or llm.n_ctx()))
         info = info if info is not None else read_launch_metadata(file)
         own = info.chat_template
         eos = llm.token_eos()
@@ -484,24 +514,24 @@ class LlamaCppLLM(ChatLLM):
         return ids
 
     def _run(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
-             check_stops: bool) -> Iterator[str]:
+             check_stops: bool, images: Optional[list[Any]] = None) -> Iterator[str]:
         # one llama.cpp context: calls from different threads (a server, a widget) take turns;
         # a call waiting for its turn gives up when the model is terminated
         while not self._lock.acquire(timeout=0.05):
             self._inflight.check()
         try:
-            yield from self._run_locked(prompt, params, chat, state, check_stops)
+            yield from self._run_locked(prompt, params, chat, state, check_stops, images)
         finally:
             self._lock.release()
 
     def _run_locked(self, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
-                    check_stops: bool) -> Iterator[str]:
+                    check_stops: bool, images: Optional[list[Any]] = None) -> Iterator[str]:
         # Every stretch that calls into llama.cpp runs inside an in-flight step and never across a
         # yield: terminate_model cancels (the next step raises "model terminated"), waits for the
         # running step, and only then frees the context.
         with self._inflight.step():
             llm = self.llm
-            gen, setup = self._start(llm, prompt, params, chat, state)
+            gen, setup = self._start(llm, prompt, params, chat, state, images)
         try:
             yield from self._tokens(llm, gen, setup, state, check_stops)
         finally:
@@ -570,12 +600,24 @@ class LlamaCppLLM(ChatLLM):
     def _decode_ids(self, ids: list[int]) -> str:
         return b"".join(token_bytes(self.llm, t, special=True) for t in ids).decode("utf-8", errors="replace")
 
-    def _start(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream):
+    def _start(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
+               images: Optional[list[Any]] = None):
         self._use_lora(llm, params.lora_name)
+        ids, max_new = self._prefill(llm, prompt, params, chat, state, images)
+        return self._generator(llm, ids, params, max_new, state)
+
+    def _prefill(self, llm: Any, prompt: str, params: SamplingParams, chat: bool, state: TokenStream,
+                 images: Optional[list[Any]] = None) -> tuple[list[int], int]:
+        """(the prompt's ids, the max new tokens), with ``state.prompt_tokens`` set and the context
+        ready for ``generate(ids)``: the longest prefix it shares with the live (or a saved) context
+        is kept. A text model takes no ``images`` (the vision subclass evaluates them)."""
         ids = self._prompt_ids(prompt, chat)
         state.prompt_tokens = len(ids)
         max_new = check_prompt_fits(len(ids), params, self.context_length)
         self._reuse_prefix(llm, ids)
+        return ids, max_new
+
+    def _generator(self, llm: Any, ids: list[int], params: SamplingParams, max_new: int, state: TokenStream):
         ids_list, stop_strings = split_stops(params, self._token_of)
         stop_ids = set(ids_list)
         longest = max((len(s) for s in stop_strings), default=0)
@@ -647,9 +689,13 @@ class LlamaCppLLM(ChatLLM):
             state.finish_reason = "stop"
 
     def complete(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Completion:
+        return self._complete(prompt, params, chat)
+
+    def _complete(self, prompt: str, params: SamplingParams, chat: bool,
+                  images: Optional[list[Any]] = None) -> Completion:
         self._check_request(params)
         state = TokenStream()
-        text = "".join(self._run(prompt, params, chat, state, check_stops=True))
+        text = "".join(self._run(prompt, params, chat, state, check_stops=True, images=images))
         return Completion(text, state.prompt_tokens, state.completion_tokens, state.finish_reason,
                           logprobs=state.logprobs)
 
@@ -677,12 +723,13 @@ class LlamaCppLLM(ChatLLM):
 
 
 class _LlamaTokenStream(TokenStream):
-    def __init__(self, model: LlamaCppLLM, prompt: str, params: SamplingParams, chat: bool):
+    def __init__(self, model: LlamaCppLLM, prompt: str, params: SamplingParams, chat: bool,
+                 images: Optional[list[Any]] = None):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finish_reason = "stop"
         self.logprobs = None
-        self._iter = model._run(prompt, params, chat, self, check_stops=False)
+        self._iter = model._run(prompt, params, chat, self, check_stops=False, images=images)
 
     def close(self) -> None:
         self._iter.close()

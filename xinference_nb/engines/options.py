@@ -88,6 +88,10 @@ OPTIONS: dict[str, Opt] = {
     "enable_prefix_caching": Opt("bool", "reuse the key/values of prompts' shared token prefixes (transformers: on "
                                          "by default; False computes every prompt token)"),
     "prefix_cache_max_tokens": Opt("int", "how many prompt tokens of key/values the prefix cache keeps (LRU)", 1),
+    "multimodal_projector": Opt("str", "a vision GGUF's projector (mmproj) file: its name beside the model file, or "
+                                       "an absolute path (llama.cpp; Xinference's name)"),
+    "chat_handler": Opt("str", "the llama_cpp.llama_chat_format handler class that loads a vision GGUF's projector "
+                               "(\"Llava15ChatHandler\", \"Qwen25VLChatHandler\", ...; default: the family's)"),
     "peft_model_config": Opt("peft", "LoRA adapters: {\"lora_list\": [{\"lora_name\": ..., \"local_path\": ...}], "
                                      "\"image_lora_load_kwargs\": {...}, \"image_lora_fuse_kwargs\": {...}}"),
 }
@@ -104,8 +108,8 @@ PASSTHROUGH: dict[tuple[str, str], str] = {(e.model_type, e.name): e.passthrough
 
 # Xinference launch options this package has no use for: refused with the reason, whatever the engine
 UNSUPPORTED: dict[str, str] = {
-    "revision": "the engines load local files (model_path, model_uri or the Hugging Face cache), where a hub "
-                "revision means nothing; the document's model_revision picks the cached snapshot of its model_id",
+    "revision": "a launch fetches the revision the document's model_revision names (set it in the registration); "
+                "client.download_model(..., revision=...) fetches another one without launching",
     "request_limits": "the in-kernel manager does not limit concurrent requests per model",
     "worker_ip": "the in-kernel manager has no workers; use Client('http://...') to place models on a cluster",
     "replica_config": "the in-kernel manager runs one replica per model",

@@ -152,6 +152,55 @@ def is_first_part(name: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
+# Multimodal projectors (llama.cpp's mmproj files)
+# ------------------------------------------------------------------------------------------------
+
+PROJECTOR_ARCHITECTURE = "clip"     # general.architecture of every llama.cpp projector (mmproj) GGUF
+
+
+def is_projector(info: GGUFInfo) -> bool:
+    """A multimodal projector (mmproj) rather than a model."""
+    return info.architecture == PROJECTOR_ARCHITECTURE
+
+
+def sees_images(info: GGUFInfo) -> bool:
+    """A projector with a vision encoder (``clip.has_vision_encoder``; an audio-only one has none)."""
+    return is_projector(info) and info.raw.get("clip.has_vision_encoder") is not False
+
+
+def projector_type(info: GGUFInfo) -> Optional[str]:
+    """llama.cpp's name of the projector ("mlp", "qwen2.5vl_merger", "gemma3", ...), None if unnamed."""
+    for key in ("clip.vision.projector_type", "clip.projector_type"):
+        value = info.raw.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def looks_like_projector_name(name: str) -> bool:
+    """Projector files say so in their names: mmproj-*.gguf, *-mmproj-f16.gguf, ..."""
+    lowered = name.lower()
+    return lowered.endswith(".gguf") and "mmproj" in lowered
+
+
+def vision_projectors(folder: Path) -> list[Path]:
+    """The vision projectors of ``folder`` (files named ``*mmproj*.gguf`` whose header is a projector
+    with a vision encoder; unreadable ones left out), by name."""
+    try:
+        candidates = sorted(p for p in Path(folder).iterdir() if looks_like_projector_name(p.name) and p.is_file())
+    except OSError:
+        return []
+    out = []
+    for path in candidates:
+        try:
+            if sees_images(read_gguf(path)):
+                out.append(path)
+        except ParseError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # The header walk
 # ------------------------------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from typing import Optional, Union
 
 from ..errors import ParseError, SpecError
 from ..metadata import hf
-from ..metadata.gguf import is_first_part, read_gguf
+from ..metadata.gguf import is_first_part, read_gguf, vision_projectors
 from ..metadata.sizes import round_billions, size_form
 from ..model_types import model_type as lookup_model_type
 from .context import Ctx, finish
@@ -94,7 +94,8 @@ def parse_model(path_or_id: Union[str, os.PathLike], model_type: Optional[str] =
     config_dir = transformer_dirs[0] if transformer_dirs else folder
     config = hf.maybe_json(config_dir, "config.json")
     if config is None and "model_index.json" not in names:
-        ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+        projectors = {p.name for p in vision_projectors(folder)}   # a vision model's mmproj is not a model
+        ggufs = sorted(n for n in names if n.lower().endswith(".gguf") and n not in projectors)
         if ggufs:
             firsts = [n for n in ggufs if is_first_part(n)]
             if len(firsts) == 1:

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..errors import ParseError
 from ..metadata import hf
-from ..metadata.gguf import GGUFInfo
+from ..metadata.gguf import GGUFInfo, is_projector
 from .context import Ctx
 
 # config.json model_type → (audio family, abilities)
@@ -125,6 +125,9 @@ def detect_gguf_type(ctx: Ctx, info: GGUFInfo, wanted_type: Optional[str]) -> st
     """LLM or embedding, from the GGUF header (an encoder architecture or a pooling type is an
     embedding model) or the model_type argument; other types are refused."""
     path = info.path
+    if is_projector(info):
+        raise ParseError(f"{path}: a multimodal projector (mmproj: general.architecture 'clip'), not a model; parse "
+                         "the model's .gguf beside it, whose document then lists this file in multimodal_projectors")
     if wanted_type is None:
         if info.architecture in GGUF_EMBEDDING_ARCHS or info.pooling_type:
             ctx.src("model_type", f"detected: GGUF general.architecture {info.architecture!r} (an encoder)")

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from ..errors import ParseError
 from ..metadata import hf, quant, weights
 from ..metadata.estimate import estimate_parameters, gguf_config
-from ..metadata.gguf import GGUFInfo, read_gguf, split_siblings
+from ..metadata.gguf import GGUFInfo, read_gguf, split_siblings, vision_projectors
 from ..metadata.quant import gguf_name_quantization
 from ..metadata.sizes import size_form
 from .context import ASSUMED, Ctx, languages, location_fields
@@ -221,12 +221,26 @@ def facts_from_gguf(ctx: Ctx, info: GGUFInfo) -> LLMFacts:
         name = gguf_name_quantization(ctx.loc.name_hint)
         facts.entry_sources[p + "quantization"] = "GGUF file name" if name else ASSUMED
     facts.entry["quantization"] = name or "none"
+    _projectors_beside(facts, info)
     facts.parameters, facts.counted_from, facts.warnings = gguf_parameters(info)
     if not facts.parameters and info.tensor_count == 0:
         _vocab_only(facts, info)
     label_sizes = sizes_in_name(info.size_label) if isinstance(info.size_label, str) else []
     facts.size_hint = ctx.loc.name_hint if sizes_in_name(ctx.loc.name_hint) or not label_sizes else info.size_label
     return facts
+
+
+def _projectors_beside(facts: LLMFacts, info: GGUFInfo) -> None:
+    """A vision projector (mmproj GGUF) beside the model file: the vision ability and the spec's
+    multimodal_projectors (the llama.cpp engine loads the first unless the launch picks another)."""
+    found = vision_projectors(info.path.parent)
+    if not found:
+        return
+    names = [p.name for p in found]
+    facts.vision = f"the projector{'s' if len(names) > 1 else ''} {', '.join(names)} beside the GGUF"
+    facts.entry["multimodal_projectors"] = names
+    facts.entry_sources["model_specs[0].multimodal_projectors"] = (
+        "*mmproj*.gguf beside the model file (general.architecture 'clip', with a vision encoder)")
 
 
 def _vocab_only(facts: LLMFacts, info: GGUFInfo) -> None:

@@ -27,6 +27,9 @@ class LLMModelSpec(SpecModel):
     model_file_name_template: Optional[str] = None
     model_file_name_split_template: Optional[str] = None
     quantization_parts: Optional[dict[str, list[str]]] = None
+    # ggufv2 vision models: llama.cpp's projector (mmproj) files beside the model file; the launch
+    # option multimodal_projector picks one (engines/llama_cpp_vision.py), else the first is used
+    multimodal_projectors: Optional[list[str]] = None
     # Xinference 4.1 adds these to the documents it returns
     model_metadata: Optional[dict[str, Any]] = None
     draft_model_id: Optional[str] = None
@@ -35,7 +38,7 @@ class LLMModelSpec(SpecModel):
 
     _omit_when_unset = frozenset(
         {"model_file_name_template", "model_file_name_split_template", "quantization_parts", "model_metadata",
-         "draft_model_id", "draft_quantizations", "draft_model_revision"}
+         "draft_model_id", "draft_quantizations", "draft_model_revision", "multimodal_projectors"}
     )
 
     @field_validator("model_size_in_billions", mode="before")
@@ -58,10 +61,24 @@ class LLMModelSpec(SpecModel):
     @field_validator("model_file_name_template")
     @classmethod
     def _template(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/")):
+        if value is not None and not name_inside_folder(value):
             raise ValueError(f"{value!r} must be a file name inside the model folder, such as "
                              "'model-{quantization}.gguf' (no absolute path, no '..')")
         return value
+
+    @field_validator("multimodal_projectors")
+    @classmethod
+    def _projectors(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        for name in value or ():
+            if not name.strip() or not name_inside_folder(name):
+                raise ValueError(f"{name!r} must be the file name of a projector beside the model file, such as "
+                                 "'mmproj-model-f16.gguf' (no absolute path, no '..')")
+        return value
+
+
+def name_inside_folder(name: str) -> bool:
+    """A relative name that stays inside the folder it is joined to (no absolute path, no '..')."""
+    return not name.startswith(("/", "\\")) and ".." not in name.replace("\\", "/").split("/")
 
 
 class LLMSpec(_NameMixin):
@@ -149,8 +166,24 @@ class LLMSpec(_NameMixin):
 
             if self.tool_parser not in TOOL_PARSER_NAMES:
                 issues.append(FieldIssue("tool_parser", unknown_tool_parser_message(self.tool_parser)))
+        issues += self._projector_issues()
         for i, spec in enumerate(self.model_specs):
             if not spec.model_uri and not spec.model_id:
                 issues.append(FieldIssue(f"model_specs[{i}].model_uri", "is missing and so is model_id: give "
                                          "model_uri (a local path or file:// URI) or model_id (a hub repository)"))
+        return issues
+
+    def _projector_issues(self) -> list[FieldIssue]:
+        """multimodal_projectors belong to a ggufv2 entry of a model with the vision ability."""
+        issues = []
+        for i, spec in enumerate(self.model_specs):
+            if not spec.multimodal_projectors:
+                continue
+            at = f"model_specs[{i}].multimodal_projectors"
+            if spec.model_format != "ggufv2":
+                issues.append(FieldIssue(at, f"names llama.cpp projector (mmproj) files, which only a ggufv2 entry "
+                                             f"loads; drop it from this {spec.model_format} entry"))
+            elif "vision" not in self.model_ability:
+                issues.append(FieldIssue(at, "a projector lets the model see images: add \"vision\" to model_ability "
+                                             "(or drop multimodal_projectors to chat in text only)"))
         return issues

@@ -42,7 +42,7 @@ def launch_kwargs(body: LaunchBody, settings: ServerSettings) -> dict[str, Any]:
                **parse_launch_options({k: v for k, v in payload.items() if k not in named})}
     settings.check_trust_remote_code(payload)
     settings.check_hub_code(payload)
-    settings.check_option_paths({k: v for k, v in payload.items() if k not in named})
+    settings.check_option_paths({k: v for k, v in payload.items() if k not in named}, payload.get("model_path"))
     settings.check_virtualenv(payload)
     settings.check_path(payload.get("model_path"), "model_path")
     # None means "not given", except where the request said it: n_gpu=None is "CPU only" (Xinference's
