@@ -1,6 +1,7 @@
 """A real browser: JupyterLab on 127.0.0.1, headless Chromium (Debian's, driven by Playwright), the
 RegisterForm widget in a notebook: type a path, click Parse, see the fields filled from the model's
-files, click Register, find the registration on disk. Screenshots go to test-artifacts/."""
+files, click Register, find the registration on disk, see it as JSON (get_model_registration); the
+ChatBox streams a reply and its Stop button cuts one short. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import json
@@ -111,6 +112,11 @@ uid = client.launch_model(model_name="browser-llm", model_engine="transformers",
 ChatBox(uid, max_tokens=12)
 """
 
+REGISTRATION = """\
+from xinference_nb import Client
+Client().get_model_registration("embedding", "browser-minilm")
+"""
+
 
 def _write_notebook(root: Path, llama_dir: Path) -> str:
     import nbformat
@@ -118,17 +124,17 @@ def _write_notebook(root: Path, llama_dir: Path) -> str:
 
     nb = new_notebook(cells=[new_code_cell(
         "from xinference_nb.widgets import RegisterForm\nform = RegisterForm()\nform"), new_code_cell(DISPLAYS),
-        new_code_cell(CHATBOX.format(path=str(llama_dir)))])
+        new_code_cell(CHATBOX.format(path=str(llama_dir))), new_code_cell(REGISTRATION)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "register.ipynb")
     return "register.ipynb"
 
 
-def test_register_form_in_jupyterlab(lab, minilm_dir, tiny_llama_dir, nb_home):
+def test_register_form_in_jupyterlab(lab, minilm_dir, endless_llama_dir, nb_home):
     from playwright.sync_api import expect, sync_playwright
 
     url, root = lab
-    name = _write_notebook(root, tiny_llama_dir)
+    name = _write_notebook(root, endless_llama_dir)   # a tiny Llama that never ends before max_tokens
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "browser-failure.png").unlink(missing_ok=True)
     with sync_playwright() as pw:
@@ -169,13 +175,25 @@ def test_register_form_in_jupyterlab(lab, minilm_dir, tiny_llama_dir, nb_home):
             expect(field("model_name")).to_have_value("browser-minilm")
             expect(field("model_specs[0].model_uri")).to_have_value(f"file://{minilm_dir}")
             expect(form.get_by_text("from 1_Pooling/config.json", exact=False).first).to_be_visible()
-            expect(form.locator("select").first).to_have_value("embedding")
+            model_type = form.locator(".widget-dropdown", has=page.locator("label:text-is('model type')"))
+            expect(model_type.locator("select")).to_have_value("embedding")
             page.screenshot(path=str(ARTIFACTS / "browser-register-form-parsed.png"), full_page=True)
 
             form.locator("button", has_text="Register").click()
             expect(form.get_by_text("registered custom embedding model 'browser-minilm' (persisted)",
                                     exact=False)).to_be_visible(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "browser-register-form-registered.png"), full_page=True)
+
+            # edit it: the picker of custom registrations opens it, Save overwrites it in place
+            picker = form.locator(".widget-dropdown", has=page.locator("label:text-is('edit')")).locator("select")
+            picker.select_option(label="browser-minilm (embedding)")
+            expect(form.get_by_text("Edit custom embedding model", exact=False)).to_be_visible(timeout=30_000)
+            expect(form.get_by_text("from the registration 'browser-minilm'", exact=False).first).to_be_visible()
+            field("max_tokens").fill("200")
+            field("max_tokens").press("Tab")
+            form.locator("button", has_text="Save").click()
+            expect(form.get_by_text("saved custom embedding model 'browser-minilm' in place",
+                                    exact=False)).to_be_visible(timeout=30_000)
 
             # the rich displays, rendered by JupyterLab itself
             page.locator(".jp-Notebook .jp-Cell .cm-content").nth(1).click()
@@ -199,11 +217,44 @@ def test_register_form_in_jupyterlab(lab, minilm_dir, tiny_llama_dir, nb_home):
             box.locator("button", has_text="Send").click()
             expect(box.locator(".msg.assistant").first).to_be_visible(timeout=60_000)
             expect(box.locator(".msg.user").first).to_contain_text("Hello there!")
-            expect(box.locator("textarea").first).to_have_value("", timeout=60_000)   # answer complete
+            expect(box.locator("textarea").first).to_have_value("")                   # taken at once
+            expect(box.get_by_text("tokens/s", exact=False).first).to_be_visible(timeout=60_000)  # complete
             expect(box.get_by_text("▌")).to_have_count(0)                              # no streaming cursor
-            expect(box.get_by_text("tokens/s", exact=False).first).to_be_visible()
             box.scroll_into_view_if_needed()
             box.screenshot(path=str(ARTIFACTS / "browser-chatbox.png"))
+
+            # Stop: a long reply streams (the turn runs on its own thread, so the kernel takes the click)
+            max_tokens = box.locator(".widget-inline-hbox", has=page.locator("label:text-is('max tokens')"))
+            max_tokens.locator("input").fill("1500")
+            max_tokens.locator("input").press("Enter")
+            box.locator("textarea").first.fill("Tell me a long story")
+            box.locator("button", has_text="Send").click()
+            stop = box.locator("button", has_text="Stop")
+            expect(box.get_by_text("▌").first).to_be_visible(timeout=60_000)   # streaming
+            stop.click()
+            expect(box.get_by_text("[stopped]")).to_have_count(1, timeout=60_000)
+            expect(stop).to_be_hidden()
+            expect(box.locator("button", has_text="Send")).to_be_enabled()
+            expect(box.locator(".msg.assistant")).to_have_count(2)
+            expect(box.get_by_text("stopped: the reply so far is kept", exact=False)).to_be_visible()
+            box.screenshot(path=str(ARTIFACTS / "browser-chatbox-stopped.png"))
+            max_tokens.locator("input").fill("4")
+            max_tokens.locator("input").press("Enter")
+            box.locator("textarea").first.fill("And then?")
+            box.locator("button", has_text="Send").click()
+            expect(box.locator(".msg.assistant")).to_have_count(3, timeout=60_000)
+            expect(box.get_by_text("stopped: the reply so far", exact=False)).to_have_count(0, timeout=60_000)
+            expect(box.get_by_text("tokens/s", exact=False).first).to_be_visible(timeout=60_000)
+            expect(box.get_by_text("▌")).to_have_count(0)
+            expect(box.get_by_text("[stopped]")).to_have_count(1)
+
+            # a registration shows as JSON (JupyterLab's JSON viewer)
+            page.locator(".jp-Notebook .jp-Cell .cm-content").nth(3).click()
+            page.keyboard.press("Shift+Enter")
+            json_view = page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-RenderedJSON")
+            expect(json_view).to_be_visible(timeout=60_000)
+            expect(json_view).to_contain_text("browser-minilm")
+            expect(json_view).to_contain_text("dimensions")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
             raise
@@ -213,3 +264,4 @@ def test_register_form_in_jupyterlab(lab, minilm_dir, tiny_llama_dir, nb_home):
     docs = [json.loads(f.read_text()) for f in files]
     assert [d["model_name"] for d in docs] == ["browser-minilm"]
     assert docs[0]["dimensions"] == 384 and docs[0]["model_specs"][0]["model_uri"] == f"file://{minilm_dir}"
+    assert docs[0]["max_tokens"] == 200   # edited in the form, saved in place

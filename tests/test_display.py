@@ -249,3 +249,38 @@ def test_show_outside_ipython_prints_text(capsys, monkeypatch):
     monkeypatch.setattr(views, "_ipython_active", lambda: False)
     d.show({"text": "hello there"})
     assert "hello there" in capsys.readouterr().out
+
+
+def test_stream_chat_stop_closes_the_stream_and_marks_the_answer():
+    from xinference_nb.display import ChatTranscript, stream_chat
+
+    closed, asked = [], []
+
+    def chunks():
+        try:
+            yield {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+            for i in range(1000):
+                yield {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}
+        finally:
+            closed.append(True)
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 4
+
+    view = stream_chat(chunks(), show=False, stop=stop)
+    assert closed == [True] and view.stopped and view.content == "w0 w1 w2 "
+    assert view["choices"][0]["finish_reason"] == "cancelled"
+    assert "[stopped]" in view._repr_html_() and "[stopped]" in view._text()
+    # a stop asked once the answer has finished changes nothing
+    late = []
+
+    def done():
+        yield {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        late.append(True)   # Stop clicked as the last chunk comes
+        yield {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}
+
+    finished = stream_chat(done(), show=False, stop=lambda: bool(late))
+    assert not finished.stopped and finished["choices"][0]["finish_reason"] == "stop" and finished["usage"]
+    t = ChatTranscript([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], stopped={1})
+    assert t._repr_html_().count("[stopped]") == 1 and t._text().endswith("[stopped]")

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from xinference_nb.client import Client  # noqa: E402
-from xinference_nb.errors import LaunchError, ModelNotFound  # noqa: E402
+from xinference_nb.errors import InferenceError, LaunchError, ModelNotFound, RegistryError  # noqa: E402
 from xinference_nb.widgets import ChatBox, CompareView, LaunchForm, RegisterForm  # noqa: E402
 
 
@@ -229,7 +229,10 @@ def test_chatbox_streams_and_keeps_the_conversation():
     client = FakeClient()
     box = ChatBox("m1", client=client, system="Be brief.", max_tokens=16)
     box.input.value = "Hello?"
-    box.send_button.click()
+    box.send_button.click()        # the turn runs on a thread of its own (so Stop can be clicked)
+    assert box.input.value == ""   # taken at once
+    box.wait()
+    assert not box.busy and box.stop_button.layout.display == "none"
     assert [m["role"] for m in box.messages] == ["system", "user", "assistant"]
     assert box.messages[-1]["content"] == "m1 says hi there "
     assert box.input.value == "" and "m1 says hi there" in box.transcript.value
@@ -332,3 +335,329 @@ def test_real_smoke_test_launch_form_and_chatbox(tiny_llama_dir):
         assert rows[0]["memory_bytes"] and rows[0]["completion_tokens"] <= 4
     finally:
         client.terminate_model(uid)
+
+
+# ---------------------------------------------------------------------------------------- ChatBox Stop
+ENDLESS_MAX_TOKENS = 1500   # the endless model never ends before max_tokens
+
+
+@pytest.fixture(params=["transformers", "llama.cpp"])
+def endless_box_model(request, endless_llama_dir):
+    """(uid, engine model) of the endless tiny Llama in this kernel, on the transformers engine (batch
+    scheduler: it counts its forward passes) or llama.cpp (its context counts the tokens it holds)."""
+    from xinference_nb.manager import get_manager
+
+    path = endless_llama_dir
+    if request.param == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+        import tiny_models
+
+        path = endless_llama_dir.parent / "endless-llama-f32.gguf"   # test_terminate's name for it
+        if not path.exists():
+            tiny_models.build_tiny_gguf(endless_llama_dir, path)
+    manager = get_manager()
+    uid = manager.launch_model("qwen2.5-instruct", model_engine=request.param, model_path=str(path),
+                               show_progress=False, model_uid=f"box-stop-{request.param}")
+    try:
+        yield uid, manager.engine_model(uid)
+    finally:
+        manager.terminate_model(uid)
+
+
+def _generated(engine) -> int:
+    """Forward passes run (transformers' batch scheduler) or tokens in the context (llama.cpp)."""
+    scheduler = getattr(engine, "scheduler", None)
+    return scheduler.steps if scheduler is not None else engine.llm.n_tokens
+
+
+def _idle(engine) -> bool:
+    scheduler = getattr(engine, "scheduler", None)
+    return not scheduler._running if scheduler is not None else engine._inflight.idle
+
+
+@pytest.mark.slow
+def test_chatbox_stop_keeps_the_partial_reply_and_the_engine_stops(endless_box_model):
+    from server_fakes import wait_until
+
+    uid, engine = endless_box_model
+    box = ChatBox(uid, client=Client(), max_tokens=ENDLESS_MAX_TOKENS, generate_config={"temperature": 0})
+    assert box.stop() is False                                   # nothing to stop yet
+    box.input.value = "Tell me a long story"
+    start = _generated(engine)
+    box.send_button.click()
+    assert box.busy and box.send_button.disabled and box.stop_button.layout.display is None
+    # a bounded wait (not a timing) until the reply's first text shows in the transcript (shown at once:
+    # llama.cpp makes thousands of tokens a second)
+    assert wait_until(lambda: getattr(box.pending, "content", "") or not box.busy, 120)
+    assert box.busy and "▌" in box.transcript.value, box.status.value
+    with pytest.raises(InferenceError, match="still being generated"):
+        box.send("another one")                                  # one turn at a time
+    at_stop = _generated(engine)
+    box.stop_button.click()
+    box.wait()
+    assert not box.busy and not box.send_button.disabled and box.stop_button.layout.display == "none"
+    assert wait_until(lambda: _idle(engine), 60)
+    ran = _generated(engine) - start
+    assert ran < ENDLESS_MAX_TOKENS // 5, f"{ran} tokens / forward passes: generation did not stop"
+    assert _generated(engine) - at_stop < 40                    # it stopped at (about) the next token
+    # the partial reply is kept, marked, and the history stays a valid conversation
+    assert [m["role"] for m in box.messages] == ["user", "assistant"]
+    partial = box.messages[-1]
+    assert partial["content"] and set(partial) <= {"role", "content", "reasoning_content", "tool_calls"}
+    assert box.stopped == {1} and box.last.stopped and box.last["choices"][0]["finish_reason"] == "cancelled"
+    assert "[stopped]" in box.transcript.value and partial["content"][:20] in box.last.content
+    assert "stopped" in box.status.value
+    # the next turn goes on from it
+    box.max_tokens.value = 4
+    view = box.send("And then?")
+    assert view is not None and not view.stopped, box.status.value
+    assert [m["role"] for m in box.messages] == ["user", "assistant", "user", "assistant"]
+    assert box.messages[1] == partial and box.stopped == {1}
+    assert view["choices"][0]["finish_reason"] == "length" and box.messages[-1]["content"]
+    assert box.transcript.value.count("[stopped]") == 1
+    # Reset while a reply streams: stopped first, then forgotten
+    box.max_tokens.value = ENDLESS_MAX_TOKENS
+    box.start("Once more, a long one")
+    assert wait_until(lambda: box.pending is not None or not box.busy, 120) and box.busy
+    box.input.value = "typed meanwhile"
+    box.send_button.click()                                      # a click while busy: said, changes nothing
+    assert "still being generated" in box.status.value and box.busy and box.input.value == "typed meanwhile"
+    box.reset()
+    assert box.messages == [] and box.stopped == set() and not box.busy
+    assert wait_until(lambda: _idle(engine), 60) and "[stopped]" not in box.transcript.value
+
+
+@pytest.mark.slow
+def test_chatbox_stop_on_a_servers_model(endless_llama_dir):
+    """A ChatBox over Client("http://..."): Stop disconnects the stream and the server's engine stops."""
+    pytest.importorskip("fastapi")
+    from server_fakes import wait_until
+
+    from xinference_nb.manager import get_manager
+    from xinference_nb.server.app import create_app
+    from xinference_nb.server.runner import start_in_thread
+
+    manager = get_manager()
+    uid = manager.launch_model("qwen2.5-instruct", model_engine="transformers", model_path=str(endless_llama_dir),
+                               show_progress=False, model_uid="box-stop-remote")
+    scheduler = manager.engine_model(uid).scheduler
+    server = start_in_thread(create_app(Client(), allowed_roots=[str(endless_llama_dir)]), port=0)
+    try:
+        box = ChatBox(uid, client=Client(server.url), max_tokens=ENDLESS_MAX_TOKENS)
+        assert f"on {server.url}" in box.title
+        start = scheduler.steps
+        box.start("Tell me a long story")
+        assert wait_until(lambda: getattr(box.pending, "content", "") or not box.busy, 120) and box.busy
+        box.stop_button.click()
+        box.wait()
+        assert wait_until(lambda: not scheduler._running, 60)
+        assert scheduler.steps - start < ENDLESS_MAX_TOKENS // 5
+        assert box.stopped == {1} and box.messages[1]["content"] and "[stopped]" in box.transcript.value
+        box.max_tokens.value = 3
+        assert box.send("And then?")["choices"][0]["finish_reason"] == "length"
+    finally:
+        server.stop()
+        manager.terminate_model(uid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("endless_box_model", ["transformers"], indirect=True)   # its scheduler counts steps
+def test_chatbox_stop_cancels_a_call_that_does_not_stream(endless_box_model):
+    """Stream off: Stop cancels the in-kernel call (its thread's cancel scope); an empty reply, stopped."""
+    from server_fakes import wait_until
+
+    uid, engine = endless_box_model
+    box = ChatBox(uid, client=Client(), max_tokens=ENDLESS_MAX_TOKENS, stream=False)
+    start = engine.scheduler.steps
+    assert box.start("Tell me a long story") is not None
+    assert wait_until(lambda: engine.scheduler.steps >= start + 5 or not box.busy, 120) and box.busy
+    assert box.stop() is True
+    box.wait()
+    assert wait_until(lambda: _idle(engine), 60)
+    assert engine.scheduler.steps - start < ENDLESS_MAX_TOKENS // 5
+    assert [m["role"] for m in box.messages] == ["user", "assistant"] and box.messages[1]["content"] == ""
+    assert box.stopped == {1} and "[stopped]" in box.transcript.value and not box.send_button.disabled
+
+
+# ---------------------------------------------------------------------------------------- a registration, shown and edited
+def _stored(nb_home, model_type, name):
+    """The persisted document on disk (None when there is none)."""
+    files = [f for f in nb_home.rglob("*.json") if f.parent.name.lower() == model_type.lower()
+             and json.loads(f.read_text()).get("model_name") == name]
+    return json.loads(files[0].read_text()) if files else None
+
+
+def test_get_model_registration_displays_as_json(minilm_dir):
+    from IPython.core.formatters import DisplayFormatter
+
+    from xinference_nb.display import as_display
+    from xinference_nb.spec import load_spec, to_document
+
+    _register_minilm(minilm_dir, "json-minilm")
+    reg = Client().get_model_registration("embedding", "json-minilm")
+    assert isinstance(reg, dict) and reg["dimensions"] == 384 and reg == dict(reg)
+    assert json.loads(json.dumps(reg)) == reg and to_document(load_spec("embedding", reg)) == reg
+    bundle, meta = DisplayFormatter().format(reg)
+    assert bundle["application/json"] == dict(reg)             # JupyterLab's JSON viewer
+    assert meta["application/json"]["root"] == "custom embedding model 'json-minilm'"
+    assert json.loads(bundle["text/plain"]) == reg              # indented JSON text elsewhere
+    assert "&quot;json-minilm&quot;" in bundle["text/html"] or "\"json-minilm\"" in bundle["text/html"]
+    assert DisplayFormatter().format(Client().get_model_registration("LLM", "qwen2.5-instruct"))[1][
+        "application/json"]["root"] == "built-in LLM model 'qwen2.5-instruct'"
+    shown = as_display(dict(reg))                               # a plain document (any client's) too
+    assert type(shown).__name__ == "Registration" and shown == reg
+
+
+def _edit_ready(minilm_dir, name="edit-minilm"):
+    """A custom embedding registered by the form after a parse (persisted), max_tokens typed by hand."""
+    form = RegisterForm(client=Client(), path=str(minilm_dir), model_type="embedding", model_name=name)
+    form.parse()
+    form.fields["max_tokens"].widget.value = "128"
+    assert form.register() is True, form.status.value
+    return form
+
+
+def test_register_form_edit_prefills_shows_provenance_and_saves_in_place(minilm_dir, nb_home):
+    first = _edit_ready(minilm_dir)
+    assert first.editing is None                         # a plain register does not switch to editing
+    before = _stored(nb_home, "embedding", "edit-minilm")
+    form = RegisterForm.edit("embedding", "edit-minilm", client=Client())
+    assert form.editing == ("embedding", "edit-minilm") and form.register_button.description == "Save"
+    assert "Edit custom embedding model" in form.heading.value and form.persist.value is True
+    assert form.model_type.value == "embedding" and form.path.value == str(minilm_dir)
+    # every field from the stored document, and the document unchanged when nothing is edited
+    assert form.document() == Client().get_model_registration("embedding", "edit-minilm")
+    # provenance: read from the files (this kernel's form parsed them) vs the registration
+    assert "1_Pooling/config.json" in form.fields["dimensions"].source_hint
+    assert "the registration &#x27;edit-minilm&#x27;" in form.fields["max_tokens"].source_hint \
+        or "the registration 'edit-minilm'" in form.fields["max_tokens"].source_hint
+    assert "editing custom embedding model 'edit-minilm' (persisted)" in form.status.value
+    form.fields["max_tokens"].widget.value = "200"
+    assert form.register() is True, form.status.value
+    assert "saved custom embedding model 'edit-minilm' in place (persisted)" in form.status.value
+    after = _stored(nb_home, "embedding", "edit-minilm")
+    assert after == dict(before, max_tokens=200)
+    assert len([f for f in (nb_home / "model").rglob("*.json")]) == 1
+    # a fresh form (another session's view): everything "from the registration" but what is unchanged
+    again = RegisterForm.edit(None, "edit-minilm", client=Client())     # the type found from the name
+    assert again.fields["max_tokens"].value == 200 and "registration" in again.fields["max_tokens"].source_hint
+    assert "1_Pooling/config.json" in again.fields["dimensions"].source_hint
+    # session-only: the persist toggle is applied as shown
+    again.persist.value = False
+    assert again.register() is True and _stored(nb_home, "embedding", "edit-minilm") is None
+    assert RegisterForm.edit("embedding", "edit-minilm", client=Client()).persist.value is False
+
+
+def test_register_form_edit_a_failed_save_changes_nothing(tiny_llama_dir, nb_home):
+    form = RegisterForm(client=Client(), path=str(tiny_llama_dir), model_family="my-edit-family",
+                        model_name="edit-llm")
+    form.parse()
+    assert form.register() is True, form.status.value
+    before = _stored(nb_home, "LLM", "edit-llm")
+    form = RegisterForm.edit("LLM", "edit-llm", client=Client())
+    assert form.preview.layout.display is None and "<|im_start|>" in form.preview.value
+    form.fields["context_length"].widget.value = "many"
+    assert form.register() is False and "not a whole number" in form.fields["context_length"].error_text
+    form.fields["context_length"].widget.value = "1024"
+    form.fields["model_family"].widget.value = "qwen2.5-instruct"   # the registry refuses a built-in's name
+    assert form.register() is False
+    assert "built-in model" in form.fields["model_family"].error_text and "✗" in form.status.value
+    form.fields["model_family"].widget.value = "my-edit-family"
+    form.fields["model_specs[0].model_uri"].widget.value = str(tiny_llama_dir / "missing")
+    assert form.register() is False and "does not exist" in form.fields["model_specs[0].model_uri"].error_text
+    assert _stored(nb_home, "LLM", "edit-llm") == before
+    assert Client().get_model_registration("LLM", "edit-llm") == before
+    form.model_type.value = "embedding"                               # the type of an edit cannot change
+    assert form.register() is False and "cannot change to embedding" in form.status.value
+    assert _stored(nb_home, "LLM", "edit-llm") == before
+
+
+def test_register_form_edit_rename_saves_a_copy(minilm_dir, nb_home):
+    _edit_ready(minilm_dir, "copy-a")
+    _register_minilm(minilm_dir, "copy-taken")
+    form = RegisterForm.edit("embedding", "copy-a", client=Client())
+    assert {v for _, v in form.existing.options} >= {("embedding", "copy-a"), ("embedding", "copy-taken")}
+    assert form.existing.value == ("embedding", "copy-a")
+    form.fields["model_name"].widget.value = "copy-taken"            # another custom name: overwrite needed
+    assert form.register() is False and "already registered" in form.status.value
+    assert Client().get_model_registration("embedding", "copy-taken")["max_tokens"] == 256
+    form.fields["model_name"].widget.value = "bge-small-en-v1.5"     # a built-in name: never
+    assert form.register() is False and "built-in" in form.status.value
+    form.fields["model_name"].widget.value = "copy-b"
+    assert form.register() is True, form.status.value
+    assert "saved a copy as custom embedding model 'copy-b'" in form.status.value
+    assert "'copy-a' is unchanged" in form.status.value
+    a, b = (Client().get_model_registration("embedding", n) for n in ("copy-a", "copy-b"))
+    assert dict(a, model_name="copy-b") == b
+    assert form.editing == ("embedding", "copy-b") and "copy-b" in form.heading.value
+    assert ("embedding", "copy-b") in {v for _, v in form.existing.options}
+    form.fields["max_tokens"].widget.value = "64"
+    assert form.register() is True and "in place" in form.status.value
+    assert Client().get_model_registration("embedding", "copy-b")["max_tokens"] == 64
+    assert Client().get_model_registration("embedding", "copy-a")["max_tokens"] == 128
+
+
+def test_register_form_edit_refusals_and_the_picker(minilm_dir, nb_home):
+    from xinference_nb.errors import RegistryError, SpecError
+
+    with pytest.raises(RegistryError, match="built-in LLM model and cannot be edited"):
+        RegisterForm.edit("LLM", "qwen2.5-instruct", client=Client())
+    with pytest.raises(ModelNotFound, match="did you mean"):
+        RegisterForm.edit("LLM", "qwen2.5-instrct", client=Client())
+    for bad in ("", 42, None):
+        with pytest.raises(SpecError, match="model_name"):
+            RegisterForm.edit("LLM", bad, client=Client())
+    with pytest.raises(SpecError, match="not a model type"):
+        RegisterForm.edit("nonsense", "x", client=Client())
+    with pytest.raises(ModelNotFound):
+        RegisterForm.edit("embedding", "../../etc/passwd", client=Client())
+    form = RegisterForm(client=Client())
+    assert form.existing.layout.display == "none"                    # no custom registration yet
+    assert form.load_registration("LLM", "qwen2.5-instruct") is False
+    assert "cannot be edited" in form.status.value and form.editing is None and not form.fields
+    _register_minilm(minilm_dir, "picked-minilm")
+    form.refresh_existing()
+    assert form.existing.layout.display is None
+    assert [v for _, v in form.existing.options] == [None, ("embedding", "picked-minilm")]
+    form.existing.value = ("embedding", "picked-minilm")             # the picker opens it
+    assert form.editing == ("embedding", "picked-minilm") and form.fields["dimensions"].value == 384
+    assert "from the registration" in form.status.value
+
+
+def test_register_form_edit_smoke_test_failure_keeps_the_registration(minilm_dir, tmp_path, nb_home):
+    pytest.importorskip("sentence_transformers")
+    _edit_ready(minilm_dir, "smoke-edit")
+    before = _stored(nb_home, "embedding", "smoke-edit")
+    form = RegisterForm.edit("embedding", "smoke-edit", client=Client())
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    form.fields["model_specs[0].model_uri"].widget.value = str(empty)    # exists, but holds no model
+    form.smoke.value = True
+    assert form.register() is False
+    assert "smoke test failed, the registration is as it was" in form.status.value
+    assert _stored(nb_home, "embedding", "smoke-edit") == before
+    assert Client().get_model_registration("embedding", "smoke-edit") == before and not Client().list_models()
+
+
+def test_register_form_edits_a_servers_registration(minilm_dir, tmp_path):
+    pytest.importorskip("fastapi")
+    from xinference_nb.server.app import create_app
+    from xinference_nb.server.runner import start_in_thread
+
+    _register_minilm(minilm_dir, "remote-edit")
+    server = start_in_thread(create_app(Client(), allowed_roots=[str(minilm_dir)]), port=0)
+    try:
+        remote = Client(server.url)
+        reg = remote.get_model_registration("embedding", "remote-edit")
+        assert type(reg).__name__ == "Registration" and reg == Client().get_model_registration("embedding",
+                                                                                                "remote-edit")
+        form = RegisterForm.edit("embedding", "remote-edit", client=remote)
+        assert f"on <code>{server.url}</code>" in form.heading.value
+        form.fields["max_tokens"].widget.value = "100"
+        assert form.register() is True, form.status.value
+        assert f"in place (persisted, on {server.url})" in form.status.value
+        assert Client().get_model_registration("embedding", "remote-edit")["max_tokens"] == 100
+        with pytest.raises(RegistryError, match="cannot be edited"):
+            RegisterForm.edit("embedding", "bge-small-en-v1.5", client=remote)
+    finally:
+        server.stop()

@@ -6,6 +6,8 @@ registrations between the kernel, our server and a Xinference cluster: export fr
 another. The file: ``{"format": "xinference_nb.registrations", "version": 1, "models": [{"model_type",
 "model": <the document, as get_model_registration returns it>}, ...]}``.
 
+``Registration`` is the document ``get_model_registration`` returns (a dict shown as JSON).
+
 An import is all or nothing: every document is validated here first (the same rules as a register),
 names already registered are refused unless ``overwrite=True`` (a built-in name always is), and if a
 register fails part-way the ones done are undone (unregistered, or their earlier documents put back).
@@ -23,6 +25,36 @@ from ..model_types import type_names
 EXPORT_FORMAT = "xinference_nb.registrations"
 EXPORT_VERSION = 1
 MAX_IMPORT_BYTES = 64 * 2**20          # an export file larger than this is refused unread
+
+
+class Registration(dict):
+    """What ``get_model_registration`` returns on either client: the document, a plain ``dict`` (index
+    it, ``json.dumps`` it, pass it back to ``register_model``) that a notebook shows as JSON: JupyterLab's
+    JSON viewer (``application/json``), indented JSON text in a terminal, a ``<pre>`` elsewhere."""
+
+    def __init__(self, document: Any = (), model_type: Optional[str] = None):
+        super().__init__(document)
+        self.model_type = model_type
+
+    @property
+    def title(self) -> str:
+        kind = "built-in" if self.get("is_builtin") else "custom"
+        return f"{kind} {self.model_type or ''} model {self.get('model_name')!r}".replace("  ", " ")
+
+    def json_text(self) -> str:
+        return json.dumps(self, indent=2, ensure_ascii=False, default=str)
+
+    def _repr_json_(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(self), {"expanded": True, "root": self.title}
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f"<details open><summary>{html.escape(self.title)}</summary>"
+                f"<pre>{html.escape(self.json_text())}</pre></details>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:   # IPython's text/plain
+        p.text(self.json_text())
 
 
 def export_registrations(client: Any, path: Union[str, Path, None] = None,

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..chat import chunk_delta, first_choice
 from ..errors import shorten
@@ -166,7 +166,10 @@ def _usage_text(usage: Optional[Mapping], stats: Optional[Mapping] = None) -> st
     return " · ".join(bits)
 
 
-def message_html(msg: Mapping[str, Any], streaming: bool = False) -> str:
+STOPPED_MARK = "[stopped]"  # after a reply the user stopped (ChatBox's Stop), in the html and the text
+
+
+def message_html(msg: Mapping[str, Any], streaming: bool = False, stopped: bool = False) -> str:
     role = str(msg.get("role", "assistant"))
     body = ""
     reasoning = msg.get("reasoning_content")
@@ -177,13 +180,15 @@ def message_html(msg: Mapping[str, Any], streaming: bool = False) -> str:
     body += markdown(_message_text(msg.get("content"), images=False))
     if streaming:
         body += " ▌"
+    if stopped:
+        body += f"<div class='meta stopped'>{STOPPED_MARK}</div>"
     if msg.get("tool_calls"):
         body += _tool_calls_html(msg["tool_calls"])
     name = f" ({esc(msg['name'])})" if msg.get("name") else ""
     return f"<div class='msg {esc(role)}'><div class='role'>{esc(role)}{name}</div>{body}</div>"
 
 
-def message_text(msg: Mapping[str, Any]) -> str:
+def message_text(msg: Mapping[str, Any], stopped: bool = False) -> str:
     lines = [f"{msg.get('role', 'assistant')}:"]
     if msg.get("reasoning_content"):
         lines.append("  [reasoning] " + str(msg["reasoning_content"]).replace("\n", "\n  "))
@@ -193,20 +198,26 @@ def message_text(msg: Mapping[str, Any]) -> str:
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         lines.append(f"  [tool call] {fn.get('name')}({fn.get('arguments')})")
+    if stopped:
+        lines.append("  " + STOPPED_MARK)
     return "\n".join(lines)
 
 
 class ChatView(_DictView):
     """A ChatCompletion (or Completion) dict, rendered as a transcript: the prompt messages given in
-    ``messages=`` (optional), then the answer with its reasoning collapsed, tool calls and usage."""
+    ``messages=`` (optional), then the answer with its reasoning collapsed, tool calls and usage.
+    ``stopped``: the reader stopped the stream before its end (``stream_chat(..., stop=)``); the answer
+    is the part that came, marked "[stopped]", and its finish_reason is ``STOPPED_FINISH``."""
 
     def __init__(self, result: Mapping[str, Any] | None = None, messages: Optional[list] = None,
-                 stats: Optional[Mapping] = None, streaming: bool = False, title: Optional[str] = None):
+                 stats: Optional[Mapping] = None, streaming: bool = False, title: Optional[str] = None,
+                 stopped: bool = False):
         super().__init__(result)
         self.messages = list(messages or [])
         self.stats = dict(stats or {})
         self.streaming = streaming
         self.title = title
+        self.stopped = stopped
 
     @property
     def answer(self) -> dict:
@@ -223,7 +234,7 @@ class ChatView(_DictView):
 
     def _html(self) -> str:
         parts = [message_html(m) for m in self.messages]
-        parts.append(message_html(self.answer, streaming=self.streaming))
+        parts.append(message_html(self.answer, streaming=self.streaming, stopped=self.stopped))
         meta = _usage_text(self.get("usage"), self.stats)
         finish = ((self.get("choices") or [{}])[0] or {}).get("finish_reason")
         if finish and not self.streaming:
@@ -235,7 +246,7 @@ class ChatView(_DictView):
         return wrap("".join(parts), self.title)
 
     def _text(self) -> str:
-        parts = [message_text(m) for m in self.messages] + [message_text(self.answer)]
+        parts = [message_text(m) for m in self.messages] + [message_text(self.answer, stopped=self.stopped)]
         meta = _usage_text(self.get("usage"), self.stats)
         if meta:
             parts.append(f"[{meta}]")
@@ -247,17 +258,22 @@ def transcript(messages: list, title: Optional[str] = None) -> "ChatTranscript":
 
 
 class ChatTranscript(_ListView):
-    """A list of chat messages (a conversation) rendered as a transcript."""
+    """A list of chat messages (a conversation) rendered as a transcript; the replies at the indexes
+    in ``stopped`` are marked "[stopped]" (the ChatBox's Stop cut them short)."""
 
-    def __init__(self, messages: Iterable[Mapping] | None = None, title: Optional[str] = None):
+    def __init__(self, messages: Iterable[Mapping] | None = None, title: Optional[str] = None,
+                 stopped: Iterable[int] = ()):
         super().__init__(messages)
         self.title = title
+        self.stopped = frozenset(stopped)
 
     def _html(self) -> str:
-        return wrap("".join(message_html(m) for m in self) or "<i>(empty conversation)</i>", self.title)
+        return wrap("".join(message_html(m, stopped=i in self.stopped) for i, m in enumerate(self))
+                    or "<i>(empty conversation)</i>", self.title)
 
     def _text(self) -> str:
-        return "\n".join(message_text(m) for m in self) or "(empty conversation)"
+        return ("\n".join(message_text(m, stopped=i in self.stopped) for i, m in enumerate(self))
+                or "(empty conversation)")
 
 
 # ------------------------------------------------------------------------------------------ streaming
@@ -364,11 +380,24 @@ def _ipython_active() -> bool:
     return get_ipython() is not None
 
 
+STOPPED_FINISH = "cancelled"  # a stopped answer's finish_reason (not OpenAI's: the reader stopped it, not the model)
+
+
+def _close(chunks: Any) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
 def stream_chat(chunks: Iterable[Mapping[str, Any]], messages: Optional[list] = None, show: Optional[bool] = None,
-                every_s: float = 0.1, title: Optional[str] = None, on_update=None) -> ChatView:
+                every_s: float = 0.1, title: Optional[str] = None, on_update=None,
+                stop: Optional[Callable[[], bool]] = None) -> ChatView:
     """Consume a stream of chunks, updating one display in place (in IPython), and return the whole
     answer as a ChatView (a ChatCompletion-shaped dict with ``.stats``). ``on_update(view)`` is
-    called on each refresh (the widgets use it)."""
+    called on each refresh (the widgets use it). ``stop()`` is asked after each chunk: once it is true
+    (and the answer has not finished) the stream is closed here, on the thread reading it (a model
+    in this kernel stops at its next token, a server's stream is disconnected), and the view holds the
+    part that came, ``stopped``, with finish_reason ``STOPPED_FINISH``."""
     if show is None:
         show = _ipython_active()
     acc = StreamAccumulator()
@@ -379,11 +408,16 @@ def stream_chat(chunks: Iterable[Mapping[str, Any]], messages: Optional[list] = 
 
         handle = display(view, display_id=True)
     last = 0.0
+    stopped = False
     try:
         for chunk in chunks:
+            waiting = acc.first_token_at is None
             acc.add(chunk)
+            if stop is not None and acc.finish_reason is None and stop():
+                stopped = True
+                break
             now = time.perf_counter()
-            if now - last >= every_s:
+            if now - last >= every_s or (waiting and acc.first_token_at is not None):   # the first text at once
                 last = now
                 view = ChatView(acc.result(), messages=messages, stats=acc.stats, streaming=True, title=title)
                 if handle is not None:
@@ -392,7 +426,10 @@ def stream_chat(chunks: Iterable[Mapping[str, Any]], messages: Optional[list] = 
                     on_update(view)
     finally:
         acc.finish()
-    view = ChatView(acc.result(), messages=messages, stats=acc.stats, title=title)
+    if stopped:
+        _close(chunks)
+        acc.finish_reason = STOPPED_FINISH
+    view = ChatView(acc.result(), messages=messages, stats=acc.stats, title=title, stopped=stopped)
     if handle is not None:
         handle.update(view)
     if on_update is not None:
@@ -759,6 +796,39 @@ class RegistrationsTable(_ListView):
         return self._title() + "\n" + text_table(headers, rows)
 
 
+class CachedModelsTable(_ListView):
+    """list_cached_models() as a table: name, model_version, type, format, quantization, refs, size
+    (human readable), path, the registrations that point at it and the running models that use it."""
+
+    HEADERS = ["model_name", "model_version", "type", "format", "quantization", "refs", "size", "path",
+               "registrations", "running"]
+
+    def rows(self) -> list[list[Any]]:
+        """One row per cached model, the cells as text (``model_version`` is what remove-cache takes)."""
+        out = []
+        for r in self:
+            quant = r.get("quantization") or ", ".join(r.get("quantizations") or ())
+            out.append([r.get("model_name"), r.get("model_version"), r.get("model_type") or "",
+                        r.get("model_format") or "", quant, ", ".join(r.get("refs") or ()),
+                        human_bytes(r.get("size_bytes")), r.get("path"), ", ".join(r.get("registrations") or ()),
+                        ", ".join(r.get("running") or ())])
+        return out
+
+    def _title(self) -> str:
+        total = sum(r.get("size_bytes") or 0 for r in self)
+        return f"{len(self)} cached model{'s' if len(self) != 1 else ''}, {human_bytes(total)} on disk"
+
+    def _html(self) -> str:
+        if not self:
+            return wrap("<i>no cached models</i>", "model cache")
+        return wrap(table(self.HEADERS, self.rows()), self._title())
+
+    def _text(self) -> str:
+        if not self:
+            return "no cached models"
+        return self._title() + "\n" + text_table(self.HEADERS, self.rows())
+
+
 # ------------------------------------------------------------------------------------------ parsed spec
 def _cell(value: Any) -> str:
     return shorten(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), 160, "…")
@@ -831,6 +901,8 @@ def detect_kind(result: Any) -> Optional[str]:
     if hasattr(result, "sources") and hasattr(result, "spec"):
         return "parsed"
     if isinstance(result, list):
+        if result and all(isinstance(r, Mapping) and "model_version" in r and "size_bytes" in r for r in result):
+            return "cached"
         if not result or all(isinstance(r, Mapping) and "model_name" in r for r in result):
             return "registrations"
         if all(isinstance(r, Mapping) and "role" in r for r in result):
@@ -851,6 +923,8 @@ def detect_kind(result: Any) -> Optional[str]:
             return "embedding"
         if "url" in data[0] or "b64_json" in data[0]:
             return "image"
+    if "model_name" in result and "version" in result:   # a registration's document
+        return "registration"
     if "text" in result and not ("choices" in result):
         return "transcription"
     if result and all(isinstance(v, Mapping) and ("model_type" in v or "model_name" in v) for v in result.values()):
@@ -863,7 +937,7 @@ def detect_kind(result: Any) -> Optional[str]:
 VIEWS = {
     "chat": ChatView, "completion": ChatView, "generate": ChatView, "image": ImageView, "audio": AudioView,
     "speech": AudioView, "transcription": TranscriptionView, "rerank": RerankView, "embedding": EmbeddingView,
-    "models": ModelsTable, "registrations": RegistrationsTable, "parsed": ParsedView, "transcript": ChatTranscript,
+    "models": ModelsTable, "registrations": RegistrationsTable, "cached": CachedModelsTable, "parsed": ParsedView, "transcript": ChatTranscript,
 }
 
 
@@ -874,6 +948,10 @@ def as_display(result: Any, kind: Optional[str] = None, **context: Any) -> Any:
     if isinstance(result, _View):
         return result
     kind = kind or detect_kind(result)
+    if kind == "registration":   # the clients' own class (a dict shown as JSON)
+        from ..client.registrations import Registration
+
+        return result if isinstance(result, Registration) else Registration(result, **context)
     cls = VIEWS.get(kind or "")
     if cls is None:
         return result

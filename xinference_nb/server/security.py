@@ -17,6 +17,8 @@ Kept free of FastAPI so the rules are plain functions the app (and tests) call.
   or a name in ``allowed_hosts`` are answered; others get 403. With a key, any Host.
 * Flexible registrations (which name a Python callable to import) and ``trust_remote_code`` (which runs
   a model repository's Python) are refused over REST unless the server allows them.
+* Removing a cached model (``DELETE /v1/cache/models``) deletes files: refused unless the server was
+  started with ``allow_cache_delete``, and then only inside the allowed roots.
 * Bodies larger than ``max_body_bytes`` get 413; multipart bodies on the upload routes
   (``UPLOAD_ROUTES``) get ``max_upload_bytes`` instead.
 """
@@ -148,6 +150,7 @@ class ServerSettings:
     allow_flexible: bool = False
     allow_trust_remote_code: bool = False
     allow_virtualenv: bool = False               # REST may install packages / set a model process's env
+    allow_cache_delete: bool = False             # REST may delete cached models' files (DELETE /v1/cache/models)
     allowed_hosts: Optional[list[str]] = None    # Host names answered without an API key, beside loopback ("*": any)
     bind_hosts: list[str] = field(default_factory=list)  # loopback names the server was bound to (note_bind_host)
     max_body_bytes: int = 8 * 1024 * 1024        # JSON bodies
@@ -311,6 +314,32 @@ class ServerSettings:
             for i, spec in enumerate(specs):
                 if isinstance(spec, dict):
                     self.check_path(spec.get("model_uri"), f"model_specs[{i}].model_uri")
+                    self._check_beside(spec.get("model_uri"), spec.get("multimodal_projectors"),
+                                       f"model_specs[{i}].multimodal_projectors")
+
+    def _check_beside(self, model: Any, names: Any, what: str) -> None:
+        """Projector files named relative to a model (a llama.cpp vision GGUF's mmproj, which the engine
+        opens in the model file's folder) must resolve inside the roots too (a link there may lead out)."""
+        if not isinstance(model, str) or not model or not isinstance(names, (list, tuple)):
+            return
+        base = _local_path(model)
+        if base is None:
+            return
+        folder = base.expanduser() if base.expanduser().is_dir() else base.expanduser().parent
+        for i, name in enumerate(names):
+            if isinstance(name, str) and name and _relative_name(name):
+                self.check_path(str(folder / name), f"{what}[{i}]", walk=False)
+
+    # ------------------------------------------------------------------ deleting files
+    def check_cache_delete(self, paths: Iterable[str]) -> None:
+        """Removing a cached model over REST deletes files: refused (403) unless ``allow_cache_delete``;
+        when allowed, every path it deletes must lie inside the allowed roots (unless ``allow_any_path``)."""
+        if not self.allow_cache_delete:
+            raise Refused("removing a cached model over REST is refused: it deletes files on the server. Remove it "
+                          "in the notebook (Client().remove_cached_model(...)), or restart the server with "
+                          "allow_cache_delete=True (xinf serve --allow-cache-delete).")
+        for path in paths:
+            self.check_path(path, "model_version", walk=False)
 
     # ------------------------------------------------------------------ code execution
     def check_flexible(self, model_type: str) -> None:
@@ -339,10 +368,17 @@ class ServerSettings:
                               "use a built-in implementation (\"eager\", \"sdpa\", \"flash_attention_2\"), or "
                               "restart the server with allow_trust_remote_code=True.")
 
-    def check_option_paths(self, options: Any) -> None:
+    def check_option_paths(self, options: Any, model_path: Any = None) -> None:
         """Every path a launch option names (``cache_dir``, ``offload_folder``, ``*_file``, ``*_dir``,
-        ``*_path``, ``*_folder`` at any nesting, e.g. ``model_kwargs.offload_folder``) must lie inside
-        the allowed roots, like ``model_path``: an engine reads or writes there."""
+        ``*_path``, ``*_folder`` at any nesting, e.g. ``model_kwargs.offload_folder``, and
+        ``multimodal_projector``) must lie inside the allowed roots, like ``model_path``: an engine reads
+        or writes there. A relative ``multimodal_projector`` is a file beside the model: checked in
+        ``model_path``'s folder (without one, beside the registration's model_uri, checked when the
+        registration came in)."""
+        if isinstance(options, dict) and isinstance(options.get("multimodal_projector"), str) \
+                and _relative_name(options["multimodal_projector"]):
+            options = dict(options)
+            self._check_beside(model_path, [options.pop("multimodal_projector")], "multimodal_projector")
         for where, value in _key_values(options, _PATH_KEYS):
             if isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
@@ -425,8 +461,16 @@ def _too_deep(path: str) -> Refused:
     return Refused(f"{path or 'body'}: nested more than {_MAX_DEPTH} levels deep; flatten the request", status=400)
 
 
+def _relative_name(value: str) -> bool:
+    """A name relative to a model's folder (no absolute path, ~, URI or '..'): where the llama.cpp
+    engine looks for a projector."""
+    v = value.strip()
+    return not (v.startswith(("/", "\\", "~")) or "://" in v or (len(v) > 1 and v[1] == ":")
+                or ".." in v.replace("\\", "/").split("/"))
+
+
 def _is_path_key(key: str) -> bool:
-    return key in ("cache_dir", "offload_folder", "gguf_file") or key.endswith(
+    return key in ("cache_dir", "offload_folder", "gguf_file", "multimodal_projector") or key.endswith(
         ("_file", "_files", "_dir", "_path", "_folder"))
 
 

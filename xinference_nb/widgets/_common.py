@@ -35,6 +35,7 @@ class FieldEditor:
     def __init__(self, path: str, value: Any, source: Optional[str] = None):
         self.path = path
         self.original = value
+        self.source = source   # where the value came from ("config.json", "the registration 'x'"), or None
         key = path.rsplit(".", 1)[-1]
         if isinstance(value, bool):
             self.kind = "bool"
