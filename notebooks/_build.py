@@ -457,6 +457,95 @@ for u in list(client.list_models()):
 print("running models:", len(client.list_models()))"""),
 ]
 
+NOTEBOOKS["09-keeping-models"] = [
+    ("md", "# Models as you keep them: fetch, unload when idle, see the cache, GGUF vision\n\n"
+           "A registration that names a hub repository (`model_id`) and no local files is fetched into the standard "
+           "Hugging Face cache on its first launch, only the files that launch needs, with one progress bar. "
+           "This notebook runs offline, so the hub is a local stand-in on 127.0.0.1 that speaks the hub's file API "
+           "(`_helpers.local_hub`); huggingface_hub itself does the downloading. With network, skip that line."),
+    ("code", SETUP),
+    ("code", """\
+from pathlib import Path
+from xinference_nb.parse import parse_model
+llama = _helpers.tiny_llama(work)
+hub = _helpers.local_hub("acme/tiny-llama", llama, cache=work / "hf-cache")   # offline stand-in for the hub
+doc = parse_model(llama, model_name="hub-llama").to_dict()
+for spec in doc["model_specs"]:
+    spec.update(model_uri=None, model_id="acme/tiny-llama", model_hub="huggingface", model_revision="main")
+client.register_model("LLM", doc, persist=False)
+path = client.download_model("LLM", "hub-llama")          # fetch without launching (a launch fetches too)
+print("fetched into the cache:", path.startswith(str(work / "hf-cache")), sorted(p.name for p in Path(path).iterdir())[:4])"""),
+    ("md", "## Unload when idle\n`keep_alive` frees the weights after that long unused; the model stays launched "
+           "(`UNLOADED`) and the next call loads it again and answers."),
+    ("code", """\
+import time
+uid = client.launch_model(model_name="hub-llama", model_engine="transformers", keep_alive="1s")
+llm = client.get_model(uid)
+ask = [{"role": "user", "content": "Hello!"}]
+first = llm.chat(ask, generate_config={"max_tokens": 8, "temperature": 0})["choices"][0]["message"]["content"]
+time.sleep(2.5)
+print("after 2.5 s idle:", client.list_models()[uid]["status"], client.list_models()[uid]["memory_bytes"])
+again = llm.chat(ask, generate_config={"max_tokens": 8, "temperature": 0})["choices"][0]["message"]["content"]
+print("reloaded, same reply:", again == first, "| status:", client.list_models()[uid]["status"])"""),
+    ("md", "## The cache, visible\nEvery revision in the Hugging Face cache and every registration's own files, "
+           "with size, format, refs and which registrations point at it. Removal is refused while a model uses "
+           "the files."),
+    ("code", "show(client.list_cached_models())"),
+    ("code", """\
+from xinference_nb.errors import CacheError
+try:
+    client.remove_cached_model("acme/tiny-llama")
+except CacheError as exc:
+    print("refused:", str(exc)[:90])
+client.terminate_model(uid)
+plan = client.remove_cached_model("acme/tiny-llama", dry_run=True)
+print("would free", plan["size_bytes"], "bytes:", [Path(p).name for p in plan["paths"]])
+print("deleted:", client.remove_cached_model("acme/tiny-llama")["deleted"], "| cached now:",
+      len(client.list_cached_models()))
+hub.close()"""),
+    ("md", "## A registration, shown, edited, exported\n`get_model_registration` shows the document as JSON; "
+           "`RegisterForm.edit` opens it in the form (Save overwrites it in place); an export carries every custom "
+           "registration to another machine or server."),
+    ("code", "client.get_model_registration(\"LLM\", \"hub-llama\")"),
+    ("code", """\
+from xinference_nb.widgets import RegisterForm
+RegisterForm.edit("LLM", "hub-llama")"""),
+    ("code", """\
+exported = client.export_registrations(str(work / "regs.json"))
+client.unregister_model("LLM", "hub-llama")
+print("imported back:", client.import_registrations(str(work / "regs.json"), persist=False))"""),
+    ("md", "## GGUF vision\nA vision GGUF runs on llama.cpp with its projector (the `mmproj` file). Parse finds "
+           "an `mmproj*.gguf` beside the model, lists it in `multimodal_projectors` (Xinference's field) and sets "
+           "the `vision` ability. Here a tiny random model and projector (its answers are noise)."),
+    ("code", """\
+import base64, io, shutil
+from PIL import Image
+b = _helpers._builders()
+folder = work / "tiny-vision"
+folder.mkdir()
+shutil.copy(_helpers.tiny_gguf(llama, work), folder / "tiny-llama-f32.gguf")
+b.build_tiny_mmproj(folder / "mmproj-tiny-f32.gguf")
+parsed = parse_model(folder / "tiny-llama-f32.gguf", model_name="tiny-vision")
+vdoc = parsed.to_dict()
+vdoc["chat_template"] = b.VISION_TEMPLATE
+print("abilities:", vdoc["model_ability"], "| projectors:", vdoc["model_specs"][0]["multimodal_projectors"])
+client.register_model("LLM", vdoc, persist=False)
+vlm = client.get_model(client.launch_model("tiny-vision", model_engine="llama.cpp", n_gpu=None))
+buf = io.BytesIO(); Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, format="PNG")
+url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+reply = vlm.chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                               {"type": "text", "text": "What is it?"}]}],
+                 generate_config={"max_tokens": 6, "temperature": 0})
+print("image prompt tokens:", reply["usage"]["prompt_tokens"])"""),
+    ("md", "On a Xinference cluster (`Client(\"http://supervisor:9997\")`), a launch whose `model_path` or "
+           "`model_uri` is a local path first checks the path exists on the worker(s) it may run on, and names the "
+           "worker and the path when it does not. In the ChatBox, a Stop button cancels a streaming reply."),
+    ("code", """\
+for u in list(client.list_models()):
+    client.terminate_model(u)
+print("running models:", len(client.list_models()))"""),
+]
+
 def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():

@@ -91,3 +91,23 @@ def tiny_tool_llama(llama_dir: Path, folder: Path) -> Path:
     with b.quiet():
         return b.build_forced_llama(Path(llama_dir), Path(folder) / "tool-llama", ["Sure.", "[TOOL_CALLS]", TOOL_REPLY],
                                     special=("[TOOL_CALLS]",))
+
+
+def local_hub(repo: str, folder: Path, cache: Path):
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 serving ``folder``'s files as ``repo``
+    (tests/local_hub.py, the hub's file API), with huggingface_hub pointed at it and its cache at
+    ``cache``: the real client downloads, as it would from huggingface.co. Returns the server
+    (``.close()`` it). With network, skip this: the same calls fetch from the hub."""
+    _builders()
+    import os
+
+    from huggingface_hub import constants
+    from local_hub import LocalHub
+
+    hub = LocalHub()
+    hub.add(repo, {p.relative_to(folder).as_posix(): p.read_bytes()
+                   for p in sorted(Path(folder).rglob("*")) if p.is_file()})
+    os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="0")
+    constants.ENDPOINT, constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE = hub.url, str(cache), False
+    constants.HUGGINGFACE_CO_URL_TEMPLATE = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    return hub

@@ -112,7 +112,8 @@ def test_the_grammar_is_what_both_front_ends_render():
             assert rendered == grammar, (front, name)
     # the commands both have are the shell's and the notebook's by nature only where marked
     assert {c.name for c in SHARED} == {"launch", "register", "unregister", "registrations", "list", "describe",
-                                        "terminate", "parse", "generate", "chat", "serve"}
+                                        "terminate", "parse", "generate", "chat", "serve",
+                                        "export-registrations", "import-registrations", "cached", "remove-cache"}
     from xinference_nb.client.remote import RemoteClient
 
     for command in SHARED:

@@ -273,6 +273,27 @@ def test_widget_commands_return_widgets(shell):
     assert isinstance(run(shell, "%xinf compare m1 m2"), CompareView)
 
 
+def test_register_form_edit_flag(shell, minilm_dir, capsys):
+    pytest.importorskip("ipywidgets")
+    doc = {"version": 2, "model_name": "magic-edit", "dimensions": 384, "max_tokens": 256, "language": ["en"],
+           "model_specs": [{"model_format": "pytorch", "model_uri": f"file://{minilm_dir}", "quantization": "none"}]}
+    Client().register_model("embedding", doc)
+    form = run(shell, "%xinf register-form --edit magic-edit")        # the type found from the name
+    assert form.editing == ("embedding", "magic-edit") and form.fields["dimensions"].value == 384
+    assert form.register_button.description == "Save"
+    assert run(shell, "%xinf register-form -t embedding --edit magic-edit").editing == ("embedding", "magic-edit")
+    capsys.readouterr()
+    for line, says in (("--edit qwen2.5-instruct -t LLM", "built-in LLM model and cannot be edited"),
+                       ("--edit qwen2.5-instruct", "built-in LLM model and cannot be edited"),
+                       ("--edit magic-edit -t LLM", "no LLM model named 'magic-edit'"),
+                       ("--edit nothing-like-it", "no model named 'nothing-like-it'"),
+                       ("--edit magic-edit -t nonsense", "'nonsense' is not a model type"),
+                       ("/tmp/x --edit magic-edit", "give no PATH with it")):
+        assert run(shell, f"%xinf register-form {line}") is None, line
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (line, err)
+
+
 def test_endpoint_default_and_endpoint_flags_on_widget_commands(shell):
     pytest.importorskip("ipywidgets")
     from xinference_nb.widgets import CompareView, LaunchForm

@@ -46,6 +46,11 @@ EXPECT = {
         "labels within the enum: True", "columns: ['product', 'stars', 'would_buy_again']",
         "stars within 1..5: True", "would_buy_again=", "first run: {'rows': 6, 'cached': 0, 'ran': 6}",
         "second run: {'rows': 6, 'cached': 6, 'ran': 0} same replies: True", "running models: 0"]),
+    "09-keeping-models": (("transformers", "torch", "llama_cpp", "gguf", "PIL"), [
+        "fetched into the cache: True", "after 2.5 s idle: UNLOADED 0", "reloaded, same reply: True | status: READY",
+        "acme/tiny-llama@", "refused: acme/tiny-llama: running model", "would free", "deleted: True | cached now: 0",
+        "hub-llama", "imported back: ['hub-llama']", "'vision'",
+        "'mmproj-tiny-f32.gguf'", "image prompt tokens:", "running models: 0"]),
 }
 
 

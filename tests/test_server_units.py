@@ -66,7 +66,10 @@ class _NoModels:
 # route modules added after the split (item 6 of issue 12: the handle methods that had no route)
 # routes added after the split, for the handle methods that had none (issue 12 item 6)
 ROUTES_ADDED = {("POST", "/v1/convert_ids_to_tokens"), ("POST", "/v1/images/variations"),
-                ("POST", "/v1/images/inpainting"), ("POST", "/v1/audio/translations")}
+                ("POST", "/v1/images/inpainting"), ("POST", "/v1/audio/translations"),
+                # the model cache: Xinference's three routes, and ours to fetch without launching
+                ("GET", "/v1/cache/models"), ("GET", "/v1/cache/models/files"), ("DELETE", "/v1/cache/models"),
+                ("POST", "/v1/cache/models/download")}
 
 
 def _routes(app) -> dict[tuple[str, str], str]:

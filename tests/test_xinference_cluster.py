@@ -11,7 +11,9 @@ second-worker test. What is checked:
   describe, embeddings equal to in-kernel ones, LLM chat / stream / generate, terminate, errors;
 * rerank (order and scores equal to in-kernel ones), text_to_image and transcriptions handles on
   Xinference's own rerank / image / audio models (tiny fixtures); TTS is skipped (no VITS family);
-* placement on a second worker with ``worker_ip``, with Xinference's own client and with ours.
+* placement on a second worker with ``worker_ip``, with Xinference's own client and with ours;
+* the launch pre-flight: a model_path / registration model_uri missing on the target worker(s), or a
+  worker_ip naming no worker, is our LaunchError before anything launches.
 """
 from __future__ import annotations
 
@@ -459,6 +461,32 @@ def test_errors_from_xinference(ours):
         ours.describe_model("no-such-uid")
     with pytest.raises(XinfError):
         ours.get_model_registration("embedding", "no-such-model")
+    # the launch pre-flight asks xinference-local's one worker too (its address is in the message)
+    from xinference_nb.errors import LaunchError
+
+    (worker,) = [w["work-ip"] for w in ours._http.json("GET", "/v1/workers")]
+    before = ours.list_models()
+    with pytest.raises(LaunchError, match=f"'/no/such/model' does not exist on worker {worker}"):
+        ours.launch_model("bge-small-en-v1.5", model_type="embedding", model_path="/no/such/model", n_gpu=None)
+    assert ours.list_models() == before and not _path_checks_left(ours)
+
+
+def test_the_cache_routes_of_xinference(ours, xclient):
+    """list_cached_models / remove_cached_model / download_model against Xinference 4.1's own routes:
+    the same list its client gets; an unknown version and our-only flags refused with nothing deleted."""
+    from xinference_nb.errors import CacheError, LaunchError
+
+    theirs = xclient.list_cached_models()
+    rows = ours.list_cached_models()
+    assert isinstance(rows, list) and [r.get("model_version") for r in rows] == [
+        r.get("model_version") for r in theirs]
+    with pytest.raises(CacheError, match="no cached model version of that name"):
+        ours.remove_cached_model("no-such-model-version")
+    with pytest.raises(CacheError, match="must be True or False"):
+        ours.remove_cached_model("no-such-model-version", delete_user_files="yes")
+    with pytest.raises(LaunchError, match="no download route"):
+        ours.download_model("embedding", "bge-small-en-v1.5")
+    assert [r.get("model_version") for r in ours.list_cached_models()] == [r.get("model_version") for r in theirs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -635,6 +663,16 @@ def test_api_key_login(xinf_auth, minilm_dir):
             admin.get_model_registration("embedding", doc["model_name"])
     finally:
         admin.unregister_model("embedding", doc["model_name"])
+    # the launch pre-flight: an API key may neither list workers nor launch, so Xinference's 403 comes
+    # back as it is; the admin's session asks the worker
+    from xinference_nb.errors import LaunchError
+
+    with pytest.raises(RemoteError, match="API keys can only access") as info:
+        with_key.launch_model("bge-small-en-v1.5", model_type="embedding", model_path="/no/such/model", n_gpu=None)
+    assert info.value.status_code == 403
+    with pytest.raises(LaunchError, match="'/no/such/model' does not exist on worker "):
+        admin.launch_model("bge-small-en-v1.5", model_type="embedding", model_path="/no/such/model", n_gpu=None)
+    assert admin.list_models() == {} and _path_checks_left(admin) == []
     with pytest.raises(RemoteError) as info:
         remote_client_with_key(server.endpoint, "sk-wrong-key").list_models()
     assert info.value.status_code in (401, 403)
@@ -654,7 +692,7 @@ def remote_client_with_key(endpoint: str, api_key: str):
 # --------------------------------------------------------------------------------------------------
 # (c) A second worker: supervisor + two workers, launch with worker_ip set to the second one
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     server = xc.XinferenceCluster(workers=2, workdir=tmp_path_factory.mktemp("xinference-cluster"))
     try:
@@ -715,6 +753,125 @@ def test_second_worker(cluster, minilm_dir):
         assert _on_worker(cluster, first) == [] and _on_worker(cluster, second) == []
     finally:
         _unregister_quietly(theirs, "embedding", "my-minilm")
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch pre-flight: the local path a launch reads is checked on the worker(s) it may run on
+# --------------------------------------------------------------------------------------------------
+def _path_checks_left(client) -> list[str]:
+    """The pre-flight's throwaway check registrations still on the server (there should be none)."""
+    from xinference_nb.client.remote import _PROBE_PREFIX
+
+    return [r["model_name"] for r in client.list_model_registrations("flexible")
+            if r["model_name"].startswith(_PROBE_PREFIX)]
+
+
+def _worker_target(cluster, address: str) -> str:
+    """What worker_ip picks the worker at ``address``: its bare IP when the workers' IPs differ."""
+    ips = {a.rsplit(":", 1)[0] for a in cluster.worker_addresses}
+    return address.rsplit(":", 1)[0] if len(ips) == len(cluster.worker_addresses) else address
+
+
+def test_preflight_registration_path_missing_on_the_workers(cluster, minilm_dir, tmp_path):
+    """A registration whose model_uri folder is gone since it was registered (Xinference checks it only
+    then): our LaunchError names the worker(s) and the path before any launch, nothing runs and no
+    check registration is left; with the folder back, the launch goes as before."""
+    from xinference_nb.errors import LaunchError
+
+    first, second = cluster.worker_addresses
+    ours = remote_client(cluster.endpoint)
+    link = tmp_path / "minilm-link"
+    link.symlink_to(minilm_dir)
+    doc = minilm_document(link, "my-minilm-moved")  # model_uri in the file:///... form
+    ours.register_model("embedding", doc, persist=False)
+    try:
+        link.unlink()
+        before = ours.list_models()
+        with pytest.raises(LaunchError) as info:
+            ours.launch_model("my-minilm-moved", model_type="embedding", model_uid="minilm-moved", n_gpu=None)
+        text = str(info.value)
+        assert f"model_specs[0].model_uri 'file://{link}' does not exist on workers" in text, text
+        assert first in text and second in text and "Nothing was launched" in text
+        with pytest.raises(LaunchError) as info:
+            ours.launch_model("my-minilm-moved", model_type="embedding", model_uid="minilm-moved", n_gpu=None,
+                              worker_ip=_worker_target(cluster, second))
+        assert f"does not exist on worker {second} " in str(info.value) and first not in str(info.value)
+        assert ours.list_models() == before == {}
+        assert _on_worker(cluster, first) == [] and _on_worker(cluster, second) == []
+        assert _path_checks_left(ours) == []
+
+        link.symlink_to(minilm_dir)  # the folder is back: the launch proceeds as before
+        uid = ours.launch_model("my-minilm-moved", model_type="embedding", model_uid="minilm-moved", n_gpu=None,
+                                worker_ip=_worker_target(cluster, second))
+        try:
+            assert _runs(_on_worker(cluster, second), uid) and not _runs(_on_worker(cluster, first), uid)
+            assert _vectors(ours.get_model(uid).create_embedding(TEXTS)).shape == (3, 384)
+        finally:
+            ours.terminate_model(uid)
+        assert _path_checks_left(ours) == []
+    finally:
+        _unregister_quietly(ours, "embedding", "my-minilm-moved")
+
+
+def test_preflight_model_path_and_worker_ip(cluster, minilm_dir, tmp_path):
+    """``model_path`` for a built-in family (bge-small-en-v1.5 is a 384-d BERT like the MiniLM fixture):
+    missing on the workers, relative, '~', with URL characters or NUL, or a worker_ip naming no worker →
+    our error before any launch; an existing folder launches as before."""
+    from xinference_nb.client.remote import _cluster_preflight
+    from xinference_nb.errors import LaunchError, LaunchOptionError
+
+    first, second = cluster.worker_addresses
+    ours = remote_client(cluster.endpoint)
+    before = ours.list_models()
+
+    def launch(**kw):
+        return ours.launch_model("bge-small-en-v1.5", model_type="embedding", n_gpu=None, **kw)
+
+    absent = tmp_path / "absent"
+    with pytest.raises(LaunchError, match=f"model_path '{absent}' does not exist on workers") as info:
+        launch(model_path=str(absent))
+    assert first in str(info.value) and second in str(info.value)
+    (tmp_path / "a").mkdir()  # "a" exists: "a#b" (a URL fragment), "a?b", "a*" must not read as "a"
+    for odd in ("a#b", "a?b", "a*", "a%20b", "a/../absent"):
+        with pytest.raises(LaunchError, match="does not exist on workers"):
+            launch(model_path=f"{tmp_path}/{odd}")
+    for relative in ("~/models/absent", "models/absent", "./absent", "file:///tmp"):
+        with pytest.raises(LaunchError, match="is not an absolute path") as info:
+            launch(model_path=relative)
+        assert second in str(info.value)  # read on the worker, not in this notebook
+    with pytest.raises(LaunchOptionError, match="model_path: contains a NUL byte"):
+        launch(model_path=f"{tmp_path}/a\x00b")
+    with pytest.raises(LaunchOptionError, match="model_path: must be a path string"):
+        launch(model_path=12)
+    for bad in ("10.255.255.1", "127.0.0.1:1", [first, "no-such-worker"]):
+        with pytest.raises(LaunchError, match="names no worker of the cluster") as info:
+            launch(model_path=str(minilm_dir), worker_ip=bad)
+        assert first in str(info.value) and second in str(info.value)  # the workers it has
+    with pytest.raises(LaunchOptionError, match="worker_ip: must be a worker address"):
+        launch(model_path=str(minilm_dir), worker_ip=7)
+    # a remote scheme and a hub id are not local paths: nothing to check, the launch goes as before
+    assert _cluster_preflight(ours, {"model_name": "bge-small-en-v1.5", "model_type": "embedding"}) is None
+    ours.register_model("embedding", {**minilm_document(minilm_dir, "my-minilm-s3"),
+                                      "model_specs": [{**minilm_document(minilm_dir)["model_specs"][0],
+                                                       "model_uri": "s3://bucket/../model"}]}, persist=False)
+    try:
+        assert _cluster_preflight(ours, {"model_name": "my-minilm-s3", "model_type": "embedding"}) is None
+    finally:
+        _unregister_quietly(ours, "embedding", "my-minilm-s3")
+    # Xinference itself refuses a relative or '~' model_uri at registration (so no launch meets one)
+    with pytest.raises(SpecError, match="relative path"):
+        ours.register_model("embedding", {**minilm_document(minilm_dir, "my-minilm-tilde"),
+                                          "model_specs": [{**minilm_document(minilm_dir)["model_specs"][0],
+                                                           "model_uri": "~/models/minilm"}]}, persist=False)
+    assert ours.list_models() == before and _path_checks_left(ours) == []
+
+    uid = launch(model_path=Path(minilm_dir), model_uid="bge-from-path", worker_ip=_worker_target(cluster, first))
+    try:
+        assert _runs(_on_worker(cluster, first), uid) and not _runs(_on_worker(cluster, second), uid)
+        assert _vectors(ours.get_model(uid).create_embedding(TEXTS)).shape == (3, 384)
+    finally:
+        ours.terminate_model(uid)
+    assert ours.list_models() == before and _path_checks_left(ours) == []
 
 
 # --------------------------------------------------------------------------------------------------

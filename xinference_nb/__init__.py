@@ -21,6 +21,7 @@ _LAZY = {
     "EngineUnavailable": "errors",
     "ModelNotFound": "errors",
     "InferenceError": "errors",
+    "CacheError": "errors",
     "load_spec": "spec",
     "MODEL_TYPES": "spec",
     "get_registry": "registry",
@@ -36,8 +37,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
-    from .errors import (EngineUnavailable, InferenceError, LaunchError, ModelNotFound, ParseError, RegistryError,
-                         SpecError, XinfError)
+    from .errors import (CacheError, EngineUnavailable, InferenceError, LaunchError, ModelNotFound, ParseError,
+                         RegistryError, SpecError, XinfError)
     from .parse import ParsedModel, parse_model
     from .registry import get_registry
     from .server.runner import serve, stop_server

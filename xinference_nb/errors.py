@@ -76,6 +76,12 @@ class InferenceError(XinfError, ValueError):
     """A call on a launched model had bad arguments (unknown generate_config key, wrong type...)."""
 
 
+class CacheError(XinfError):
+    """A cached model could not be listed or removed: no cached model has that name, a running model
+    uses its files, or deleting would reach outside the Hugging Face cache or a registration's own
+    model_uri. Nothing was deleted."""
+
+
 class LaunchOptionError(SpecError, LaunchError):
     """An argument of launch_model has the wrong type, or no part of the chosen engine takes it.
     It is both a SpecError (``issues`` names each option) and a LaunchError (nothing was launched)."""
@@ -105,7 +111,7 @@ class LaunchOptionError(SpecError, LaunchError):
 #: ``XinfError`` (``WIRE_FALLBACK``), which RemoteClient raises as its ``RemoteError``.
 WIRE_ERRORS: tuple[tuple[type[XinfError], int], ...] = (
     (SpecError, 400), (RegistryError, 400), (ModelNotFound, 400), (ParseError, 400),
-    (EngineUnavailable, 400), (LaunchError, 400), (InferenceError, 400),
+    (EngineUnavailable, 400), (LaunchError, 400), (InferenceError, 400), (CacheError, 400),
 )
 WIRE_FALLBACK = "XinfError"
 

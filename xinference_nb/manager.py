@@ -1,7 +1,8 @@
 """The in-kernel model manager: one per process, behind ``Client()``.
 
 ``launch_model`` resolves the registration (built-in or custom) and the spec entry matching
-format / size / quantization, the files (``model_path`` overrides the spec's uri), the engine, and
+format / size / quantization, the files (``model_path`` overrides the spec's uri; a model_id's files are
+fetched from the hub into the Hugging Face cache, ``hub.fetch``), the engine, and
 the device plan; estimates the memory from metadata and compares it with what is free (and with an
 optional budget, terminating least recently used idle models to make room); loads with a progress
 bar; and keeps the model under a uid. A failed launch frees what it loaded and leaves no entry.
@@ -392,7 +393,8 @@ class ModelManager:
         check_engine_options(model_type, engine.name, options)
         use_venv = self._use_virtualenv(spec, options, engine)
         if path is None:
-            path = self._spec_path(spec, model_spec, model_name)
+            path = self._spec_path(spec, model_spec, model_name, model_type, fmt, quant, progress,
+                                   projector=options.get("multimodal_projector"))
         if fmt == "ggufv2" and path is not None:
             from .engines.llama_cpp import resolve_gguf_file
 
@@ -432,22 +434,61 @@ class ModelManager:
                               "pass the folder holding config.json and the weights (or the .gguf file)")
 
     @staticmethod
-    def _spec_path(spec: Any, model_spec: Any, model_name: str) -> Optional[Path]:
+    def _spec_path(spec: Any, model_spec: Any, model_name: str, model_type: str, fmt: Optional[str],
+                   quant: Optional[str], progress: Optional[LaunchProgress] = None, revision: Optional[str] = None,
+                   show: Optional[bool] = None, projector: Any = None) -> Optional[Path]:
+        """The local files of the registration: its model_uri, else its model_id's files fetched from the
+        hub into the Hugging Face cache (hub.fetch: only what ``fmt`` / ``quant`` need; reused when cached).
+        A flexible model's model_id is its launcher's to read: only a snapshot already cached is passed."""
         holder = model_spec if model_spec is not None else spec
         uri = getattr(holder, "model_uri", None)
         if uri:
             return _existing_path(uri, "model_uri", f"{model_name}: model_uri",
                                   "fix the registration (register_model(..., overwrite=True)) or pass model_path=...")
         model_id = getattr(holder, "model_id", None)
-        if model_id:
-            try:
-                from huggingface_hub import snapshot_download
+        if not model_id:
+            return None
+        from .hub import cached_snapshot, repo_id_problem
+        from .hub.fetch import HubModel, fetch
 
-                revision = getattr(holder, "model_revision", None)
-                return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
-            except Exception:
-                return None   # the engine tries the hub id and explains the failure
-        return None
+        if model_type == "flexible":
+            return cached_snapshot(model_id) if repo_id_problem(model_id) is None else None
+        if progress is not None:
+            progress(f"downloading {model_id}", 0.0)
+        return fetch(HubModel.of(holder, fmt, quant, revision=revision, projector=projector), progress=progress,
+                     show=progress.show if progress is not None else show)
+
+    def download_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
+                       model_format: Optional[str] = None, model_size_in_billions: Union[int, float, str, None] = None,
+                       quantization: Optional[str] = None, revision: Optional[str] = None,
+                       show_progress: Optional[bool] = None) -> Path:
+        """Fetches the files a launch of this registration with these choices would load (model_id /
+        model_hub / model_revision, ``revision`` instead of the latter), without loading them; returns the
+        local path: the snapshot folder, or the .gguf file (a model_uri registration: its path)."""
+        from .registry import get_registry
+
+        check_launch_args(model_name, model_type, model_engine, model_format, quantization, None,
+                          model_size_in_billions, None)
+        if show_progress is not None and not isinstance(show_progress, bool):
+            raise LaunchError(f"show_progress must be True, False or None, got {type(show_progress).__name__}")
+        model_type, spec = get_registry().find(model_name, normalize_model_type(model_type))
+        if model_type == "flexible":
+            raise LaunchError(f"{model_name} is a flexible model: its launcher finds its own files, so there is "
+                              "nothing to download")
+        if model_type in SPEC_TYPES:
+            model_spec, fmt, quant = self._choose_entry(spec, model_type, model_name, model_engine, model_format,
+                                                        model_size_in_billions, quantization, None)
+        else:
+            model_spec, fmt, quant = None, model_format, quantization
+        holder = model_spec if model_spec is not None else spec
+        if revision is not None and not getattr(holder, "model_id", None):
+            raise LaunchError(f"revision={revision!r}: {model_name} has no model_id, so no hub revision to choose")
+        path = self._spec_path(spec, model_spec, model_name, model_type, fmt, quant, revision=revision,
+                               show=show_progress)
+        if path is None:
+            raise LaunchError(f"{model_name}: the registration has neither model_uri nor model_id, so there is "
+                              "nothing to download")
+        return path
 
     def _choose_entry(self, spec: Any, model_type: str, model_name: str, model_engine: Optional[str],
                       model_format: Optional[str], size: Any, quantization: Optional[str], path: Optional[Path]):

@@ -2,7 +2,8 @@
 
 ``LaunchProgress`` is the ``progress(step, fraction)`` callback a loader receives; it also records
 the latest fraction (``get_launch_model_progress``) and raises ``LaunchCancelled`` at the next step
-once ``cancel()`` was called (``cancel_launch_model``).
+once ``cancel()`` was called (``cancel_launch_model``). ``DownloadProgress`` is one bytes bar for a
+whole download (hub files fetched before a launch), reporting to a launch's progress too.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class LaunchProgress:
         self.step = "starting"
         self._cancel = threading.Event()
         self._bar = None
-        if progress_enabled(show):
+        self.show = progress_enabled(show)   # whether bars are drawn (a download during the launch draws its own)
+        if self.show:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=100, desc=desc, leave=False, dynamic_ncols=True,
@@ -52,6 +54,39 @@ class LaunchProgress:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class DownloadProgress:
+    """One bar for a whole download: bytes, speed and time left (``tqdm.auto``), however many files it
+    fetches. Each ``update(n)`` also reports ``"downloading <desc>: <percent>"`` to ``step`` (a launch's
+    ``LaunchProgress``), whose cancel raises there and so stops the download."""
+
+    def __init__(self, desc: str, total: Optional[int], show: Optional[bool] = None,
+                 step: Optional[Callable[[str, float], None]] = None):
+        self.desc = desc
+        self.total = total or None
+        self.done = 0
+        self._step = step
+        self._bar = None
+        if progress_enabled(show):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                             leave=False, dynamic_ncols=True)
+        self.update(0)
+
+    def update(self, n: int) -> None:
+        self.done += int(n)
+        if self._bar is not None and n:
+            self._bar.update(int(n))
+        if self._step is not None:
+            done = f"{min(100, 100 * self.done // self.total)}%" if self.total else f"{self.done} bytes"
+            self._step(f"downloading {self.desc}: {done}", 0.0)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -48,8 +48,12 @@ class Client:
         return get_registry().list(model_type, detailed=detailed)
 
     def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
+        """The registration's document: a ``dict`` (``client.registrations.Registration``) that a
+        notebook shows as JSON."""
+        from .registrations import Registration
+
         model_type = normalize_model_type(model_type)
-        return to_document(get_registry().get(model_type, model_name))
+        return Registration(to_document(get_registry().get(model_type, model_name)), model_type)
 
     def export_registrations(self, path: Optional[str] = None, model_types: Optional[list[str]] = None
                              ) -> dict[str, Any]:
@@ -66,6 +70,37 @@ class Client:
         from .registrations import import_registrations
 
         return import_registrations(self, source, overwrite=overwrite, persist=persist)
+
+    # ------------------------------------------------------------------ the model cache (client/cache.py)
+    def list_cached_models(self, model_name: Optional[str] = None, worker_ip: Optional[str] = None
+                           ) -> list[dict[str, Any]]:
+        """Every model on disk that the Hugging Face cache (HF_HUB_CACHE / HF_HOME) or a custom
+        registration's model_uri holds: one dict each, Xinference's keys (model_name, model_format,
+        quantization, model_version, path, real_path, size_bytes...) and ours (revision, refs,
+        registrations, running...); ``model_name`` keeps that model's rows only."""
+        from .cache import list_cached_models, no_workers
+
+        no_workers(worker_ip)
+        return list_cached_models(_manager(), model_name)
+
+    def remove_cached_model(self, model_version: str, delete_user_files: bool = False, dry_run: bool = False,
+                            worker_ip: Optional[str] = None) -> dict[str, Any]:
+        """Deletes one cached model: ``"Org/Name@<commit or ref>"`` (a revision), ``"Org/Name"`` (the
+        repository) or a row's path. A registration's own model_uri (outside the Hugging Face cache)
+        only with ``delete_user_files=True``; refused while a model uses the files. ``dry_run=True``:
+        what would be deleted. Registrations are kept."""
+        from .cache import no_workers, remove_cached_model
+
+        no_workers(worker_ip)
+        return remove_cached_model(_manager(), model_version, delete_user_files=delete_user_files, dry_run=dry_run)
+
+    def list_deletable_models(self, model_version: str, worker_ip: Optional[str] = None) -> dict[str, Any]:
+        """Xinference's name: what removing ``model_version`` would delete (``{"paths": [...], ...}``)."""
+        return dict(self.remove_cached_model(model_version, dry_run=True, worker_ip=worker_ip), worker_ip=worker_ip)
+
+    def confirm_and_remove_model(self, model_version: str, worker_ip: Optional[str] = None) -> bool:
+        """Xinference's name: ``remove_cached_model(model_version)``; True once deleted."""
+        return bool(self.remove_cached_model(model_version, worker_ip=worker_ip)["deleted"])
 
     # ------------------------------------------------------------------ running models (in-kernel manager)
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,
@@ -118,6 +153,20 @@ class Client:
 
     def query_engine_by_model_name(self, model_name: str, model_type: str = "LLM") -> dict[str, list[dict[str, Any]]]:
         return _manager().query_engine_by_model_name(model_name, model_type=model_type)
+
+    def download_model(self, model_type: str, model_name: str, model_engine: Optional[str] = None,
+                       model_format: Optional[str] = None, model_size_in_billions: Any = None,
+                       quantization: Optional[str] = None, revision: Optional[str] = None,
+                       show_progress: Optional[bool] = None) -> str:
+        """Fetch the hub files that ``launch_model`` with the same choices would load (only those: one
+        GGUF quantization, or a folder's config, tokenizer and weights) into the Hugging Face cache,
+        without launching; returns the local path (the snapshot folder or the .gguf file). ``revision``
+        replaces the registration's model_revision. Interrupt it to stop: the next call resumes."""
+        return str(_manager().download_model(model_name, model_type=model_type, model_engine=model_engine,
+                                             model_format=model_format,
+                                             model_size_in_billions=model_size_in_billions,
+                                             quantization=quantization, revision=revision,
+                                             show_progress=show_progress))
 
 
 def _manager():

@@ -9,16 +9,19 @@ Method names, arguments and result shapes are the in-kernel ``Client``'s. Errors
 same exception classes: our server names the class in the ``X-Xinf-Error`` header; from a plain
 Xinference server the ``{"detail": ...}`` message is classified (``Model not found`` → ModelNotFound,
 the rest of the 400s → InferenceError / SpecError by route). Transport failures raise
-``ServerUnreachable`` with the fix in the message.
+``ServerUnreachable`` with the fix in the message. On a Xinference cluster, ``launch_model`` first
+checks the local path the launch reads on the worker(s) it may run on (the pre-flight, below).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import quote
 
-from ..errors import EngineUnavailable, FieldIssue, InferenceError, LaunchError, SpecError, XinfError, error_class
+from ..errors import (EngineUnavailable, FieldIssue, InferenceError, LaunchError, LaunchOptionError, SpecError,
+                      XinfError, error_class, kind_of, short_value, shorten)
 from ..protocols import SpeechToTextMethods
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
@@ -83,7 +86,7 @@ def raise_for_response(resp: Any, what: str = "") -> None:
         if resp.status_code == 400 and "not found" in detail.lower():
             kind = "ModelNotFound"
         elif resp.status_code == 400:
-            kind = {"register": "SpecError", "launch": "LaunchError"}.get(what, "InferenceError")
+            kind = {"register": "SpecError", "launch": "LaunchError", "cache": "CacheError"}.get(what, "InferenceError")
         elif resp.status_code >= 500 and what == "launch":
             kind = "LaunchError"  # Xinference answers 500 when a model cannot be loaded
         else:
@@ -285,7 +288,10 @@ class RemoteClient:
                                params={"detailed": "true" if detailed else "false"})
 
     def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
-        return self._http.json("GET", f"/v1/model_registrations/{_q(model_type)}/{_q(model_name)}")
+        from .registrations import Registration
+
+        doc = self._http.json("GET", f"/v1/model_registrations/{_q(model_type)}/{_q(model_name)}")
+        return Registration(doc, model_type) if isinstance(doc, dict) else doc
 
     def export_registrations(self, path: Optional[str] = None, model_types: Optional[list[str]] = None
                              ) -> dict[str, Any]:
@@ -299,6 +305,54 @@ class RemoteClient:
         from .registrations import import_registrations
 
         return import_registrations(self, source, overwrite=overwrite, persist=persist)
+
+    # ------------------------------------------------------------------ the model cache (client/cache.py)
+    def list_cached_models(self, model_name: Optional[str] = None, worker_ip: Optional[str] = None
+                           ) -> list[dict[str, Any]]:
+        """GET /v1/cache/models: the server's cached models (``Client.list_cached_models``)."""
+        from .cache import CACHE_ROUTE
+
+        params = {k: v for k, v in (("model_name", model_name), ("worker_ip", worker_ip)) if v is not None}
+        answer = self._http.json("GET", CACHE_ROUTE, "cache", params=params)
+        return list(answer.get("list") or []) if isinstance(answer, dict) else []
+
+    def remove_cached_model(self, model_version: str, delete_user_files: bool = False, dry_run: bool = False,
+                            worker_ip: Optional[str] = None) -> dict[str, Any]:
+        """Deletes a cached model on the server (``Client.remove_cached_model``); our server does it only
+        when started with --allow-cache-delete, a Xinference server in its own cache only."""
+        from .cache import remote_removal
+
+        return remote_removal(self._http, model_version, delete_user_files, dry_run, worker_ip)
+
+    def download_model(self, model_type: str, model_name: str, model_engine: Optional[str] = None,
+                       model_format: Optional[str] = None, model_size_in_billions: Any = None,
+                       quantization: Optional[str] = None, revision: Optional[str] = None,
+                       show_progress: Optional[bool] = None) -> str:
+        """Our server fetches the registration's hub files into its Hugging Face cache without launching
+        (``Client.download_model``) and returns the path there. A Xinference server has no such route:
+        it downloads when the model is launched."""
+        from ..errors import LaunchError
+        from .cache import DOWNLOAD_ROUTE
+
+        if show_progress is not None and not isinstance(show_progress, bool):
+            raise LaunchError(f"show_progress must be True, False or None, got {type(show_progress).__name__}")
+        body = {"model_type": model_type, "model_name": model_name, "model_engine": model_engine,
+                "model_format": model_format, "model_size_in_billions": model_size_in_billions,
+                "quantization": quantization, "revision": revision}
+        try:
+            answer = self._http.json("POST", DOWNLOAD_ROUTE, "launch", json=body)
+        except RemoteError as exc:
+            if getattr(exc, "status_code", None) in (404, 405):
+                raise LaunchError(f"the server at {self.endpoint} has no download route (a Xinference server "
+                                  "downloads a model when it is launched): launch_model() it there") from None
+            raise
+        return str(answer["path"])
+
+    def list_deletable_models(self, model_version: str, worker_ip: Optional[str] = None) -> dict[str, Any]:
+        return dict(self.remove_cached_model(model_version, dry_run=True, worker_ip=worker_ip), worker_ip=worker_ip)
+
+    def confirm_and_remove_model(self, model_version: str, worker_ip: Optional[str] = None) -> bool:
+        return bool(self.remove_cached_model(model_version, worker_ip=worker_ip)["deleted"])
 
     def parse_model(self, model_path: str, model_family: Optional[str] = None) -> dict[str, Any]:
         """The auto-parse route: a partial LLM document from the files at ``model_path`` (on the server)."""
@@ -328,14 +382,23 @@ class RemoteClient:
             "gpu_idx": gpu_idx, "model_path": model_path,
         }
         payload.update(kwargs)
+        if isinstance(model_path, os.PathLike):
+            payload["model_path"] = os.fspath(model_path)
+        # on a Xinference cluster: the local path the launch reads must exist on its worker(s)
+        note = _cluster_preflight(self, payload)
         params = None if wait_ready else {"wait_ready": "false"}
         from ..progress import progress_enabled
 
-        if not (wait_ready and progress_enabled(show_progress)):
-            return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
-        # both servers name a model after model_name unless told otherwise: follow that uid's progress
-        with _ProgressFollower(self._http, model_uid or model_name):
-            return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+        try:
+            if not (wait_ready and progress_enabled(show_progress)):
+                return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+            # both servers name a model after model_name unless told otherwise: follow that uid's progress
+            with _ProgressFollower(self._http, model_uid or model_name):
+                return self._http.json("POST", "/v1/models", "launch", json=payload, params=params)["model_uid"]
+        except LaunchError as exc:
+            if note is None:
+                raise
+            raise _with_note(exc, note) from None
 
     def _default_engine(self, model_name: str, model_format: Optional[str]) -> Optional[str]:
         """Xinference's server wants model_engine for an LLM; the in-kernel client picks one. Pick the
@@ -395,6 +458,223 @@ class RemoteClient:
         row = find_model_type(model_type)
         cls: type[RemoteModelHandle] = globals()[row.remote_handle] if row is not None else RemoteFlexibleHandle
         return cls(self._http, model_uid, model_type, desc)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cluster pre-flight: the local path a launch reads, checked on the worker(s) it may run on
+# ------------------------------------------------------------------------------------------------
+# Xinference 4.1 has no route that tests a path on a worker (GET /v1/cache/models* name only its
+# own cache). Registering a model with ``worker_ip`` does run the registration's model_uri check
+# (``os.path.exists`` after its ``parse_uri``) in that worker's process, so the pre-flight asks each
+# worker with a throwaway flexible registration (not persisted, removed at once) and reads the answer.
+
+_PROBE_TYPE = "flexible"
+_PROBE_PREFIX = "xinference-nb-path-check-"
+_PROBE_LAUNCHER = "xinference.model.flexible.launchers.transformers"
+#: what a worker answers for a model_uri that fails the check (xinference/model/utils.py is_valid_model_uri)
+_PROBE_MISSING = ("Invalid model URI", "cannot be a relative path")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def _cluster_preflight(client: "RemoteClient", payload: dict[str, Any]) -> Optional[str]:
+    """Before a launch on a Xinference cluster: a LaunchError naming the worker(s) and the path when
+    the local path the launch reads (``model_path``, else the model_uri of the registration's spec it
+    loads) is missing on a worker it may run on (``worker_ip``'s workers, else every worker: the
+    supervisor places by load). Nothing to check (hub ids, remote schemes), or our own server (no
+    GET /v1/workers): None, and the launch goes as before. A path that could not be checked (4.x API
+    keys may not list workers or register) returns the note the launch's own error gets."""
+    target = _local_target(client, payload)
+    if target is None:
+        return None
+    label, shown, uri = target
+    try:
+        workers = client._http.json("GET", "/v1/workers")
+    except ServerUnreachable:
+        raise
+    except XinfError as exc:
+        if getattr(exc, "status_code", 0) == 404:
+            return None  # not a Xinference cluster: our server checks paths itself
+        return f"the pre-flight could not list the workers to check {label} {shown!r} on them: {exc}"
+    addresses = [w["work-ip"] for w in workers if isinstance(w, dict) and isinstance(w.get("work-ip"), str)] \
+        if isinstance(workers, list) else []
+    if not addresses:
+        return None
+    candidates = _target_workers(client, payload.get("worker_ip"), addresses)
+    if uri is None:  # a relative model_path: read against the worker process's own folder
+        raise LaunchError(
+            f"Cannot launch {payload.get('model_name')!r} on {client.endpoint}: model_path {shown!r} is not an "
+            f"absolute path. On a cluster the path is read on the worker ({', '.join(candidates)}), not in "
+            "this notebook, and a worker expands neither '~' nor this notebook's working folder: pass the "
+            "absolute path as the worker sees it. Nothing was launched.")
+    answers = [(address, *_path_on_worker(client, address, uri)) for address in candidates]
+    missing = [(address, said) for address, ok, said in answers if ok is False]
+    if missing:
+        present = [address for address, ok, _ in answers if ok]
+        raise _missing_path_error(client, payload, label, shown, missing, present, payload.get("worker_ip"))
+    unknown = [f"{address}: {said}" for address, ok, said in answers if ok is None]
+    if unknown:
+        return f"the pre-flight could not check {label} {shown!r} on worker {'; '.join(unknown)}"
+    return None
+
+
+def _local_target(client: "RemoteClient", payload: dict[str, Any]) -> Optional[tuple[str, str, Optional[str]]]:
+    """(what, the value as given, the model_uri a worker checks: None for a relative model_path) of the
+    local path a launch reads; None when it reads none (a hub id, a remote scheme, no registration)."""
+    model_path = payload.get("model_path")
+    if model_path is not None:
+        from ..engines.options import check_path_value
+
+        problem = check_path_value(model_path, "model_path")
+        if problem is None and _unencodable(model_path):
+            problem = "is not valid Unicode text (a lone surrogate); pass a real path"
+        if problem:
+            raise LaunchOptionError([FieldIssue("model_path", problem)])
+        if not model_path.startswith("/"):
+            return "model_path", model_path, None
+        # percent-encoded, so that the worker's parse_uri checks this exact path ("#", "?", "*" included)
+        return "model_path", model_path, "file://" + quote(model_path)
+    try:
+        doc = client.get_model_registration(payload.get("model_type") or "LLM", payload.get("model_name"))
+    except ServerUnreachable:
+        raise
+    except XinfError:
+        return None  # unknown model, built-in the server cannot show...: the launch explains
+    found = _launch_uri(doc, payload)
+    # a registration's model_uri is sent as it is: the worker checks it the way the launch reads it
+    return None if found is None else (f"the registration's {found[0]}", found[1], found[1])
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _launch_uri(doc: Any, payload: dict[str, Any]) -> Optional[tuple[str, str]]:
+    """(field, model_uri) of the part of a registration a launch loads: the first spec matching the
+    launch's model_format / model_size_in_billions / quantization (Xinference's order), or the
+    document's own model_uri (image, audio, flexible). None for a hub id, a remote scheme (s3://,
+    oci://...) or no matching spec (the server explains that)."""
+    if not isinstance(doc, dict):
+        return None
+    specs = doc.get("model_specs")
+    if isinstance(specs, list):
+        spec = next((s for s in specs if isinstance(s, dict) and _spec_matches(s, payload)), None)
+        field, uri = (f"model_specs[{specs.index(spec)}].model_uri", spec.get("model_uri")) if spec else ("", None)
+    else:
+        field, uri = "model_uri", doc.get("model_uri")
+    if not isinstance(uri, str) or not uri.strip() or (_SCHEME.match(uri) and not uri.lower().startswith("file://")):
+        return None
+    return field, uri
+
+
+def _spec_matches(spec: dict[str, Any], payload: dict[str, Any]) -> bool:
+    fmt, size, quant = payload.get("model_format"), payload.get("model_size_in_billions"), payload.get("quantization")
+    if fmt and spec.get("model_format") != fmt:
+        return False
+    if size not in (None, "") and "model_size_in_billions" in spec and \
+            str(spec["model_size_in_billions"]).replace(".", "_") != str(size).replace(".", "_"):
+        return False
+    if quant:
+        have = spec.get("quantizations") or [spec.get("quantization")]
+        return any(isinstance(q, str) and q.lower() == str(quant).lower() for q in have)
+    return True
+
+
+def _worker_host(address: str) -> str:
+    """The host of a worker address ("ip:port", "[v6]:port"), as Xinference's supervisor reads it."""
+    if address.startswith("[") and "]" in address:
+        return address[1:address.index("]")]
+    host, sep, port = address.rpartition(":")
+    return host if sep and port.isdigit() else address
+
+
+def _target_workers(client: "RemoteClient", worker_ip: Any, addresses: list[str]) -> list[str]:
+    """The workers a launch may run on: every worker without ``worker_ip``; else the ones it names, as
+    Xinference resolves them (a full "ip:port" picks that worker, a bare IP every worker on the host,
+    several comma-separated or in a list). A name of no worker is a LaunchError listing the workers."""
+    if worker_ip is None:
+        return addresses
+    if isinstance(worker_ip, str):
+        entries = worker_ip.split(",")
+    elif isinstance(worker_ip, (list, tuple)) and all(isinstance(e, str) for e in worker_ip):
+        entries = [part for e in worker_ip for part in e.split(",")]
+    else:
+        raise LaunchOptionError([FieldIssue("worker_ip", "must be a worker address ('ip' or 'ip:port'), several "
+                                                         f"comma-separated or a list of them, got "
+                                                         f"{kind_of(worker_ip)} {short_value(worker_ip)}")])
+    entries = [e.strip() for e in entries if e.strip()]
+    if not entries:
+        raise LaunchOptionError([FieldIssue("worker_ip", "is empty; pass a worker address ('ip' or 'ip:port') "
+                                                         "or leave it out to let the supervisor choose")])
+    chosen: list[str] = []
+    for entry in entries:
+        matched = [a for a in addresses if entry in (a, _worker_host(a))]
+        if not matched:
+            raise LaunchError(f"worker_ip {shorten(entry, 80)!r} names no worker of the cluster at {client.endpoint}; "
+                              f"its workers are {', '.join(addresses)} (pass one of them, or a bare IP for every "
+                              "worker on that host). Nothing was launched.")
+        chosen += [a for a in matched if a not in chosen]
+    return chosen
+
+
+def _path_on_worker(client: "RemoteClient", address: str, uri: str) -> tuple[Optional[bool], str]:
+    """Whether ``uri`` passes Xinference's model_uri check on the worker at ``address``: (True, ""),
+    (False, the worker's words) or (None, why the worker could not be asked)."""
+    import uuid
+
+    name = f"{_PROBE_PREFIX}{uuid.uuid4().hex[:16]}"
+    doc = {"version": 2, "model_name": name, "model_id": None, "model_uri": uri, "launcher": _PROBE_LAUNCHER,
+           "launcher_args": "{}", "virtualenv": None,
+           "model_description": "xinference_nb launch pre-flight: checks that a path exists on this worker"}
+    registered = False
+    try:
+        client.register_model(_PROBE_TYPE, doc, persist=False, worker_ip=address)
+        registered = True
+        return True, ""
+    except ServerUnreachable:
+        raise
+    except XinfError as exc:
+        said = re.sub(r"^\[address=[^\]]*\]\s*", "", str(exc))
+        return (False if any(m in said for m in _PROBE_MISSING) else None), said
+    finally:
+        try:
+            client.unregister_model(_PROBE_TYPE, name)
+        except XinfError as exc:
+            if registered:
+                import warnings
+
+                warnings.warn(f"The launch pre-flight could not remove its check registration {name!r} from worker "
+                              f"{address} ({exc}); remove it with client.unregister_model('flexible', {name!r}).",
+                              RuntimeWarning, stacklevel=4)
+
+
+def _missing_path_error(client: "RemoteClient", payload: dict[str, Any], label: str, shown: str,
+                        missing: list[tuple[str, str]], present: list[str], worker_ip: Any) -> LaunchError:
+    where = ", ".join(address for address, _ in missing)
+    said = missing[0][1]  # the worker's words, when they say more than "missing" (a relative model_uri)
+    said = "" if said.startswith(_PROBE_MISSING[0]) else f"; the worker says: {said.rstrip('.')}"
+    text = (f"Cannot launch {payload.get('model_name')!r} on {client.endpoint}: {label} {shown!r} does not exist "
+            f"on worker{'s' if len(missing) > 1 else ''} {where} (checked on the worker before the launch{said}). "
+            "Nothing was launched.")
+    if present:
+        text += f" It exists on {', '.join(present)}: pass worker_ip={present[0]!r} to launch there"
+        text += "." if worker_ip is not None else \
+            " (without worker_ip the supervisor may place the model on any worker, so the path must exist on each)."
+    text += (" Pass model_path as the worker sees it, or copy the model there." if label == "model_path" else
+             " Copy the model files to that path on the worker, register the model again with the path the "
+             "workers see, or launch with model_path=... (a folder on the worker).")
+    return LaunchError(text)
+
+
+def _with_note(exc: LaunchError, note: str) -> LaunchError:
+    """The same error (class and attributes) with ``note`` added to its message."""
+    noted = type(exc).__new__(type(exc))
+    Exception.__init__(noted, f"{exc} ({note})")
+    noted.__dict__.update(exc.__dict__)
+    return noted
 
 
 # ------------------------------------------------------------------------------------------------

@@ -246,6 +246,41 @@ REGISTRATIONS = Command("registrations", "list the built-in and custom registrat
     _f("--json", action="store_true", help="print JSON instead of a table", fronts=ONLY_CLI),
 ), call="list_model_registrations")
 
+EXPORT_REGISTRATIONS = Command("export-registrations", "write every custom registration (of the -t types) to one "
+                               "JSON file, which import-registrations reads on any client or server", (
+    _f("file", help="the JSON file to write", maps_to="path", example=("regs.json",)),
+    _f("-t", "--model-type", dest="model_types", action="append", metavar="TYPE",
+       help="only this model type (repeatable; default: every type)", maps_to="model_types", example=("embedding",)),
+), call="export_registrations")
+
+IMPORT_REGISTRATIONS = Command("import-registrations", "register every model of an export-registrations file, all "
+                               "or nothing", (
+    _f("file", help="the export's JSON file", maps_to="source", example=("regs.json",)),
+    _f("--overwrite", action="store_true", help="replace custom registrations of the same names", maps_to="overwrite"),
+    _f("--persist", action=argparse.BooleanOptionalAction, default=True,
+       help="keep them across sessions (default: on; --no-persist: this session only)", maps_to="persist"),
+), call="import_registrations")
+
+CACHED = Command("cached", "list the models on disk: the Hugging Face cache and the model_uri files of custom "
+                 "registrations", (
+    _f("-n", "--model-name", "--model_name", dest="model_name", maps_to="model_name", example=("m",),
+       help="only this model (a registration's name or a repository id)"),
+    WORKER_IP,
+    _f("--json", action="store_true", help="print JSON instead of a table", fronts=ONLY_CLI),
+), call="list_cached_models")
+
+REMOVE_CACHE = Command("remove-cache", {
+    CLI: "delete a cached model's files (shows them and asks first, unless --check)",
+    MAGIC: "delete a cached model's files (without --check: shows what would be deleted)"}, (
+    _f("-n", "--model-version", "--model_version", dest="model_version", required=True, maps_to="model_version",
+       help="the model_version that `cached` shows: Org/Name@<commit or ref>, Org/Name (every revision) or a path",
+       example=("Org/Name",)),
+    WORKER_IP,
+    _f("--check", action="store_true", help="confirm the deletion"),
+    _f("--delete-user-files", action="store_true", maps_to="delete_user_files",
+       help="allow deleting a registration's own model_uri file or folder (outside the Hugging Face cache)"),
+), call="remove_cached_model")
+
 LIST = Command("list", "list running models", (
     _f("--json", action="store_true", help="print JSON instead of a table", fronts=ONLY_CLI),
 ), call="list_models")
@@ -312,6 +347,8 @@ SERVE = Command("serve", {CLI: "run the REST server in the foreground",
     _f("--allow-trust-remote-code", action="store_true", help="accept trust_remote_code over REST"),
     _f("--allow-virtualenv", action="store_true",
        help="accept over REST what installs packages or sets a model process's environment"),
+    _f("--allow-cache-delete", action="store_true",
+       help="accept removing cached models over REST (DELETE /v1/cache/models deletes files)"),
     _f("--allowed-host", action="append",
        help="Host name answered without an API key besides loopback ones (repeatable; '*': any)",
        example=("box.lan",)),
@@ -329,6 +366,9 @@ REGISTER_FORM = Command("register-form", "show the registration form (a widget);
                             _f("--parse-on", choices=("auto", "here", "server"), default="auto",
                                help="where the files are read (auto: here when the path exists here, else on the "
                                     "server)"),
+                            _f("--edit", metavar="NAME", help="open this custom registration to edit it (-t: its "
+                               "type, when several have that name); Save overwrites it in place",
+                               example=("my-llm",)),
                         ), **_MAGIC_ONLY)
 LAUNCH_FORM = Command("launch-form", "show the launch form (a widget); with -e it launches on that server",
                       (MODEL_TYPE,), **_MAGIC_ONLY)
@@ -343,8 +383,9 @@ ENDPOINT_CMD = Command("endpoint", "set the default server for the commands and 
 ), remote=False, **_MAGIC_ONLY)
 HELP = Command("help", "show this help", remote=False, **_MAGIC_ONLY)
 
-COMMANDS: tuple[Command, ...] = (LAUNCH, REGISTER, UNREGISTER, REGISTRATIONS, LIST, DESCRIBE, TERMINATE, PARSE,
-                                 GENERATE, CHAT, SERVE, STOP_SERVER, REGISTER_FORM, LAUNCH_FORM, CHATBOX, COMPARE,
+COMMANDS: tuple[Command, ...] = (LAUNCH, REGISTER, UNREGISTER, REGISTRATIONS, EXPORT_REGISTRATIONS,
+                                 IMPORT_REGISTRATIONS, LIST, DESCRIBE, TERMINATE, PARSE, GENERATE, CHAT, CACHED,
+                                 REMOVE_CACHE, SERVE, STOP_SERVER, REGISTER_FORM, LAUNCH_FORM, CHATBOX, COMPARE,
                                  ENDPOINT_CMD, HELP)
 BY_NAME: dict[str, Command] = {c.name: c for c in COMMANDS}
 
@@ -457,6 +498,24 @@ def register_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def cache_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``cached`` / ``remove-cache``'s keywords besides the name or version, those given only."""
+    kwargs: dict[str, Any] = {}
+    if args.worker_ip is not None:
+        kwargs["worker_ip"] = args.worker_ip
+    if getattr(args, "delete_user_files", False):
+        kwargs["delete_user_files"] = True
+    return kwargs
+
+
+def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"path": args.file, "model_types": args.model_types}
+
+
+def import_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"source": args.file, "overwrite": args.overwrite, "persist": args.persist}
+
+
 def serve_options(args: argparse.Namespace) -> dict[str, Any]:
     """``serve``'s options besides host / port / api key / log level, those given only."""
     options: dict[str, Any] = {}
@@ -464,12 +523,14 @@ def serve_options(args: argparse.Namespace) -> dict[str, Any]:
         options["allowed_roots"] = list(args.allowed_root)
     if args.allowed_host:
         options["allowed_hosts"] = list(args.allowed_host)
-    for key in ("allow_any_path", "allow_flexible", "allow_trust_remote_code", "allow_virtualenv"):
+    for key in ("allow_any_path", "allow_flexible", "allow_trust_remote_code", "allow_virtualenv",
+                "allow_cache_delete"):
         if getattr(args, key):
             options[key] = True
     return options
 
 
 __all__ = ["CLI", "MAGIC", "COMMANDS", "BY_NAME", "Command", "Flag", "build", "check", "names", "launch_kwargs",
-           "generate_config", "chat_kwargs", "user_message", "register_kwargs", "serve_options", "model_uid", "size_in_billions",
+           "generate_config", "chat_kwargs", "user_message", "register_kwargs", "serve_options", "cache_kwargs",
+           "export_kwargs", "import_kwargs", "model_uid", "size_in_billions",
            "n_gpu", "gpu_idx", "json_value"]

@@ -11,6 +11,10 @@
     xinf terminate UID
     xinf unregister -t LLM -n my-llm
     xinf parse /path/to/model [--model-family F]                # prints the parsed document (JSON)
+    xinf export-registrations regs.json [-t LLM]              # every custom registration, one file
+    xinf import-registrations regs.json [--overwrite]
+    xinf cached                           # models on disk: the Hugging Face cache, registrations' files
+    xinf remove-cache -n Org/Name@main    # shows the files, asks, deletes (--check: no question)
 
 The sub-commands and flags are those of the ``%xinf`` magics, from the one grammar in
 xinference_nb.commands; this module only prints. Every command but ``serve`` and ``parse`` talks to
@@ -205,6 +209,60 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_registrations(args: argparse.Namespace) -> int:
+    doc = _client(args).export_registrations(**commands.export_kwargs(args))
+    n = len(doc["models"])
+    print(f"Exported {n} custom registration{'s' if n != 1 else ''} to {args.file}")
+    return 0
+
+
+def cmd_import_registrations(args: argparse.Namespace) -> int:
+    names = _client(args).import_registrations(**commands.import_kwargs(args))
+    print(f"Imported {len(names)} registration{'s' if len(names) != 1 else ''}"
+          + (f": {', '.join(names)}" if names else "") + (" (persisted)" if args.persist else " (this session)"))
+    return 0
+
+
+def cmd_cached(args: argparse.Namespace) -> int:
+    from ..display import CachedModelsTable
+
+    rows = _client(args).list_cached_models(args.model_name, **commands.cache_kwargs(args))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        print("There are no cache files.")
+    else:
+        view = CachedModelsTable(rows)
+        print(table(view.HEADERS, view.rows()))
+    return 0
+
+
+def cmd_remove_cache(args: argparse.Namespace) -> int:
+    from ..display._html import human_bytes
+
+    client, kwargs = _client(args), commands.cache_kwargs(args)
+    if not args.check:
+        plan = client.remove_cached_model(args.model_version, dry_run=True, **kwargs)
+        print(f"Model {args.model_version} cache files to be deleted ({human_bytes(plan.get('size_bytes'))}):")
+        for path in plan["paths"]:
+            print(path)
+        refused = plan.get("running") or (plan.get("needs_delete_user_files") and not args.delete_user_files)
+        if not refused:  # a refused removal is not asked about: the call below says why
+            try:
+                answer = input("Do you want to proceed with the deletion? [y/N]: ")
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                print("Aborted: nothing was deleted.")
+                return 1
+    result = client.remove_cached_model(args.model_version, **kwargs)
+    print(f"Cache of {args.model_version} deleted ({len(result['paths'])} path{'s' if len(result['paths']) != 1 else ''}"
+          f", {human_bytes(result.get('size_bytes'))}).")
+    if result.get("registrations"):
+        print(f"Registrations that pointed at it (kept): {', '.join(result['registrations'])}")
+    return 0
+
+
 def cmd_parse(args: argparse.Namespace) -> int:
     if args.on_server:
         doc = _client(args).parse_model(args.model_path, args.model_family)
@@ -245,7 +303,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 HANDLERS = {"launch": cmd_launch, "register": cmd_register, "unregister": cmd_unregister,
             "registrations": cmd_registrations, "list": cmd_list, "describe": cmd_describe,
             "terminate": cmd_terminate, "generate": cmd_generate, "chat": cmd_chat, "parse": cmd_parse,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "export-registrations": cmd_export_registrations,
+            "import-registrations": cmd_import_registrations, "cached": cmd_cached, "remove-cache": cmd_remove_cache}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -211,6 +211,38 @@ class XinfMagics(Magics):
             rows = [r for r in rows if not r.get("is_builtin")]
         return display.RegistrationsTable(rows, model_type=args.model_type)
 
+    def _do_export_registrations(self, args, cell):
+        doc = self._client_of(args).export_registrations(**commands.export_kwargs(args))
+        n = len(doc["models"])
+        return display.Message(f"exported {n} custom registration{'s' if n != 1 else ''} to {args.file}", "ok")
+
+    def _do_import_registrations(self, args, cell):
+        names = self._client_of(args).import_registrations(**commands.import_kwargs(args))
+        where = "persisted" if args.persist else "for this session"
+        listed = f": {', '.join(names)}" if names else ""
+        return display.Message(f"imported {len(names)} registration{'s' if len(names) != 1 else ''}{listed} ({where})",
+                               "ok")
+
+    def _do_cached(self, args, cell):
+        rows = self._client_of(args).list_cached_models(args.model_name, **commands.cache_kwargs(args))
+        return display.CachedModelsTable(rows)
+
+    def _do_remove_cache(self, args, cell):
+        """Without --check it only shows what would be deleted (a notebook cannot ask y/N)."""
+        from ..display._html import human_bytes
+
+        client, kwargs = self._client_of(args), commands.cache_kwargs(args)
+        if not args.check:
+            plan = client.remove_cached_model(args.model_version, dry_run=True, **kwargs)
+            return display.Message(f"would delete {len(plan['paths'])} path(s), {human_bytes(plan.get('size_bytes'))}"
+                                   f" of {args.model_version}; run again with --check to delete them", "info",
+                                   detail="\n".join(plan["paths"]))
+        result = client.remove_cached_model(args.model_version, **kwargs)
+        kept = f"; registrations that pointed at it (kept): {', '.join(result['registrations'])}" \
+            if result.get("registrations") else ""
+        return display.Message(f"deleted the cache of {args.model_version} ({len(result['paths'])} path(s), "
+                               f"{human_bytes(result.get('size_bytes'))}){kept}", "ok")
+
     def _do_list(self, args, cell):
         return display.ModelsTable(self._client_of(args).list_models())
 
@@ -321,6 +353,13 @@ class XinfMagics(Magics):
     def _do_register_form(self, args, cell):
         from ..widgets import RegisterForm
 
+        if args.edit is not None:
+            if args.path:
+                raise UsageError(self.parser.commands["register-form"].format_usage(),
+                                 "register-form: --edit NAME opens a registration; give no PATH with it (the "
+                                 "form's Parse button re-reads the model's files)")
+            return RegisterForm.edit(args.model_type, args.edit, client=self._client_of(args),
+                                     parse_on=args.parse_on)
         return RegisterForm(client=self._client_of(args), path=args.path or "", model_type=args.model_type,
                             parse_on=args.parse_on)
 

@@ -1,6 +1,6 @@
 """Turn what a user typed into local files: a folder, a ``file://`` URI, a GGUF file, a Hugging Face
 cache folder (``models--Org--Name``, resolved to its snapshot) or a hub id already in the local Hugging
-Face cache. Never downloads: hub ids are looked up with ``local_files_only=True``.
+Face cache. Never downloads: hub ids are looked up in the cache offline (``hub.cached_snapshot``).
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ParseError
+from ..hub import COMMIT as _REVISION
+from ..hub import REPO_ID as HUB_ID  # noqa: F401 - the one rule of a hub repository id ("Org/Name")
+from ..hub import cached_snapshot, hub_cache_dir, repo_id_problem
 from ..spec import resolve_hf_cache_folder, uri_to_path
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_REVISION = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -34,13 +34,6 @@ class Located:
         if self.kind == "gguf":
             return self.path.name[:-5] if self.path.name.lower().endswith(".gguf") else self.path.stem
         return self.path.name
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache in use (HF_HUB_CACHE / HF_HOME aware), read at call time."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
 
 
 def repo_of_cache_folder(folder: Path) -> Optional[tuple[str, Optional[str]]]:
@@ -66,19 +59,17 @@ def _abspath(path: Path) -> Path:
 
 
 def _from_hub(repo_id: str, given: str) -> Located:
+    """A hub id already in the local Hugging Face cache: its snapshot (refs/main's, else the newest),
+    looked up offline; nothing is downloaded."""
     cache = hub_cache_dir()
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot = snapshot_download(repo_id, local_files_only=True, cache_dir=str(cache))
-    except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, HFValidationError, …
+    snapshot = cached_snapshot(repo_id, None, cache)
+    if snapshot is None:
         raise ParseError(
             f"{given!r} is neither a local path nor a model in the local Hugging Face cache ({cache}); "
-            f"download it first (huggingface_hub.snapshot_download({repo_id!r})), or pass the model's folder "
-            f"or .gguf file [{type(exc).__name__}]") from None
-    path = Path(str(snapshot))
-    revision = path.name if _REVISION.match(path.name) else None
-    return Located(path, "dir", f"hub id {repo_id} in the local Hugging Face cache ({cache})",
+            f"download it first (client.download_model(...) for a registration, or huggingface_hub."
+            f"snapshot_download({repo_id!r})), or pass the model's folder or .gguf file")
+    revision = snapshot.name if _REVISION.match(snapshot.name) else None
+    return Located(snapshot, "dir", f"hub id {repo_id} in the local Hugging Face cache ({cache})",
                    repo_id=repo_id, revision=revision, given=given)
 
 
@@ -106,7 +97,7 @@ def locate(path_or_id: Union[str, os.PathLike]) -> Located:
     else:
         path = Path(text).expanduser()
     if not path.exists():
-        if not text.startswith("file://") and HUB_ID.fullmatch(text) and not text.startswith((".", "~")):
+        if not text.startswith("file://") and repo_id_problem(text) is None:
             return _from_hub(text, raw)
         raise ParseError(f"{_abspath(path)}: no such file or folder; pass the model's folder, its .gguf file, a "
                          "file:// URI or a hub id already in the local Hugging Face cache")

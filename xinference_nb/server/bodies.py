@@ -35,6 +35,19 @@ class LaunchBody(_Body):
     gpu_idx: Optional[Union[int, list[int]]] = None
 
 
+class DownloadBody(_Body):
+    """``download_model``'s fields; nothing else (a launch option has no meaning for a download)."""
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    model_name: str
+    model_type: str = "LLM"
+    model_engine: Optional[str] = None
+    model_format: Optional[str] = None
+    model_size_in_billions: Optional[Union[int, float, str]] = None
+    quantization: Optional[str] = None
+    revision: Optional[str] = None
+
+
 class RegisterBody(_Body):
     model: Union[str, dict[str, Any]]
     persist: bool = False

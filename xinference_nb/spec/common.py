@@ -107,18 +107,11 @@ def uri_to_path(uri: str) -> Path:
 def resolve_hf_cache_folder(path: Path) -> Path:
     """A Hugging Face cache folder (``…/models--Org--Name``) resolves to its snapshot: the revision
     that ``refs/main`` names, else the newest snapshot. Any other path is returned unchanged."""
-    if not path.name.startswith("models--") or not (path / "snapshots").is_dir():
+    if not path.name.startswith("models--"):
         return path
-    snapshots = path / "snapshots"
-    ref = path / "refs" / "main"
-    if ref.is_file():
-        revision = ref.read_text().strip()
-        if revision and (snapshots / revision).is_dir():
-            return snapshots / revision
-    candidates = [p for p in snapshots.iterdir() if p.is_dir()]
-    if not candidates:
-        return path
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    from ..hub import snapshot_of   # the one reader of the cache's refs and snapshots
+
+    return snapshot_of(path) or path
 
 
 def local_path_of(uri: str) -> Path:

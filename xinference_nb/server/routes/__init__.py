@@ -8,9 +8,9 @@ put it on the router of its area (or a new module here, added to ``ROUTERS``), w
 """
 from __future__ import annotations
 
-from . import audio, cluster, embeddings, flexible, handle_methods, images, models, openai_llm, registrations
+from . import audio, cache, cluster, embeddings, flexible, handle_methods, images, models, openai_llm, registrations
 
 ROUTERS = (cluster.router, models.router, registrations.router, openai_llm.router, embeddings.router,
-           images.router, audio.router, flexible.router, handle_methods.router)
+           images.router, audio.router, flexible.router, handle_methods.router, cache.router)
 
 __all__ = ["ROUTERS"]
