@@ -331,6 +331,11 @@ def test_rest_lists_and_refuses_deleting_unless_the_server_allows_it(cached, hf_
         server.stop()
     server = _server(allow_cache_delete=True, allowed_roots=[str(hf_cache)])
     try:
+        for flag in ("1", "yes", "on", "True"):                              # booleans are booleans
+            r = httpx.delete(server.url + "/v1/cache/models", params={"model_version": "acme/tiny-gguf",
+                                                                      "delete_user_files": flag})
+            assert r.status_code == 400 and "must be true or false" in r.text, (flag, r.text)
+        assert (hf_cache / "models--acme--tiny-gguf").exists()
         remote = Client(server.url)
         assert remote.remove_cached_model("acme/tiny-gguf")["deleted"] is True
         assert not (hf_cache / "models--acme--tiny-gguf").exists()

@@ -22,6 +22,15 @@ def _only(request: Request, *names: str) -> None:
                          f"{', '.join(repr(u[:40]) for u in unknown[:5])}; it takes {', '.join(names)}")
 
 
+def _flag(value: Optional[str]) -> bool:
+    """A boolean query parameter: "true" or "false" only (not "1", "yes" or "on")."""
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise CacheError(f"{DELETE_FLAG}={value[:40]!r}: must be true or false")
+
+
 @router.get(CACHE_ROUTE)
 async def list_cached_models(request: Request, client: ClientDep, model_name: Optional[str] = None,
                              worker_ip: Optional[str] = None):
@@ -40,9 +49,10 @@ async def list_deletable_models(request: Request, client: ClientDep, model_versi
 @router.delete(CACHE_ROUTE)
 async def remove_cached_model(request: Request, client: ClientDep, settings: SettingsDep,
                               model_version: Optional[str] = None, worker_ip: Optional[str] = None,
-                              delete_user_files: bool = False):
+                              delete_user_files: Optional[str] = None):
     _only(request, "model_version", "worker_ip", DELETE_FLAG)
     settings.check_cache_delete([])      # refused before anything is read when the server does not allow it
+    delete_user_files = _flag(delete_user_files)
     plan = await call(client.remove_cached_model, model_version, delete_user_files=delete_user_files, dry_run=True,
                       worker_ip=worker_ip)
     settings.check_cache_delete(plan["paths"])
