@@ -694,11 +694,21 @@ def remote_client_with_key(endpoint: str, api_key: str):
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    server = xc.XinferenceCluster(workers=2, workdir=tmp_path_factory.mktemp("xinference-cluster"))
-    try:
-        server.start()
-    except xc.XinferenceStartError as exc:
-        pytest.fail(f"the Xinference cluster did not start:\n{exc}", pytrace=False)
+    """Supervisor + two workers. A start that fails is tried once more on fresh ports (Xinference's own
+    start-up races, e.g. its 1 s supervisor_upgrade_info wait, are not what these tests check); the
+    first failure is printed with the second."""
+    first = None
+    for attempt in (1, 2):
+        server = xc.XinferenceCluster(workers=2, workdir=tmp_path_factory.mktemp(f"xinference-cluster{attempt}"))
+        try:
+            server.start()
+            break
+        except xc.XinferenceStartError as exc:
+            server.stop()
+            if first is not None:
+                pytest.fail(f"the Xinference cluster did not start, twice:\n{first}\n---- then ----\n{exc}",
+                            pytrace=False)
+            first = exc
     yield server
     server.stop()
 

@@ -52,8 +52,25 @@ def xinference_python() -> Path:
     return XINFERENCE_BIN / "python"
 
 
+# Ports for Xinference's processes come from below Linux's ephemeral range (32768-60999): a port the
+# kernel hands out for ``bind(0)`` is free only until the next process asks, and Xinference's actor
+# pools bind their own ephemeral ports with SO_REUSEPORT, so a supervisor given an ephemeral port could
+# share it with another running Xinference's pool (its messages then reach the wrong process).
+PORT_RANGE = (20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    import random
+
+    for _ in range(200):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:   # the range is full: any free one
         s.bind((host, 0))
         return s.getsockname()[1]
 
