@@ -150,3 +150,40 @@ def test_over_rest_a_register_refused_part_way_is_undone(client, docs, tmp_path)
         assert remote.export_registrations()["models"][0]["model"]["model_description"] == "from the file"
     finally:
         server.stop()
+
+
+def test_the_export_and_import_commands_of_the_magics_and_the_cli(client, docs, tmp_path, capsys):
+    """``%xinf`` / ``xinf`` export-registrations and import-registrations: the file written, the
+    registrations back, what each says, and a second import refused (exit 1) with nothing changed."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from xinference_nb.commands.cli import main
+    from xinference_nb.server.app import create_app
+    from xinference_nb.server.runner import start_in_thread
+
+    names = [docs["LLM"]["model_name"], docs["embedding"]["model_name"]]
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "xinference_nb")
+    path = tmp_path / "all.json"
+    said = ip.run_line_magic("xinf", f"export-registrations {path}")
+    assert str(said) == f"exported 2 custom registrations to {path}"
+    assert [m["model"]["model_name"] for m in json.loads(path.read_text())["models"]] == names
+    for t, d in docs.items():
+        client.unregister_model(t, d["model_name"])
+    said = ip.run_line_magic("xinf", f"import-registrations {path} --no-persist")
+    assert str(said) == f"imported 2 registrations: {', '.join(names)} (for this session)"  # magic's wording
+    assert _custom(client, "LLM") == [names[0]] and _custom(client, "embedding") == [names[1]]
+    assert names[0] not in [r["model_name"] for r in Registry().list("LLM")]     # --no-persist: not on disk
+
+    server = start_in_thread(create_app(Client(), allowed_roots=[str(tmp_path)]), port=0)
+    try:
+        one = tmp_path / "embedding.json"
+        assert main(["export-registrations", str(one), "-t", "embedding", "-e", server.url]) == 0
+        assert capsys.readouterr().out.strip() == f"Exported 1 custom registration to {one}"
+        client.unregister_model("embedding", names[1])
+        assert main(["import-registrations", str(one), "-e", server.url]) == 0
+        assert capsys.readouterr().out.strip() == f"Imported 1 registration: {names[1]} (persisted)"
+        assert main(["import-registrations", str(one), "-e", server.url]) == 1
+        assert "already registered" in capsys.readouterr().err and _custom(client, "embedding") == [names[1]]
+    finally:
+        server.stop()

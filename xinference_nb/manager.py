@@ -39,7 +39,7 @@ from .memory import (
 )
 from .metadata.quant import BNB_QUANTIZATIONS  # on-the-fly quantizations of pytorch weights
 from .model_types import spec_types
-from .progress import LaunchProgress
+from .progress import LaunchProgress, check_show
 from .spec import check_model_name, local_path_of, normalize_model_type, same_size, size_to_float, to_document
 
 # keep_alive=0 frees a model when its call ends; one only looked at (engine_model) is freed by the
@@ -469,8 +469,7 @@ class ModelManager:
 
         check_launch_args(model_name, model_type, model_engine, model_format, quantization, None,
                           model_size_in_billions, None)
-        if show_progress is not None and not isinstance(show_progress, bool):
-            raise LaunchError(f"show_progress must be True, False or None, got {type(show_progress).__name__}")
+        check_show(show_progress)
         model_type, spec = get_registry().find(model_name, normalize_model_type(model_type))
         if model_type == "flexible":
             raise LaunchError(f"{model_name} is a flexible model: its launcher finds its own files, so there is "

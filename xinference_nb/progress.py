@@ -24,6 +24,12 @@ def progress_enabled(show: Optional[bool] = None) -> bool:
     return os.environ.get("XINFERENCE_NB_PROGRESS", "1").lower() not in ("0", "false", "no", "off")
 
 
+def check_show(show: Any) -> None:
+    """``show_progress`` is True, False or None (the environment decides); a LaunchError otherwise."""
+    if show is not None and not isinstance(show, bool):
+        raise LaunchError(f"show_progress must be True, False or None, got {type(show).__name__}")
+
+
 class LaunchProgress:
     def __init__(self, desc: str, show: Optional[bool] = None):
         self.desc = desc

@@ -7,9 +7,10 @@ from typing import Any, Optional
 
 from ..registry import get_registry
 from ..spec import normalize_model_type, to_document
+from .cache import CacheAliases
 
 
-class Client:
+class Client(CacheAliases):
     """``Client()`` runs models in this kernel; ``Client("http://host:port", api_key=...)`` returns a
     RemoteClient with the same methods, for our server or a real Xinference cluster."""
 
@@ -93,14 +94,6 @@ class Client:
 
         no_workers(worker_ip)
         return remove_cached_model(_manager(), model_version, delete_user_files=delete_user_files, dry_run=dry_run)
-
-    def list_deletable_models(self, model_version: str, worker_ip: Optional[str] = None) -> dict[str, Any]:
-        """Xinference's name: what removing ``model_version`` would delete (``{"paths": [...], ...}``)."""
-        return dict(self.remove_cached_model(model_version, dry_run=True, worker_ip=worker_ip), worker_ip=worker_ip)
-
-    def confirm_and_remove_model(self, model_version: str, worker_ip: Optional[str] = None) -> bool:
-        """Xinference's name: ``remove_cached_model(model_version)``; True once deleted."""
-        return bool(self.remove_cached_model(model_version, worker_ip=worker_ip)["deleted"])
 
     # ------------------------------------------------------------------ running models (in-kernel manager)
     def launch_model(self, model_name: str, model_type: str = "LLM", model_engine: Optional[str] = None,

@@ -78,6 +78,20 @@ class Scan:
     links: list[Link] = field(default_factory=list)
 
 
+class CacheAliases:
+    """Xinference's client names for a removal, on top of a client's ``remove_cached_model`` (the
+    in-kernel Client and RemoteClient both)."""
+
+    def list_deletable_models(self, model_version: str, worker_ip: Optional[str] = None) -> dict[str, Any]:
+        """What removing ``model_version`` would delete (``{"paths": [...], ...}``)."""
+        plan = self.remove_cached_model(model_version, dry_run=True, worker_ip=worker_ip)  # type: ignore[attr-defined]
+        return dict(plan, worker_ip=worker_ip)
+
+    def confirm_and_remove_model(self, model_version: str, worker_ip: Optional[str] = None) -> bool:
+        """``remove_cached_model(model_version)``; True once deleted."""
+        return bool(self.remove_cached_model(model_version, worker_ip=worker_ip)["deleted"])  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------------------------------------
 # listing
 # ------------------------------------------------------------------------------------------------
@@ -112,15 +126,10 @@ def scan(manager: Any) -> Scan:
     return Scan(rows, root, info, links)
 
 
-def hub_root() -> Path:
-    """The Hugging Face hub cache in use, as an absolute path."""
+def _scan_hub() -> tuple[Path, Any]:
     from ..hub import hub_cache_dir
 
-    return Path(os.path.abspath(hub_cache_dir()))
-
-
-def _scan_hub() -> tuple[Path, Any]:
-    root = hub_root()
+    root = hub_cache_dir()
     if not root.is_dir():
         return root, None
     from huggingface_hub import scan_cache_dir

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from ..errors import (EngineUnavailable, FieldIssue, InferenceError, LaunchError, LaunchOptionError, SpecError,
                       XinfError, error_class, kind_of, short_value, shorten)
 from ..protocols import SpeechToTextMethods
+from .cache import CacheAliases
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9997"
 ENDPOINT_ENV = "XINFERENCE_NB_ENDPOINT"
@@ -242,7 +243,7 @@ def _q(value: str) -> str:
     return quote(str(value), safe="")
 
 
-class RemoteClient:
+class RemoteClient(CacheAliases):
     """``Client``'s methods against a server at ``endpoint`` (ours or Xinference's)."""
 
     def __init__(self, endpoint: Optional[str] = None, api_key: Optional[str] = None,
@@ -331,11 +332,10 @@ class RemoteClient:
         """Our server fetches the registration's hub files into its Hugging Face cache without launching
         (``Client.download_model``) and returns the path there. A Xinference server has no such route:
         it downloads when the model is launched."""
-        from ..errors import LaunchError
+        from ..progress import check_show
         from .cache import DOWNLOAD_ROUTE
 
-        if show_progress is not None and not isinstance(show_progress, bool):
-            raise LaunchError(f"show_progress must be True, False or None, got {type(show_progress).__name__}")
+        check_show(show_progress)     # checked, though the server's download draws no bar here
         body = {"model_type": model_type, "model_name": model_name, "model_engine": model_engine,
                 "model_format": model_format, "model_size_in_billions": model_size_in_billions,
                 "quantization": quantization, "revision": revision}
@@ -347,12 +347,6 @@ class RemoteClient:
                                   "downloads a model when it is launched): launch_model() it there") from None
             raise
         return str(answer["path"])
-
-    def list_deletable_models(self, model_version: str, worker_ip: Optional[str] = None) -> dict[str, Any]:
-        return dict(self.remove_cached_model(model_version, dry_run=True, worker_ip=worker_ip), worker_ip=worker_ip)
-
-    def confirm_and_remove_model(self, model_version: str, worker_ip: Optional[str] = None) -> bool:
-        return bool(self.remove_cached_model(model_version, worker_ip=worker_ip)["deleted"])
 
     def parse_model(self, model_path: str, model_family: Optional[str] = None) -> dict[str, Any]:
         """The auto-parse route: a partial LLM document from the files at ``model_path`` (on the server)."""
