@@ -175,6 +175,7 @@ def test_the_export_and_import_commands_of_the_magics_and_the_cli(client, docs, 
     assert _custom(client, "LLM") == [names[0]] and _custom(client, "embedding") == [names[1]]
     assert names[0] not in [r["model_name"] for r in Registry().list("LLM")]     # --no-persist: not on disk
 
+    capsys.readouterr()       # what the shell printed above (load_ext's "already loaded" in a long session)
     server = start_in_thread(create_app(Client(), allowed_roots=[str(tmp_path)]), port=0)
     try:
         one = tmp_path / "embedding.json"
